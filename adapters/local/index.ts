@@ -1,0 +1,141 @@
+import { createCipheriv, createDecipheriv, randomFillSync } from 'node:crypto';
+import { mkdir, open, type FileHandle } from 'node:fs/promises';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { GatewayError, KmsError } from '../../src/protocol/errors.js';
+import type { AdapterModule, AdapterOptions, KeyWrapper, WrapContext, WrappedKey } from '../types.js';
+
+/**
+ * Development and test KEK: a 32-byte file on local disk. It gives the
+ * gateway's envelope scheme without a cloud account, but the KEK then sits on
+ * the same host as the gateway, which is what a cloud KMS exists to avoid.
+ */
+
+const FORMAT = 0x01;
+const NONCE = 12;
+const TAG = 16;
+const KEK_BYTES = 32;
+
+/** `local://name` is relative to the data folder; `local:///abs/path` is absolute. */
+export function localKekPath(kek: string, dataDir: string): string {
+  if (!kek.startsWith('local://')) throw new GatewayError('BAD_REQUEST', 'not a local:// KEK URI');
+  const path = kek.slice('local://'.length);
+  if (path.length === 0) throw new GatewayError('BAD_REQUEST', 'local:// KEK URI needs a path');
+  return isAbsolute(path) ? path : resolve(dataDir, path);
+}
+
+function wrapAad(ctx: Pick<WrapContext, 'keyId' | 'version'>): Buffer {
+  return Buffer.from(`kmsgw/v1 local-wrap ${ctx.keyId} ${ctx.version}`, 'latin1');
+}
+
+async function readKek(path: string): Promise<Buffer> {
+  let handle: FileHandle | undefined;
+  const kek = Buffer.alloc(KEK_BYTES);
+  try {
+    handle = await open(path, 'r');
+    const { size } = await handle.stat();
+    if (size !== KEK_BYTES) throw new KmsError('KMS_DENIED', `local KEK file must hold exactly ${KEK_BYTES} bytes`);
+    const { bytesRead } = await handle.read(kek, 0, KEK_BYTES, 0);
+    if (bytesRead !== KEK_BYTES) throw new KmsError('KMS_DENIED', 'local KEK file is short');
+    return kek;
+  } catch (err) {
+    kek.fill(0);
+    if (err instanceof KmsError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new KmsError('KMS_DENIED', 'local KEK file not found', { cause: err });
+    if (code === 'EACCES') throw new KmsError('KMS_DENIED', 'local KEK file not readable', { cause: err });
+    throw new KmsError('KMS_UNAVAILABLE', 'local KEK file could not be read', { cause: err });
+  } finally {
+    await handle?.close();
+  }
+}
+
+/**
+ * Creates a KEK file of 32 random bytes with mode 0600 when none exists.
+ * Returns true when it made one. An existing file is never touched.
+ */
+export async function ensureLocalKek(path: string): Promise<boolean> {
+  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  const kek = Buffer.alloc(KEK_BYTES);
+  let handle: FileHandle | undefined;
+  try {
+    handle = await open(path, 'wx', 0o600);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  }
+  try {
+    randomFillSync(kek);
+    await handle.write(kek, 0, KEK_BYTES, 0);
+    await handle.sync();
+    return true;
+  } finally {
+    kek.fill(0);
+    await handle.close();
+  }
+}
+
+export class LocalWrapper implements KeyWrapper {
+  private kekBytes: Promise<Buffer> | undefined;
+  private readonly path: string;
+
+  constructor(
+    readonly kek: string,
+    options: AdapterOptions,
+  ) {
+    this.path = localKekPath(kek, options.dataDir);
+  }
+
+  private key(): Promise<Buffer> {
+    // A failed read is not cached, so creating the file later fixes it without a restart.
+    this.kekBytes ??= readKek(this.path).catch((err: unknown) => {
+      this.kekBytes = undefined;
+      throw err;
+    });
+    return this.kekBytes;
+  }
+
+  async wrap(dek: Buffer, ctx: WrapContext): Promise<WrappedKey> {
+    const kek = await this.key();
+    const blob = Buffer.alloc(1 + NONCE + dek.length + TAG);
+    blob[0] = FORMAT;
+    randomFillSync(blob, 1, NONCE);
+    const cipher = createCipheriv('aes-256-gcm', kek, blob.subarray(1, 1 + NONCE));
+    cipher.setAAD(wrapAad(ctx));
+    const body = cipher.update(dek);
+    body.copy(blob, 1 + NONCE);
+    cipher.final();
+    cipher.getAuthTag().copy(blob, 1 + NONCE + dek.length);
+    return { blob };
+  }
+
+  async unwrap(wrapped: WrappedKey, ctx: WrapContext): Promise<Buffer> {
+    const kek = await this.key();
+    const { blob } = wrapped;
+    if (blob.length < 1 + NONCE + TAG || blob[0] !== FORMAT) {
+      throw new KmsError('DECRYPT_FAILED', 'wrapped key is not in the local format');
+    }
+    const decipher = createDecipheriv('aes-256-gcm', kek, blob.subarray(1, 1 + NONCE));
+    decipher.setAAD(wrapAad(ctx));
+    decipher.setAuthTag(blob.subarray(blob.length - TAG));
+    const dek = decipher.update(blob.subarray(1 + NONCE, blob.length - TAG));
+    try {
+      decipher.final();
+    } catch (err) {
+      dek.fill(0);
+      throw new KmsError('DECRYPT_FAILED', 'wrapped key failed authentication under the local KEK', { cause: err });
+    }
+    return dek;
+  }
+
+  async close(): Promise<void> {
+    const pending = this.kekBytes;
+    this.kekBytes = undefined;
+    if (pending) (await pending.catch(() => undefined))?.fill(0);
+  }
+}
+
+export function createWrapper(kek: string, options: AdapterOptions): KeyWrapper {
+  return new LocalWrapper(kek, options) satisfies KeyWrapper;
+}
+
+export default { createWrapper } satisfies AdapterModule;

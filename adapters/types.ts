@@ -1,0 +1,56 @@
+/**
+ * The one interface every KEK adapter implements, in the spirit of
+ * go-kms-wrapping's `Wrapper`: it wraps and unwraps DEKs under one KEK and
+ * knows nothing of sockets, the protocol or the cache.
+ */
+
+/** Where a DEK belongs; adapters bind it into the wrap as associated data or context. */
+export interface WrapContext {
+  /** Key id without `@version`. */
+  readonly keyId: string;
+  /** DEK version, 1-based. */
+  readonly version: number;
+  /** Aborted when the gateway's per-call timeout expires; pass it to the SDK. */
+  readonly signal: AbortSignal;
+}
+
+/** A DEK as the KMS wrapped it. */
+export interface WrappedKey {
+  /** Opaque blob, stored as returned. */
+  readonly blob: Buffer;
+  /** Provider's KEK version that made the blob (GCP CryptoKeyVersion, Azure kid), when it tells. */
+  readonly kekVersion?: string;
+}
+
+/** A DEK generated inside the KMS, with its wrapped form. */
+export interface GeneratedKey extends WrappedKey {
+  /** Plaintext DEK; the caller zeroizes it. */
+  readonly dek: Buffer;
+}
+
+/** One KEK, behind one cloud (or the local file). */
+export interface KeyWrapper {
+  /** The KEK URI this wrapper was built for. */
+  readonly kek: string;
+  /** Wraps `dek` (which the adapter must not keep or modify). */
+  wrap(dek: Buffer, ctx: WrapContext): Promise<WrappedKey>;
+  /** Unwraps a stored blob; returns a buffer the caller owns and zeroizes. */
+  unwrap(wrapped: WrappedKey, ctx: WrapContext): Promise<Buffer>;
+  /** Optional: a DEK whose entropy comes from the KMS (AWS GenerateDataKey). */
+  generate?(ctx: WrapContext): Promise<GeneratedKey>;
+  /** Releases clients and zeroizes any key material the adapter holds. */
+  close?(): Promise<void>;
+}
+
+/** Settings every adapter factory receives. */
+export interface AdapterOptions {
+  /** Folder that relative `local://` paths are resolved against. */
+  readonly dataDir: string;
+  /** Adapter-specific settings from the config file, keyed by URI scheme. */
+  readonly settings?: Readonly<Record<string, unknown>>;
+}
+
+/** What each `adapters/<cloud>/index.ts` exports. */
+export interface AdapterModule {
+  createWrapper(kek: string, options: AdapterOptions): KeyWrapper;
+}

@@ -1,0 +1,201 @@
+import { Command, CommanderError, Option } from 'commander';
+import { readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { createClient, defaultSocketPath, KmsgwError, type KmsgwClient } from '../client/index.js';
+import { ConfigError, DEFAULT_CONFIG_FILE, loadConfig } from '../config/load.js';
+import { KeyStoreError } from '../keystore/file-store.js';
+import { startGateway } from '../server/serve.js';
+import { ensureLocalKek, localKekPath } from '../../adapters/local/index.js';
+import { EXAMPLE_CONFIG } from './example-config.js';
+
+/** Exit statuses: 0 success, 1 the gateway said ERR (or was unreachable), 2 usage error. */
+const EXIT_ERR = 1;
+const EXIT_USAGE = 2;
+
+class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+interface ClientFlags {
+  socket?: string;
+  timeout: string;
+}
+
+async function withClient<T>(flags: ClientFlags, fn: (c: KmsgwClient) => Promise<T>): Promise<T> {
+  const timeoutMs = Number(flags.timeout);
+  if (!Number.isInteger(timeoutMs) || timeoutMs < 0) throw new UsageError('--timeout must be a whole number of ms');
+  const client = await createClient({ socketPath: flags.socket ?? defaultSocketPath(), timeoutMs });
+  try {
+    return await fn(client);
+  } finally {
+    await client.close();
+  }
+}
+
+async function readInput(path: string | undefined): Promise<Buffer> {
+  if (path !== undefined && path !== '-') return readFile(path);
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** Writes all or nothing: an `-o` path never holds a partial result. */
+async function writeOutput(path: string | undefined, data: Uint8Array): Promise<void> {
+  if (path === undefined || path === '-') {
+    await new Promise<void>((ok, fail) => process.stdout.write(data, (err) => (err ? fail(err) : ok())));
+    return;
+  }
+  const tmp = `${path}.kmsgw-${process.pid}.tmp`;
+  try {
+    await writeFile(tmp, data, { mode: 0o600 });
+    await rename(tmp, path);
+  } catch (err) {
+    await unlink(tmp).catch(() => undefined);
+    throw err;
+  }
+}
+
+function clientOptions(cmd: Command): Command {
+  return cmd
+    .option('--socket <path>', 'gateway socket (default: $KMSGW_SOCKET, else .kmsgw/kmsgw.sock)')
+    .option('--timeout <ms>', 'give up after this many ms without a reply', '10000');
+}
+
+export function buildProgram(): Command {
+  const program = new Command('kmsgw')
+    .description('Gateway that serves data-encryption keys wrapped by a cloud KMS')
+    .version('0.1.0')
+    .showHelpAfterError()
+    .exitOverride();
+
+  program
+    .command('serve')
+    .description('run the gateway (embedded development default when no config is found)')
+    .option('-c, --config <file>', `config file (default: $KMSGW_CONFIG, else ./${DEFAULT_CONFIG_FILE} if present)`)
+    .action(async (opts: { config?: string }) => {
+      const loaded = await loadConfig(opts.config);
+      const running = await startGateway(loaded.config, { baseDir: loaded.baseDir });
+      running.log.info({ config: loaded.file ?? 'embedded development default' }, 'configuration loaded');
+      await new Promise<void>((done) => {
+        const stop = (signal: string) => {
+          running.log.info({ signal }, 'shutting down');
+          void running.close().then(done);
+        };
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
+    });
+
+  program
+    .command('init')
+    .description(`write a commented ./${DEFAULT_CONFIG_FILE} and the local development KEK`)
+    .option('--force', 'overwrite an existing config file (never the KEK)')
+    .action(async (opts: { force?: boolean }) => {
+      const path = resolve(DEFAULT_CONFIG_FILE);
+      try {
+        await writeFile(path, EXAMPLE_CONFIG, { flag: opts.force ? 'w' : 'wx', mode: 0o600 });
+        process.stdout.write(`wrote ${path}\n`);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        process.stdout.write(`${path} exists; left as it is (use --force to overwrite)\n`);
+      }
+      const { config, baseDir } = await loadConfig(path);
+      const kekPath = localKekPath('local://local-kek', resolve(baseDir, config.dataDir));
+      const made = await ensureLocalKek(kekPath);
+      process.stdout.write(`${made ? 'created' : 'kept existing'} local KEK ${kekPath} (mode 0600)\n`);
+    });
+
+  clientOptions(program.command('ping').description('check that the gateway answers')).action(async (opts: ClientFlags) => {
+    await withClient(opts, (c) => c.ping());
+    process.stdout.write('PONG\n');
+  });
+
+  clientOptions(
+    program
+      .command('get <key-id>')
+      .description('print a DEK (key-id[@version]; newest version by default)')
+      .addOption(new Option('-f, --format <format>', 'output encoding').choices(['hex', 'base64', 'raw']).default('base64')),
+  ).action(async (keyId: string, opts: ClientFlags & { format: 'hex' | 'base64' | 'raw' }) => {
+    const dek = await withClient(opts, (c) => c.get(keyId));
+    try {
+      if (opts.format === 'raw') await writeOutput(undefined, dek);
+      else process.stdout.write(`${dek.toString(opts.format)}\n`);
+    } finally {
+      dek.fill(0);
+    }
+  });
+
+  for (const verb of ['enc', 'dec'] as const) {
+    clientOptions(
+      program
+        .command(`${verb} <key-id>`)
+        .description(verb === 'enc' ? 'encrypt stdin (or -i) into an envelope on stdout (or -o)' : 'decrypt an envelope from stdin (or -i) to stdout (or -o)')
+        .option('--aad <text>', 'associated data (UTF-8) bound to the envelope')
+        .option('-i, --in <file>', 'read from FILE instead of stdin')
+        .option('-o, --out <file>', 'write to FILE (all or nothing) instead of stdout'),
+    ).action(async (keyId: string, opts: ClientFlags & { aad?: string; in?: string; out?: string }) => {
+      const input = await readInput(opts.in);
+      const aad = opts.aad === undefined ? undefined : Buffer.from(opts.aad, 'utf8');
+      if (aad?.length === 0) throw new UsageError('--aad must not be empty');
+      const out = await withClient(opts, (c) => (verb === 'enc' ? c.enc(keyId, input, aad) : c.dec(keyId, input, aad)));
+      try {
+        await writeOutput(opts.out, out);
+      } finally {
+        if (verb === 'dec') out.fill(0);
+        input.fill(0);
+      }
+    });
+  }
+
+  const key = program.command('key').description('administer keys');
+  const printJson = (value: unknown) => process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+  clientOptions(key.command('create <key-id>').description('create a key (version 1)').option('--kek <uri>', 'KEK URI (default: the gateway\'s keys.defaultKek)')).action(
+    async (id: string, opts: ClientFlags & { kek?: string }) => {
+      process.stdout.write(`${await withClient(opts, (c) => c.create(id, opts.kek))}\n`);
+    },
+  );
+  clientOptions(key.command('rotate <key-id>').description('add a new DEK version, used by ENC from now on').option('--kek <uri>', 'KEK URI for the new version (default: as the newest)')).action(
+    async (id: string, opts: ClientFlags & { kek?: string }) => {
+      process.stdout.write(`${await withClient(opts, (c) => c.rotate(id, opts.kek))}\n`);
+    },
+  );
+  clientOptions(key.command('destroy <key-id@version>').description('destroy one old DEK version for good')).action(async (ref: string, opts: ClientFlags) => {
+    const m = /^(.+)@(\d+)$/.exec(ref);
+    if (!m) throw new UsageError('destroy takes key-id@version');
+    process.stdout.write(`${await withClient(opts, (c) => c.destroy(m[1] as string, Number(m[2])))}\n`);
+  });
+  clientOptions(key.command('info <key-id>').description('show versions, KEKs and states (never key material)')).action(async (id: string, opts: ClientFlags) => {
+    printJson(await withClient(opts, (c) => c.info(id)));
+  });
+  clientOptions(key.command('list [prefix]').description('list key ids')).action(async (prefix: string | undefined, opts: ClientFlags) => {
+    for (const id of await withClient(opts, (c) => c.list(prefix))) process.stdout.write(`${id}\n`);
+  });
+
+  return program;
+}
+
+export async function main(argv: readonly string[]): Promise<number> {
+  try {
+    await buildProgram().parseAsync([...argv], { from: 'user' });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      return err.exitCode === 0 ? 0 : EXIT_USAGE;
+    }
+    if (err instanceof UsageError) {
+      process.stderr.write(`kmsgw: ${err.message}\n`);
+      return EXIT_USAGE;
+    }
+    if (err instanceof KmsgwError) {
+      process.stderr.write(`kmsgw: ${err.code} ${err.message}\n`);
+      return EXIT_ERR;
+    }
+    if (err instanceof ConfigError || err instanceof KeyStoreError) {
+      process.stderr.write(`kmsgw: ${err.message}\n`);
+      return EXIT_ERR;
+    }
+    const e = err as NodeJS.ErrnoException;
+    process.stderr.write(`kmsgw: ${e.code ? `${e.code} ` : ''}${e.message ?? String(err)}\n`);
+    return EXIT_ERR;
+  }
+}

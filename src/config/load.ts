@@ -1,0 +1,106 @@
+import { readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { ConfigSchema, type Config } from './schema.js';
+
+/** The config file is missing, unreadable or invalid; the message names the field. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  readonly code = 'CONFIG' as const;
+}
+
+/** The config in effect and where it came from. */
+export interface LoadedConfig {
+  readonly config: Config;
+  /** The file read, or undefined for the embedded development default. */
+  readonly file: string | undefined;
+  /** Folder relative paths are resolved against. */
+  readonly baseDir: string;
+}
+
+/** File name `kmsgw serve` looks for in the working folder when no --config is given. */
+export const DEFAULT_CONFIG_FILE = 'kmsgw.yaml';
+
+/**
+ * Environment overrides, applied after the file. Documented in README.
+ * Each maps a variable to a path in the config.
+ */
+export const ENV_OVERRIDES = {
+  KMSGW_DATA_DIR: ['dataDir'],
+  KMSGW_SOCKET: ['listen', 'socket', 'path'],
+  KMSGW_LOG_LEVEL: ['log', 'level'],
+  KMSGW_DEFAULT_KEK: ['keys', 'defaultKek'],
+  KMSGW_AUTO_CREATE: ['keys', 'autoCreate'],
+  KMSGW_TCP_PORT: ['listen', 'tcp', 'port'],
+  KMSGW_CACHE_TTL_MS: ['cache', 'ttlMs'],
+  KMSGW_KMS_TIMEOUT_MS: ['kms', 'timeoutMs'],
+} as const satisfies Record<string, readonly string[]>;
+
+/** Embedded development default: local KEK, keys created on first use. */
+export const DEV_DEFAULT = { keys: { autoCreate: true } } as const;
+
+function coerce(raw: string): unknown {
+  if (raw === 'true') return true;
+  if (raw === 'false') return false;
+  if (/^-?\d+$/.test(raw)) return Number(raw);
+  return raw;
+}
+
+function setPath(target: Record<string, unknown>, path: readonly string[], value: unknown): void {
+  let node = target;
+  for (const part of path.slice(0, -1)) {
+    const next = node[part];
+    if (next === null || typeof next !== 'object') node[part] = {};
+    node = node[part] as Record<string, unknown>;
+  }
+  node[path[path.length - 1] as string] = value;
+}
+
+function describe(error: z.ZodError, source: string): string {
+  const lines = error.issues.map((issue) => {
+    const field = issue.path.length > 0 ? issue.path.join('.') : '(top level)';
+    return `  ${field}: ${issue.message}`;
+  });
+  return `invalid configuration in ${source}:\n${lines.join('\n')}`;
+}
+
+/** Validates a plain object (after env overrides) into a Config. */
+export function validateConfig(raw: unknown, source: string, env: NodeJS.ProcessEnv = {}): Config {
+  if (raw === null || raw === undefined) raw = {};
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(`${source}: the top level must be a mapping`);
+  const merged = structuredClone(raw) as Record<string, unknown>;
+  for (const [name, path] of Object.entries(ENV_OVERRIDES)) {
+    const value = env[name];
+    if (value !== undefined && value !== '') setPath(merged, path, coerce(value));
+  }
+  const result = ConfigSchema.safeParse(merged);
+  if (!result.success) throw new ConfigError(describe(result.error, source));
+  return result.data;
+}
+
+/**
+ * Loads `file`, else `$KMSGW_CONFIG`, else `./kmsgw.yaml` when present, else the
+ * embedded development default. YAML or JSON (JSON is YAML).
+ */
+export async function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Promise<LoadedConfig> {
+  const chosen = file ?? env['KMSGW_CONFIG'] ?? (existsSync(resolve(cwd, DEFAULT_CONFIG_FILE)) ? DEFAULT_CONFIG_FILE : undefined);
+  if (chosen === undefined) {
+    return { config: validateConfig(DEV_DEFAULT, 'the embedded default', env), file: undefined, baseDir: cwd };
+  }
+  const path = resolve(cwd, chosen);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(`config file ${path} is not valid YAML/JSON: ${(err as Error).message}`, { cause: err });
+  }
+  return { config: validateConfig(raw, path, env), file: path, baseDir: dirname(path) };
+}

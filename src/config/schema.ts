@@ -1,0 +1,87 @@
+import { z } from 'zod';
+
+const octalMode = z
+  .union([z.number().int().min(0).max(0o777), z.string().regex(/^0?[0-7]{3}$/, 'must be an octal mode such as "0600"')])
+  .transform((v) => (typeof v === 'number' ? v : Number.parseInt(v, 8)));
+
+/**
+ * The whole configuration. Every field has a default, so `{}` is valid;
+ * relative paths are resolved against the config file's folder.
+ */
+export const ConfigSchema = z
+  .object({
+    /** Folder for the key store, its lock and (by default) the socket and local KEK. */
+    dataDir: z.string().min(1).default('.kmsgw'),
+    listen: z
+      .object({
+        /** Unix socket; `null` turns it off. */
+        socket: z
+          .object({
+            path: z.string().min(1).default('.kmsgw/kmsgw.sock'),
+            mode: octalMode.default(0o600),
+          })
+          .strict()
+          .nullable()
+          .default({ path: '.kmsgw/kmsgw.sock', mode: 0o600 }),
+        /** Optional plain TCP listener, loopback only (TLS arrives with the security work). */
+        tcp: z
+          .object({
+            host: z.string().default('127.0.0.1'),
+            port: z.number().int().min(0).max(65535),
+          })
+          .strict()
+          .optional(),
+      })
+      .strict()
+      .default({ socket: { path: '.kmsgw/kmsgw.sock', mode: 0o600 } }),
+    limits: z
+      .object({
+        /** Longest request line in bytes, without its LF. */
+        maxLineBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
+        /** Most client connections at once. */
+        maxConnections: z.number().int().min(1).max(1_000_000).default(1024),
+        /** Most pipelined requests awaiting a reply per connection before reading pauses. */
+        maxInFlight: z.number().int().min(1).max(1_000_000).default(1024),
+        /** Idle connections are closed after this many ms (0: never). */
+        idleTimeoutMs: z.number().int().min(0).default(300_000),
+      })
+      .strict()
+      .default({ maxLineBytes: 1024 * 1024, maxConnections: 1024, maxInFlight: 1024, idleTimeoutMs: 300_000 }),
+    cache: z
+      .object({
+        /** Most unwrapped DEKs held in memory. */
+        maxEntries: z.number().int().min(1).default(10_000),
+        /** How long an unwrapped DEK is kept, in ms, from its unwrap. */
+        ttlMs: z.number().int().min(1).default(300_000),
+      })
+      .strict()
+      .default({ maxEntries: 10_000, ttlMs: 300_000 }),
+    keys: z
+      .object({
+        /** Create unknown keys on first GET/ENC (the development default); off means CREATE first. */
+        autoCreate: z.boolean().default(false),
+        /** KEK for keys created without one. */
+        defaultKek: z.string().regex(/^[a-z][a-z0-9+.-]*:\/\/\S+$/, 'must be a KEK URI such as local://local-kek').default('local://local-kek'),
+      })
+      .strict()
+      .default({ autoCreate: false, defaultKek: 'local://local-kek' }),
+    kms: z
+      .object({
+        /** Deadline of each KMS call in ms; a dead KMS never hangs a client longer. */
+        timeoutMs: z.number().int().min(1).max(120_000).default(2000),
+        /** Per-adapter settings, keyed by URI scheme (filled in by each cloud's issue). */
+        adapters: z.record(z.string(), z.unknown()).default({}),
+      })
+      .strict()
+      .default({ timeoutMs: 2000, adapters: {} }),
+    log: z
+      .object({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      })
+      .strict()
+      .default({ level: 'info' }),
+  })
+  .strict();
+
+export type Config = z.output<typeof ConfigSchema>;
+export type ConfigInput = z.input<typeof ConfigSchema>;

@@ -1,0 +1,166 @@
+import { constants } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { GatewayError } from '../protocol/errors.js';
+import { KeyRecordSchema, type KeyRecord, type KeyStore } from './types.js';
+
+/** The store on disk could not be opened; start-up stops with this. */
+export class KeyStoreError extends Error {
+  override readonly name = 'KeyStoreError';
+  readonly code = 'KEYSTORE' as const;
+}
+
+const SUFFIX = '.json';
+
+/** Key id → file name: characters other than A-Z a-z 0-9 . _ - become %XX, so `/` and `:` are safe. */
+export function fileNameFor(id: string): string {
+  return id.replace(/[^A-Za-z0-9._-]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`) + SUFFIX;
+}
+
+/**
+ * File-backed key store: one JSON file per key id under `<dir>/keys`.
+ * Each write goes to a temporary file that is fsynced, renamed over the old
+ * one, and the folder fsynced, so a crash leaves the old or the new record,
+ * never a torn one. A lock file keeps a second gateway off the same store.
+ */
+export class FileKeyStore implements KeyStore {
+  private readonly records = new Map<string, KeyRecord>();
+  private sortedIds: string[] | undefined;
+  private readonly writes = new Map<string, Promise<void>>();
+  private closed = false;
+
+  private constructor(
+    readonly dir: string,
+    private readonly lockPath: string,
+  ) {}
+
+  /** Opens (creating if needed) the store in `dir`; throws `KeyStoreError` naming any bad file. */
+  static async open(dir: string): Promise<FileKeyStore> {
+    const keysDir = join(dir, 'keys');
+    await mkdir(keysDir, { recursive: true, mode: 0o700 });
+    const lockPath = join(dir, 'keystore.lock');
+    await acquireLock(lockPath);
+    const store = new FileKeyStore(keysDir, lockPath);
+    try {
+      await store.load();
+    } catch (err) {
+      await unlink(lockPath).catch(() => undefined);
+      throw err;
+    }
+    return store;
+  }
+
+  get(id: string): KeyRecord | undefined {
+    return this.records.get(id);
+  }
+
+  list(prefix = ''): string[] {
+    this.sortedIds ??= [...this.records.keys()].sort();
+    return prefix === '' ? [...this.sortedIds] : this.sortedIds.filter((id) => id.startsWith(prefix));
+  }
+
+  put(record: KeyRecord): Promise<void> {
+    if (this.closed) return Promise.reject(new GatewayError('INTERNAL', 'key store is closed'));
+    const parsed = KeyRecordSchema.parse(record);
+    // Writes to one id are chained so the file always ends with the last put.
+    const previous = this.writes.get(parsed.id) ?? Promise.resolve();
+    const write = previous
+      .catch(() => undefined)
+      .then(() => this.writeFile(parsed))
+      .then(() => {
+        if (!this.records.has(parsed.id)) this.sortedIds = undefined;
+        this.records.set(parsed.id, parsed);
+      });
+    this.writes.set(parsed.id, write);
+    void write
+      .finally(() => {
+        if (this.writes.get(parsed.id) === write) this.writes.delete(parsed.id);
+      })
+      .catch(() => undefined);
+    return write.catch((err: unknown) => {
+      throw new GatewayError('INTERNAL', 'key store write failed', { cause: err });
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.allSettled([...this.writes.values()]);
+    await unlink(this.lockPath).catch(() => undefined);
+  }
+
+  private async load(): Promise<void> {
+    for (const name of await readdir(this.dir)) {
+      if (!name.endsWith(SUFFIX)) continue; // temporary files of an interrupted write
+      const path = join(this.dir, name);
+      let record: KeyRecord;
+      try {
+        record = KeyRecordSchema.parse(JSON.parse(await readFile(path, 'utf8')));
+      } catch (err) {
+        throw new KeyStoreError(`key store file ${path} is not a valid key record; fix or move it (it is never overwritten)`, { cause: err });
+      }
+      if (fileNameFor(record.id) !== name) {
+        throw new KeyStoreError(`key store file ${path} holds key id ${JSON.stringify(record.id)}, which belongs in another file`);
+      }
+      this.records.set(record.id, record);
+    }
+  }
+
+  private async writeFile(record: KeyRecord): Promise<void> {
+    const path = join(this.dir, fileNameFor(record.id));
+    const tmp = `${path}.${process.pid}.tmp`;
+    let handle: FileHandle | undefined;
+    try {
+      handle = await open(tmp, 'w', 0o600);
+      await handle.writeFile(`${JSON.stringify(record, null, 2)}\n`, 'utf8');
+      await handle.sync();
+      await handle.close();
+      handle = undefined;
+      await rename(tmp, path);
+      await syncDir(this.dir);
+    } catch (err) {
+      await handle?.close().catch(() => undefined);
+      await unlink(tmp).catch(() => undefined);
+      throw err;
+    }
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const handle = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Creates the lock file exclusively; takes over one left by a process that is gone. */
+async function acquireLock(path: string): Promise<void> {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const handle = await open(path, 'wx', 0o600);
+      await handle.writeFile(`${process.pid}\n`);
+      await handle.sync();
+      await handle.close();
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const holder = Number.parseInt((await readFile(path, 'utf8').catch(() => '')).trim(), 10);
+    if (Number.isInteger(holder) && holder > 0 && pidAlive(holder)) {
+      throw new KeyStoreError(`key store ${path} is locked by running process ${holder}; two gateways must not share a store`);
+    }
+    await unlink(path).catch(() => undefined);
+  }
+  throw new KeyStoreError(`could not take the key store lock ${path}`);
+}

@@ -1,0 +1,137 @@
+import type { ErrorCode } from './errors.js';
+
+/** A key id, optionally pinned to one DEK version (`id@version`). */
+export interface KeyRef {
+  readonly id: string;
+  readonly version?: number;
+}
+
+/** Every request the protocol knows; `verb` discriminates. Payloads stay base64 text. */
+export type Command =
+  | { readonly verb: 'PING' }
+  | { readonly verb: 'GET'; readonly key: KeyRef }
+  | { readonly verb: 'ENC'; readonly key: KeyRef; readonly data: string; readonly aad?: string }
+  | { readonly verb: 'DEC'; readonly key: KeyRef; readonly data: string; readonly aad?: string }
+  | { readonly verb: 'CREATE'; readonly key: KeyRef; readonly kek?: string }
+  | { readonly verb: 'ROTATE'; readonly key: KeyRef; readonly kek?: string }
+  | { readonly verb: 'DESTROY'; readonly key: KeyRef }
+  | { readonly verb: 'INFO'; readonly key: KeyRef }
+  | { readonly verb: 'LIST'; readonly prefix?: string };
+
+export type Verb = Command['verb'];
+
+/** Verbs that change or describe keys rather than use them. */
+export const ADMIN_VERBS = ['CREATE', 'ROTATE', 'DESTROY', 'INFO', 'LIST'] as const satisfies readonly Verb[];
+
+export type ParseResult =
+  | { readonly ok: true; readonly command: Command }
+  | { readonly ok: false; readonly code: ErrorCode; readonly text: string };
+
+/** Longest key id, in characters, without the `@version` suffix. */
+export const MAX_KEY_ID_LENGTH = 256;
+/** Highest DEK version: it is a uint32 in the envelope header. */
+export const MAX_VERSION = 0xffff_ffff;
+
+const KEY_ID_RE = /^[A-Za-z0-9._\-/:]{1,256}$/;
+const VERSION_RE = /^[1-9][0-9]{0,9}$/;
+const PREFIX_RE = /^[A-Za-z0-9._\-/:]{0,256}$/;
+const KEK_URI_RE = /^[a-z][a-z0-9+.-]*:\/\/[\x21-\x7e]{1,2048}$/;
+// Printable ASCII only: the protocol is ASCII and a control byte is never valid.
+const NOT_PRINTABLE_RE = /[^\x20-\x7e]/;
+const SAFE_VERB_RE = /^[A-Za-z]{1,16}$/;
+
+function fail(code: ErrorCode, text: string): ParseResult {
+  return { ok: false, code, text };
+}
+
+function ok(command: Command): ParseResult {
+  return { ok: true, command };
+}
+
+/** Parses `id` or `id@version`; returns an error text when malformed. */
+export function parseKeyRef(token: string): KeyRef | string {
+  const at = token.indexOf('@');
+  const id = at === -1 ? token : token.slice(0, at);
+  if (!KEY_ID_RE.test(id)) {
+    return 'key id must be 1-256 characters of A-Z a-z 0-9 . _ - / :';
+  }
+  if (at === -1) return { id };
+  const digits = token.slice(at + 1);
+  if (!VERSION_RE.test(digits) || Number(digits) > MAX_VERSION) {
+    return 'key version must be a decimal number from 1 to 4294967295';
+  }
+  return { id, version: Number(digits) };
+}
+
+function arity(verb: string, tokens: readonly string[], min: number, max: number): string | undefined {
+  const n = tokens.length - 1;
+  if (n < min || n > max) {
+    const want = min === max ? `${min}` : `${min} to ${max}`;
+    return `${verb} takes ${want} argument${max === 1 ? '' : 's'}, got ${n}`;
+  }
+  return undefined;
+}
+
+/**
+ * Parses one request line (without its line ending). Pure and total: any
+ * input gives a command or an error code with a text that echoes no payload.
+ */
+export function parseRequest(line: string): ParseResult {
+  if (line.length === 0) return fail('BAD_REQUEST', 'empty request');
+  if (NOT_PRINTABLE_RE.test(line)) {
+    return fail('BAD_REQUEST', 'requests are printable ASCII separated by single spaces');
+  }
+  const tokens = line.split(' ');
+  const rawVerb = tokens[0] as string;
+  for (const token of tokens) {
+    if (token.length === 0) return fail('BAD_REQUEST', 'tokens are separated by single spaces');
+  }
+  const verb = rawVerb.toUpperCase();
+  let bad: string | undefined;
+  switch (verb) {
+    case 'PING':
+      if ((bad = arity(verb, tokens, 0, 0))) return fail('BAD_REQUEST', bad);
+      return ok({ verb });
+    case 'LIST': {
+      if ((bad = arity(verb, tokens, 0, 1))) return fail('BAD_REQUEST', bad);
+      const prefix = tokens[1];
+      if (prefix === undefined) return ok({ verb });
+      if (!PREFIX_RE.test(prefix)) return fail('BAD_REQUEST', 'prefix must be characters allowed in a key id');
+      return ok({ verb, prefix });
+    }
+    case 'GET':
+    case 'INFO':
+    case 'DESTROY':
+    case 'CREATE':
+    case 'ROTATE': {
+      const extra = verb === 'CREATE' || verb === 'ROTATE' ? 1 : 0;
+      if ((bad = arity(verb, tokens, 1, 1 + extra))) return fail('BAD_REQUEST', bad);
+      const key = parseKeyRef(tokens[1] as string);
+      if (typeof key === 'string') return fail('BAD_REQUEST', key);
+      if (verb === 'GET' || verb === 'INFO') return ok({ verb, key });
+      if (verb === 'DESTROY') {
+        if (key.version === undefined) return fail('BAD_REQUEST', 'DESTROY needs a key id with @version');
+        return ok({ verb, key });
+      }
+      if (key.version !== undefined) return fail('BAD_REQUEST', `${verb} takes a key id without @version`);
+      const kek = tokens[2];
+      if (kek === undefined) return ok({ verb, key });
+      if (!KEK_URI_RE.test(kek)) return fail('BAD_REQUEST', 'KEK URI must look like scheme://...');
+      return ok({ verb, key, kek });
+    }
+    case 'ENC':
+    case 'DEC': {
+      if ((bad = arity(verb, tokens, 2, 3))) return fail('BAD_REQUEST', bad);
+      const key = parseKeyRef(tokens[1] as string);
+      if (typeof key === 'string') return fail('BAD_REQUEST', key);
+      const data = tokens[2] as string;
+      const aad = tokens[3];
+      return ok(aad === undefined ? { verb, key, data } : { verb, key, data, aad });
+    }
+    default:
+      return fail(
+        'UNKNOWN_VERB',
+        SAFE_VERB_RE.test(rawVerb) ? `unknown verb ${verb}` : 'unknown verb',
+      );
+  }
+}

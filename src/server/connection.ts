@@ -1,0 +1,129 @@
+import type { Socket } from 'node:net';
+import { LineFramer, type FrameSink } from '../protocol/framer.js';
+import { formatError } from '../protocol/reply.js';
+import type { Reply } from './gateway.js';
+
+/** Limits that apply to one client connection. */
+export interface ConnectionLimits {
+  /** Longest request line in bytes (without LF); longer ones get `ERR TOO_LARGE`. */
+  readonly maxLineBytes: number;
+  /** Requests of one connection whose replies are not yet written; reading pauses above it. */
+  readonly maxInFlight: number;
+  /** Close the connection after this many ms without any traffic (0: never). */
+  readonly idleTimeoutMs: number;
+}
+
+interface Slot {
+  reply: string | undefined;
+}
+
+/**
+ * One client: frames lines, runs them, writes the replies in request order.
+ * Reading pauses while the socket's write buffer is full or too many replies
+ * are pending, so a client that pipelines without reading cannot make the
+ * server buffer without bound.
+ */
+export class Connection implements FrameSink {
+  private readonly framer: LineFramer;
+  private readonly pending: Slot[] = [];
+  // Replies made synchronously while one chunk is processed, written in one go.
+  private batch = '';
+  private inChunk = false;
+  private flushQueued = false;
+  private writeBlocked = false;
+  private closed = false;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly handle: (line: string) => Reply,
+    private readonly limits: ConnectionLimits,
+  ) {
+    this.framer = new LineFramer(limits.maxLineBytes);
+    socket.setNoDelay?.(true);
+    if (limits.idleTimeoutMs > 0) {
+      socket.setTimeout(limits.idleTimeoutMs, () => socket.destroy());
+    }
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('drain', () => {
+      this.writeBlocked = false;
+      this.maybeResume();
+    });
+    socket.on('error', () => socket.destroy());
+    socket.on('close', () => {
+      this.closed = true;
+      this.framer.reset();
+      this.pending.length = 0;
+      this.batch = '';
+    });
+  }
+
+  line(text: string): void {
+    this.enqueue(this.handle(text));
+  }
+
+  tooLarge(): void {
+    this.enqueue(formatError('TOO_LARGE', `request line exceeds ${this.limits.maxLineBytes} bytes`));
+  }
+
+  private onData(chunk: Buffer): void {
+    this.inChunk = true;
+    try {
+      this.framer.push(chunk, this);
+    } finally {
+      this.inChunk = false;
+    }
+    this.flush();
+  }
+
+  private enqueue(reply: Reply): void {
+    if (typeof reply === 'string') {
+      if (this.pending.length === 0) {
+        this.batch += `${reply}\n`;
+        if (!this.inChunk) this.flush();
+      } else {
+        this.pending.push({ reply });
+      }
+      return;
+    }
+    const slot: Slot = { reply: undefined };
+    this.pending.push(slot);
+    void reply.then((text) => {
+      slot.reply = text;
+      this.queueFlush();
+    });
+    if (this.pending.length >= this.limits.maxInFlight) this.socket.pause();
+  }
+
+  private queueFlush(): void {
+    if (this.flushQueued) return;
+    this.flushQueued = true;
+    queueMicrotask(() => {
+      this.flushQueued = false;
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    if (this.closed) return;
+    let head = 0;
+    while (head < this.pending.length && this.pending[head]?.reply !== undefined) {
+      this.batch += `${(this.pending[head] as Slot).reply}\n`;
+      head++;
+    }
+    if (head > 0) this.pending.splice(0, head);
+    if (this.batch.length === 0) return;
+    const out = this.batch;
+    this.batch = '';
+    if (!this.socket.write(out)) {
+      this.writeBlocked = true;
+      this.socket.pause();
+    }
+    this.maybeResume();
+  }
+
+  private maybeResume(): void {
+    if (!this.closed && !this.writeBlocked && this.pending.length < this.limits.maxInFlight && this.socket.isPaused()) {
+      this.socket.resume();
+    }
+  }
+}

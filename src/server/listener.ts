@@ -1,0 +1,133 @@
+import { chmod, lstat, unlink } from 'node:fs/promises';
+import { connect, createServer, isIP, type Server, type Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { formatError } from '../protocol/reply.js';
+import { Connection, type ConnectionLimits } from './connection.js';
+import type { Reply } from './gateway.js';
+
+/** Where and how the gateway listens. */
+export interface ListenOptions extends ConnectionLimits {
+  /** Unix socket path, or undefined for none. */
+  readonly socketPath?: string;
+  /** Unix socket file mode (default 0o600: only the gateway's user). */
+  readonly socketMode: number;
+  /** Optional plain TCP listener; must be on a loopback address. */
+  readonly tcp?: { readonly host: string; readonly port: number };
+  /** Most connections open at once across all listeners; more get `ERR THROTTLED` and are closed. */
+  readonly maxConnections: number;
+}
+
+/** True for 127.0.0.0/8, ::1 and localhost. */
+export function isLoopback(host: string): boolean {
+  if (host === 'localhost' || host === '::1') return true;
+  return isIP(host) === 4 && host.startsWith('127.');
+}
+
+/** The running listeners; `close()` stops accepting and ends open connections. */
+export class Listener {
+  private readonly servers: Server[] = [];
+  private readonly sockets = new Set<Socket>();
+  /** TCP port actually bound (useful with port 0). */
+  tcpPort: number | undefined;
+
+  private constructor(
+    private readonly options: ListenOptions,
+    private readonly handle: (line: string) => Reply,
+    private readonly log: Logger,
+  ) {}
+
+  static async start(options: ListenOptions, handle: (line: string) => Reply, log: Logger): Promise<Listener> {
+    const listener = new Listener(options, handle, log);
+    try {
+      if (options.socketPath !== undefined) await listener.listenUnix(options.socketPath);
+      if (options.tcp !== undefined) await listener.listenTcp(options.tcp.host, options.tcp.port);
+    } catch (err) {
+      await listener.close();
+      throw err;
+    }
+    return listener;
+  }
+
+  get connectionCount(): number {
+    return this.sockets.size;
+  }
+
+  async close(): Promise<void> {
+    const closing = this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+    for (const socket of this.sockets) socket.end();
+    const deadline = setTimeout(() => {
+      for (const socket of this.sockets) socket.destroy();
+    }, 2000);
+    await Promise.all(closing);
+    clearTimeout(deadline);
+    if (this.options.socketPath !== undefined) await unlink(this.options.socketPath).catch(() => undefined);
+  }
+
+  private newServer(): Server {
+    const server = createServer({ pauseOnConnect: false }, (socket) => this.accept(socket));
+    server.on('error', (err) => this.log.error({ err: err.message }, 'listener error'));
+    this.servers.push(server);
+    return server;
+  }
+
+  private accept(socket: Socket): void {
+    if (this.sockets.size >= this.options.maxConnections) {
+      socket.on('error', () => socket.destroy());
+      socket.end(`${formatError('THROTTLED', 'too many connections; try again later')}\n`);
+      this.log.warn({ max: this.options.maxConnections }, 'connection refused: at the connection cap');
+      return;
+    }
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+    new Connection(socket, this.handle, this.options);
+  }
+
+  private async listenUnix(path: string): Promise<void> {
+    await removeStaleSocket(path);
+    const server = this.newServer();
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    // The data folder is 0700, so the moment between bind and chmod exposes nothing.
+    await chmod(path, this.options.socketMode);
+    this.log.info({ socket: path, mode: this.options.socketMode.toString(8) }, 'listening on unix socket');
+  }
+
+  private async listenTcp(host: string, port: number): Promise<void> {
+    if (!isLoopback(host)) {
+      throw new Error(`listen.tcp.host ${host} is not a loopback address; plain TCP is only allowed on loopback`);
+    }
+    const server = this.newServer();
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const address = server.address();
+    this.tcpPort = typeof address === 'object' && address ? address.port : port;
+    this.log.info({ host, port: this.tcpPort }, 'listening on tcp (loopback, no TLS)');
+  }
+}
+
+/** Removes a socket file left by a gateway that died; refuses if one still answers there. */
+async function removeStaleSocket(path: string): Promise<void> {
+  const stat = await lstat(path).catch(() => undefined);
+  if (stat === undefined) return;
+  if (!stat.isSocket()) throw new Error(`${path} exists and is not a socket; refusing to replace it`);
+  const alive = await new Promise<boolean>((resolve) => {
+    const probe = connect(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (alive) throw new Error(`another gateway is already listening on ${path}`);
+  await unlink(path);
+}

@@ -1,0 +1,112 @@
+import { mkdir } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { AdapterRegistry, DEFAULT_LOADERS, kekScheme, type AdapterLoader } from '../../adapters/registry.js';
+import { ensureLocalKek, localKekPath } from '../../adapters/local/index.js';
+import type { Clock } from '../cache/dek-cache.js';
+import type { Config } from '../config/schema.js';
+import { FileKeyStore } from '../keystore/file-store.js';
+import { createLogger, type Logger } from '../log/logger.js';
+import { Gateway } from './gateway.js';
+import { Listener } from './listener.js';
+
+/** What `startGateway` needs besides the config; all optional, for tests and embedding. */
+export interface StartOptions {
+  /** Folder that relative paths in the config are resolved against (default: cwd). */
+  readonly baseDir?: string;
+  readonly logger?: Logger;
+  /** Adapter table; tests add fakes for outage and throttling cases. */
+  readonly loaders?: Readonly<Record<string, AdapterLoader>>;
+  /** Counts adapter calls (tests: "one unwrap per cold key"). */
+  readonly onAdapterCall?: (op: 'wrap' | 'unwrap' | 'generate', kek: string) => void;
+  readonly clock?: Clock;
+}
+
+/** A running gateway. */
+export interface RunningGateway {
+  readonly gateway: Gateway;
+  readonly listener: Listener;
+  readonly socketPath: string | undefined;
+  readonly log: Logger;
+  /** Stops listening, zeroizes the cache, closes adapters and releases the store. */
+  close(): Promise<void>;
+}
+
+/** Opens the store, loads nothing else eagerly, and starts listening. */
+export async function startGateway(config: Config, options: StartOptions = {}): Promise<RunningGateway> {
+  const baseDir = options.baseDir ?? process.cwd();
+  const log = options.logger ?? createLogger(config.log.level);
+  const dataDir = resolve(baseDir, config.dataDir);
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+
+  const loaders = options.loaders ?? DEFAULT_LOADERS;
+  if (kekScheme(config.keys.defaultKek) === 'local' && loaders === DEFAULT_LOADERS) {
+    const path = localKekPath(config.keys.defaultKek, dataDir);
+    if (await ensureLocalKek(path)) log.warn({ path }, 'created a new local KEK (development only: the KEK is on this host)');
+  }
+
+  const store = await FileKeyStore.open(dataDir);
+  const adapters = new AdapterRegistry(
+    {
+      dataDir,
+      settings: config.kms.adapters,
+      timeoutMs: config.kms.timeoutMs,
+      ...(options.onAdapterCall ? { onCall: options.onAdapterCall } : {}),
+    },
+    loaders,
+  );
+  const gateway = new Gateway(
+    store,
+    adapters,
+    {
+      autoCreate: config.keys.autoCreate,
+      defaultKek: config.keys.defaultKek,
+      cacheMaxEntries: config.cache.maxEntries,
+      cacheTtlMs: config.cache.ttlMs,
+      ...(options.clock ? { clock: options.clock } : {}),
+    },
+    log,
+  );
+
+  const socketPath = config.listen.socket ? resolve(baseDir, config.listen.socket.path) : undefined;
+  let listener: Listener;
+  try {
+    if (socketPath !== undefined) await mkdir(resolve(socketPath, '..'), { recursive: true, mode: 0o700 });
+    listener = await Listener.start(
+      {
+        ...(socketPath !== undefined ? { socketPath } : {}),
+        socketMode: config.listen.socket?.mode ?? 0o600,
+        ...(config.listen.tcp ? { tcp: config.listen.tcp } : {}),
+        maxConnections: config.limits.maxConnections,
+        maxLineBytes: config.limits.maxLineBytes,
+        maxInFlight: config.limits.maxInFlight,
+        idleTimeoutMs: config.limits.idleTimeoutMs,
+      },
+      (line) => gateway.handleLine(line),
+      log,
+    );
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  if (config.keys.autoCreate) {
+    log.warn('keys are created on first use (keys.autoCreate): a development setting');
+  }
+  log.info({ dataDir, defaultKek: config.keys.defaultKek, cacheTtlMs: config.cache.ttlMs }, 'kmsgw ready');
+
+  let closing: Promise<void> | undefined;
+  return {
+    gateway,
+    listener,
+    socketPath,
+    log,
+    close() {
+      closing ??= (async () => {
+        await listener.close();
+        gateway.close();
+        await adapters.close();
+        await store.close();
+      })();
+      return closing;
+    },
+  };
+}
