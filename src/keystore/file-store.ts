@@ -61,7 +61,11 @@ export class FileKeyStore implements KeyStore {
 
   put(record: KeyRecord): Promise<void> {
     if (this.closed) return Promise.reject(new GatewayError('INTERNAL', 'key store is closed'));
-    const parsed = KeyRecordSchema.parse(record);
+    const checked = KeyRecordSchema.safeParse(record);
+    if (!checked.success) {
+      return Promise.reject(new GatewayError('INTERNAL', 'refusing to store an invalid key record', { cause: checked.error }));
+    }
+    const parsed = checked.data;
     // Writes to one id are chained so the file always ends with the last put.
     const previous = this.writes.get(parsed.id) ?? Promise.resolve();
     const write = previous

@@ -48,8 +48,15 @@ export class Listener {
     return listener;
   }
 
-  get connectionCount(): number {
-    return this.sockets.size;
+  /** Open connections, bytes read from them, and reply bytes queued for them (not yet taken by the kernel). */
+  stats(): { connections: number; bytesRead: number; bytesQueued: number } {
+    let bytesRead = 0;
+    let bytesQueued = 0;
+    for (const socket of this.sockets) {
+      bytesRead += socket.bytesRead;
+      bytesQueued += socket.writableLength;
+    }
+    return { connections: this.sockets.size, bytesRead, bytesQueued };
   }
 
   async close(): Promise<void> {

@@ -39,7 +39,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
 
   const loaders = options.loaders ?? DEFAULT_LOADERS;
-  if (kekScheme(config.keys.defaultKek) === 'local' && loaders === DEFAULT_LOADERS) {
+  if (kekScheme(config.keys.defaultKek) === 'local') {
     const path = localKekPath(config.keys.defaultKek, dataDir);
     if (await ensureLocalKek(path)) log.warn({ path }, 'created a new local KEK (development only: the KEK is on this host)');
   }

@@ -1,0 +1,128 @@
+/**
+ * Benchmark child process. Roles (argv[2]):
+ *   gateway <dir>  a real gateway (startGateway, dev config, temp dataDir) on <dir>/kmsgw.sock
+ *   bare    <dir>  a bare Node server on <dir>/bare.sock: answers every line with a fixed 45-byte line
+ *   enc     <dir> <rounds> <ms>  in-process ENC comparison; posts the result and exits
+ * Server roles post { type: 'ready', socketPath } over IPC and stop on { type: 'stop' }
+ * or when the parent goes away.
+ */
+import { createServer, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { validateConfig } from '../src/config/load.js';
+import { startGateway, type RunningGateway } from '../src/server/serve.js';
+import { BARE_REPLY, BENCH_KEY, type ChildMessage, type ParentMessage } from './common.js';
+import { runEncBench } from './enc.js';
+
+const [role, dir, roundsArg, msArg] = process.argv.slice(2);
+if (role === undefined || dir === undefined || typeof process.send !== 'function') {
+  console.error('bench/child: run by bench/run.js only');
+  process.exit(2);
+}
+
+function send(message: ChildMessage): void {
+  process.send?.(message);
+}
+
+async function startBenchGateway(dataDir: string): Promise<RunningGateway> {
+  const config = validateConfig(
+    {
+      keys: { autoCreate: true },
+      dataDir,
+      listen: { socket: { path: join(dataDir, 'kmsgw.sock') } },
+      log: { level: 'silent' },
+    },
+    'bench',
+  );
+  const running = await startGateway(config);
+  // Create the key and cache its DEK, so everything measured is a cache hit.
+  const reply = await running.gateway.handleLine(`GET ${BENCH_KEY}`);
+  if (!reply.startsWith('OK ')) throw new Error(`warm-up GET failed: ${reply}`);
+  const again = running.gateway.handleLine(`GET ${BENCH_KEY}`);
+  if (typeof again !== 'string') throw new Error('second GET was not served from cache');
+  return running;
+}
+
+/** Bare baseline: splits on LF (indexOf, as LineFramer does) and answers each line. */
+async function startBare(path: string): Promise<{ close(): Promise<void> }> {
+  // Pre-built replies for up to 1024 lines per chunk; more lines get several writes.
+  const MAX = 1024;
+  const replies = Buffer.alloc(BARE_REPLY.length * MAX);
+  for (let i = 0; i < MAX; i++) BARE_REPLY.copy(replies, i * BARE_REPLY.length);
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+    socket.on('data', (chunk: Buffer) => {
+      let lines = 0;
+      let at = chunk.indexOf(0x0a);
+      while (at !== -1) {
+        lines++;
+        at = chunk.indexOf(0x0a, at + 1);
+      }
+      while (lines > 0) {
+        const n = lines > MAX ? MAX : lines;
+        socket.write(replies.subarray(0, n * BARE_REPLY.length));
+        lines -= n;
+      }
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(path, () => resolve());
+  });
+  return {
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+async function main(): Promise<void> {
+  if (role === 'enc') {
+    const running = await startBenchGateway(join(dir as string, 'enc'));
+    try {
+      const result = runEncBench(running.gateway, Number(roundsArg), Number(msArg));
+      send({ type: 'enc-result', result });
+    } finally {
+      await running.close();
+    }
+    process.disconnect?.();
+    return;
+  }
+
+  let close: () => Promise<void>;
+  let socketPath: string;
+  if (role === 'gateway') {
+    const running = await startBenchGateway(join(dir as string, 'gw'));
+    socketPath = running.socketPath as string;
+    close = () => running.close();
+  } else if (role === 'bare') {
+    socketPath = join(dir as string, 'bare.sock');
+    const bare = await startBare(socketPath);
+    close = () => bare.close();
+  } else {
+    throw new Error(`unknown role ${role}`);
+  }
+
+  let stopping = false;
+  const stop = async (): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    await close().catch(() => undefined);
+    // process.exit (not a natural drain) so a --cpu-prof profile is written right away.
+    process.exit(0);
+  };
+  process.on('message', (message: ParentMessage) => {
+    if (message.type === 'stop') void stop();
+  });
+  process.on('disconnect', () => void stop());
+  send({ type: 'ready', socketPath });
+}
+
+main().catch((err: unknown) => {
+  send({ type: 'error', message: err instanceof Error ? (err.stack ?? err.message) : String(err) });
+  process.exit(1);
+});

@@ -1,0 +1,31 @@
+/** Shared between the benchmark parent and its children. */
+
+export const BENCH_KEY = 'bench/key';
+
+/** The bare server's fixed reply: 44 characters + LF = 45 bytes. */
+export const BARE_REPLY = Buffer.from(`OK ${'A'.repeat(40)}=\n`, 'latin1');
+if (BARE_REPLY.length !== 45) throw new Error('bare reply must be 45 bytes');
+
+/** One in-process ENC measurement: ops/s of each variant, per round. */
+export interface EncSizeResult {
+  readonly size: number;
+  readonly label: string;
+  /** Node's own AES-256-GCM calls (createCipheriv + setAAD + update + final + getAuthTag). */
+  readonly nodeOps: number[];
+  /** gateway.handleLine(`ENC bench/key <b64>`): parse + base64 decode + seal + base64 encode. */
+  readonly lineOps: number[];
+  /** seal() alone (envelope build + the same cipher calls). */
+  readonly sealOps: number[];
+}
+
+export interface EncResult {
+  readonly durationMs: number;
+  readonly sizes: EncSizeResult[];
+}
+
+export type ChildMessage =
+  | { readonly type: 'ready'; readonly socketPath: string }
+  | { readonly type: 'enc-result'; readonly result: EncResult }
+  | { readonly type: 'error'; readonly message: string };
+
+export type ParentMessage = { readonly type: 'stop' };

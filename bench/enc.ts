@@ -1,0 +1,89 @@
+/**
+ * In-process ENC: the gateway's ENC path against Node's own AES-256-GCM calls.
+ * Runs in a child of its own (see child.ts) on a started gateway whose key is cached.
+ */
+import { createCipheriv, randomBytes, randomFillSync } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { envelopeAad, seal } from '../src/crypto/envelope.js';
+import { NoncePool } from '../src/crypto/nonce.js';
+import type { Gateway } from '../src/server/gateway.js';
+import { BENCH_KEY, type EncResult, type EncSizeResult } from './common.js';
+
+const VARIANTS = 16; // distinct plaintexts / request lines, cycled
+
+// Results are folded in here so no call can be optimised away.
+let sink = 0;
+
+/** Calls `fn` for `ms` milliseconds; returns calls per second. */
+function timed(fn: (i: number) => void, ms: number, checkEvery: number): number {
+  const start = performance.now();
+  const end = start + ms;
+  let n = 0;
+  let now = start;
+  do {
+    for (let k = 0; k < checkEvery; k++) fn(n++);
+    now = performance.now();
+  } while (now < end);
+  return (n * 1000) / (now - start);
+}
+
+export function runEncBench(gateway: Gateway, rounds: number, ms: number): EncResult {
+  const dek = gateway.cache.peek(BENCH_KEY, 1);
+  if (dek === undefined) throw new Error('bench key is not cached');
+  // A copy: Node's baseline must not depend on the cache entry staying alive.
+  const key = Buffer.from(dek);
+  const aad = envelopeAad(BENCH_KEY, 1); // the same AAD seal() binds
+  const iv = Buffer.alloc(12);
+  const nonces = new NoncePool();
+
+  const sizes: EncSizeResult[] = [];
+  const specs = [
+    { size: 32, label: '32 B', check: 1024 },
+    { size: 64 * 1024, label: '64 KiB', check: 8 },
+  ];
+  const setups = specs.map((spec) => {
+    const plaintexts = Array.from({ length: VARIANTS }, () => randomBytes(spec.size));
+    // Built through a Buffer so the strings are flat and not internalized, as a framer's output is.
+    const lines = plaintexts.map((p) =>
+      Buffer.from(`ENC ${BENCH_KEY} ${p.toString('base64')}`, 'latin1').toString('latin1'),
+    );
+    const first = gateway.handleLine(lines[0] as string);
+    if (typeof first !== 'string' || !first.startsWith('OK ')) {
+      throw new Error(`ENC ${spec.label} was not answered synchronously with OK: ${String(first).slice(0, 80)}`);
+    }
+    const node = (i: number): void => {
+      randomFillSync(iv);
+      const cipher = createCipheriv('aes-256-gcm', key, iv, { authTagLength: 16 });
+      cipher.setAAD(aad);
+      const body = cipher.update(plaintexts[i & (VARIANTS - 1)] as Buffer);
+      const rest = cipher.final();
+      sink += body.length + rest.length + cipher.getAuthTag()[0]!;
+    };
+    const line = (i: number): void => {
+      sink += (gateway.handleLine(lines[i & (VARIANTS - 1)] as string) as string).length;
+    };
+    const sealOnly = (i: number): void => {
+      sink += seal({ dek, keyId: BENCH_KEY, version: 1 }, plaintexts[i & (VARIANTS - 1)] as Buffer, nonces).length;
+    };
+    const result: EncSizeResult = { size: spec.size, label: spec.label, nodeOps: [], lineOps: [], sealOps: [] };
+    sizes.push(result);
+    return { spec, node, line, sealOnly, result };
+  });
+
+  // Warm-up (JIT) of every variant, not recorded.
+  for (const s of setups) {
+    timed(s.node, ms / 3, s.spec.check);
+    timed(s.line, ms / 3, s.spec.check);
+    timed(s.sealOnly, ms / 3, s.spec.check);
+  }
+  // Alternating rounds: node, gateway line, seal, node, gateway line, seal, ...
+  for (let r = 0; r < rounds; r++) {
+    for (const s of setups) {
+      s.result.nodeOps.push(timed(s.node, ms, s.spec.check));
+      s.result.lineOps.push(timed(s.line, ms, s.spec.check));
+      s.result.sealOps.push(timed(s.sealOnly, ms, s.spec.check));
+    }
+  }
+  if (sink === 0) console.error('unexpected: empty sink');
+  return { durationMs: ms, sizes };
+}

@@ -1,0 +1,334 @@
+/**
+ * kmsgw benchmark: `npm run bench` (or `node dist/bench/run.js [options]`).
+ *
+ * Socket part: cached GET (and ENC 32 B) over a Unix socket against the real
+ * gateway and against a bare Node server that answers every line with a fixed
+ * 45-byte line. Both servers run in child processes (so this load generator
+ * does not share their event loop) and are measured alternately, gateway then
+ * bare, round after round; ratios are gateway / bare of the same round.
+ *
+ * In-process part: ENC 32 B and 64 KiB through gateway.handleLine() and seal()
+ * against Node's own AES-256-GCM calls, in a child of its own.
+ *
+ * Options: --rounds N (default 5, min 5), --duration MS per measurement
+ * (default 1500), --enc-duration MS (default 500), --json FILE (also write the
+ * raw JSON there), --profile DIR (run the gateway child under --cpu-prof),
+ * --only ID[,ID] (socket workloads to run: get-serial, get-pipelined,
+ * get-16conns, enc32-pipelined), --no-enc (skip the in-process part).
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BENCH_KEY, type ChildMessage, type EncResult } from './common.js';
+import { runLoad, type LoadResult } from './load.js';
+
+// --- options -----------------------------------------------------------------
+
+function option(name: string): string | undefined {
+  const i = process.argv.indexOf(name);
+  return i === -1 ? undefined : process.argv[i + 1];
+}
+const ROUNDS = Math.max(5, Number(option('--rounds') ?? 5));
+const DURATION_MS = Number(option('--duration') ?? 1500);
+const WARMUP_MS = 200; // per measurement, before the clock starts
+const ENC_DURATION_MS = Number(option('--enc-duration') ?? 500);
+const JSON_FILE = option('--json');
+const PROFILE_DIR = option('--profile');
+/** Comma-separated workload ids to run (profiling); default all. */
+const ONLY = option('--only')?.split(',');
+const SKIP_ENC = process.argv.includes('--no-enc');
+
+const CHILD = fileURLToPath(new URL('./child.js', import.meta.url));
+
+// --- children and cleanup ----------------------------------------------------
+
+const tmpRoot = mkdtempSync(join(tmpdir(), 'kmsgw-bench-'));
+const children = new Set<ChildProcess>();
+
+function cleanup(): void {
+  for (const child of children) child.kill('SIGKILL');
+  children.clear();
+  rmSync(tmpRoot, { recursive: true, force: true });
+}
+process.on('exit', cleanup);
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    cleanup();
+    process.exit(130);
+  });
+}
+
+interface Server {
+  readonly name: 'gateway' | 'bare';
+  readonly socketPath: string;
+  stop(): Promise<void>;
+}
+
+function spawnChild(args: string[], execArgv: string[] = []): { child: ChildProcess; next: () => Promise<ChildMessage> } {
+  const child = fork(CHILD, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  const queue: ChildMessage[] = [];
+  const waiters: Array<{ resolve: (m: ChildMessage) => void; reject: (e: Error) => void }> = [];
+  child.on('message', (m: ChildMessage) => {
+    const w = waiters.shift();
+    if (w) w.resolve(m);
+    else queue.push(m);
+  });
+  child.once('exit', (code, signal) => {
+    for (const w of waiters.splice(0)) w.reject(new Error(`bench child ${args[0]} exited (${code ?? signal})`));
+  });
+  const next = (): Promise<ChildMessage> => {
+    const queued = queue.shift();
+    if (queued) return Promise.resolve(queued);
+    return new Promise((resolve, reject) => waiters.push({ resolve, reject }));
+  };
+  return { child, next };
+}
+
+async function startServer(name: 'gateway' | 'bare'): Promise<Server> {
+  const execArgv =
+    name === 'gateway' && PROFILE_DIR !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${resolve(PROFILE_DIR)}`] : [];
+  const { child, next } = spawnChild([name, tmpRoot], execArgv);
+  const ready = await next();
+  if (ready.type === 'error') throw new Error(`${name} child failed:\n${ready.message}`);
+  if (ready.type !== 'ready') throw new Error(`${name} child: unexpected ${ready.type}`);
+  return {
+    name,
+    socketPath: ready.socketPath,
+    stop: () =>
+      new Promise<void>((done) => {
+        if (child.exitCode !== null || child.signalCode !== null) return done();
+        child.once('exit', () => done());
+        child.send({ type: 'stop' });
+      }),
+  };
+}
+
+async function runEncChild(): Promise<EncResult> {
+  const { child, next } = spawnChild(['enc', tmpRoot, String(ROUNDS), String(ENC_DURATION_MS)]);
+  const message = await next();
+  await new Promise<void>((done) => (child.exitCode !== null ? done() : child.once('exit', () => done())));
+  if (message.type === 'error') throw new Error(`enc child failed:\n${message.message}`);
+  if (message.type !== 'enc-result') throw new Error(`enc child: unexpected ${message.type}`);
+  return message.result;
+}
+
+// --- workloads ---------------------------------------------------------------
+
+interface Mode {
+  readonly id: string;
+  readonly label: string;
+  readonly conns: number;
+  readonly depth: number;
+  readonly request: Buffer;
+}
+
+const GET_LINE = Buffer.from(`GET ${BENCH_KEY}\n`, 'latin1');
+const ENC32_LINE = Buffer.from(`ENC ${BENCH_KEY} ${Buffer.alloc(32, 0x5a).toString('base64')}\n`, 'latin1');
+
+const ALL_MODES: Mode[] = [
+  { id: 'get-serial', label: 'GET, one at a time (1 conn)', conns: 1, depth: 1, request: GET_LINE },
+  { id: 'get-pipelined', label: 'GET, 64 pipelined (1 conn)', conns: 1, depth: 64, request: GET_LINE },
+  { id: 'get-16conns', label: 'GET, 16 conns × 1 at a time', conns: 16, depth: 1, request: GET_LINE },
+  { id: 'enc32-pipelined', label: 'ENC 32 B, 64 pipelined (1 conn)', conns: 1, depth: 64, request: ENC32_LINE },
+];
+
+const MODES = ONLY === undefined ? ALL_MODES : ALL_MODES.filter((m) => ONLY.includes(m.id));
+
+// --- stats -------------------------------------------------------------------
+
+function median(values: readonly number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+}
+const min = (v: readonly number[]): number => Math.min(...v);
+const max = (v: readonly number[]): number => Math.max(...v);
+
+function fmtRate(n: number): string {
+  if (n >= 1e6) return `${(n / 1e6).toFixed(2)} M`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(1)} k`;
+  return n.toFixed(0);
+}
+const fmtRatio = (v: readonly number[]): string =>
+  `**${median(v).toFixed(2)}x** (${min(v).toFixed(2)}–${max(v).toFixed(2)})`;
+const fmtUs = (v: number): string => v.toFixed(1);
+
+// --- main --------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const t0 = Date.now();
+  const cpu = cpus();
+  process.stderr.write(
+    `kmsgw bench: ${ROUNDS} rounds × ${MODES.length} workloads × 2 servers × ${DURATION_MS} ms, then in-process ENC\n`,
+  );
+
+  const gateway = await startServer('gateway');
+  const bare = await startServer('bare');
+  const socket: Record<string, { gateway: LoadResult[]; bare: LoadResult[] }> = {};
+  try {
+    // Warm-up (JIT, connection setup paths), not recorded.
+    for (const mode of MODES) {
+      for (const server of [gateway, bare]) {
+        await runLoad({ socketPath: server.socketPath, conns: mode.conns, depth: mode.depth, request: mode.request, warmupMs: 100, durationMs: 300 });
+      }
+      socket[mode.id] = { gateway: [], bare: [] };
+    }
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const mode of MODES) {
+        for (const server of [gateway, bare]) {
+          const result = await runLoad({
+            socketPath: server.socketPath,
+            conns: mode.conns,
+            depth: mode.depth,
+            request: mode.request,
+            warmupMs: WARMUP_MS,
+            durationMs: DURATION_MS,
+          });
+          if (result.errors > 0) throw new Error(`${server.name} answered ${result.errors} non-OK replies in ${mode.id}`);
+          socket[mode.id]?.[server.name].push(result);
+        }
+      }
+      process.stderr.write(`  round ${round + 1}/${ROUNDS} done (${((Date.now() - t0) / 1000).toFixed(0)} s)\n`);
+    }
+  } finally {
+    await Promise.all([gateway.stop(), bare.stop()]);
+  }
+
+  process.stderr.write('  in-process ENC...\n');
+  const enc: EncResult = SKIP_ENC ? { durationMs: 0, sizes: [] } : await runEncChild();
+  const elapsedS = (Date.now() - t0) / 1000;
+
+  // --- report ----------------------------------------------------------------
+
+  type Row = { workload: string; target: string; pass: boolean | undefined };
+  const verdicts: Row[] = [];
+  const out: string[] = [];
+  out.push('## kmsgw benchmark');
+  out.push('');
+  out.push(
+    `Node ${process.version} · ${cpu[0]?.model.trim() ?? 'unknown CPU'} · ${cpu.length} cores · ${process.platform}/${process.arch} · ` +
+      `${ROUNDS} alternating rounds of ${DURATION_MS / 1000} s per workload (socket) and ${ENC_DURATION_MS / 1000} s per variant (in-process) · ` +
+      `bench took ${elapsedS.toFixed(0)} s`,
+  );
+  out.push('');
+  out.push('### Over the Unix socket (cached key)');
+  out.push('');
+  out.push(
+    'Ratio = kmsgw ÷ bare Node server in the same round (a server that splits on LF and answers each line with a fixed 45-byte line). ' +
+      'Figures are medians over rounds; ranges are min–max.',
+  );
+  out.push('');
+  out.push('| Workload | kmsgw req/s | bare req/s | kmsgw ÷ bare | kmsgw p50 / p99 µs | bare p50 / p99 µs | Target | |');
+  out.push('|---|---:|---:|---:|---:|---:|---|---|');
+  const socketSummary: Record<string, unknown> = {};
+  for (const mode of MODES) {
+    const data = socket[mode.id] as { gateway: LoadResult[]; bare: LoadResult[] };
+    const ratios = data.gateway.map((g, i) => g.opsPerSec / (data.bare[i] as LoadResult).opsPerSec);
+    const g = (f: (r: LoadResult) => number): number[] => data.gateway.map(f);
+    const b = (f: (r: LoadResult) => number): number[] => data.bare.map(f);
+    const gP99 = g((r) => r.p99Us);
+    let target = '';
+    let pass: boolean | undefined;
+    if (mode.id === 'get-16conns') {
+      target = '≥ 0.90x bare';
+      pass = median(ratios) >= 0.9;
+    } else if (mode.id === 'get-pipelined') {
+      target = '≥ 0.75x bare';
+      pass = median(ratios) >= 0.75;
+    } else if (mode.id === 'get-serial') {
+      target = `p99 ≤ 55 µs (${fmtUs(min(gP99))}–${fmtUs(max(gP99))})`;
+      pass = median(gP99) <= 55;
+    }
+    if (pass !== undefined) verdicts.push({ workload: mode.label, target, pass });
+    out.push(
+      `| ${mode.label} | ${fmtRate(median(g((r) => r.opsPerSec)))} | ${fmtRate(median(b((r) => r.opsPerSec)))} | ${fmtRatio(ratios)} | ` +
+        `${fmtUs(median(g((r) => r.p50Us)))} / ${fmtUs(median(gP99))} | ${fmtUs(median(b((r) => r.p50Us)))} / ${fmtUs(median(b((r) => r.p99Us)))} | ` +
+        `${target || '—'} | ${pass === undefined ? '' : pass ? 'PASS' : '**MISS**'} |`,
+    );
+    socketSummary[mode.id] = {
+      label: mode.label,
+      conns: mode.conns,
+      depth: mode.depth,
+      ratio: { median: median(ratios), min: min(ratios), max: max(ratios), rounds: ratios },
+      gateway: data.gateway,
+      bare: data.bare,
+    };
+  }
+  out.push('');
+  out.push('### ENC in process (cached key)');
+  out.push('');
+  out.push(
+    'Baseline: Node `createCipheriv(\'aes-256-gcm\')` + `setAAD` + `update` + `final` + `getAuthTag` per call, random 12-byte nonce. ' +
+      '`handleLine` = `gateway.handleLine("ENC bench/key <b64>")`: parse + base64 decode + seal + base64 encode. ' +
+      '`seal()` = the envelope function alone.',
+  );
+  out.push('');
+  out.push('| Plaintext | Node AES-GCM ops/s | handleLine ops/s | handleLine ÷ Node | seal() ops/s | seal() ÷ Node | Target | |');
+  out.push('|---|---:|---:|---:|---:|---:|---|---|');
+  const encSummary: Record<string, unknown> = {};
+  for (const s of enc.sizes) {
+    const lineRatio = s.lineOps.map((v, i) => v / (s.nodeOps[i] as number));
+    const sealRatio = s.sealOps.map((v, i) => v / (s.nodeOps[i] as number));
+    let target = '—';
+    let verdict = '';
+    if (s.size === 32) {
+      target = '≥ 0.65x Node';
+      const pass = median(lineRatio) >= 0.65;
+      verdict = pass ? 'PASS' : '**MISS**';
+      verdicts.push({ workload: `ENC ${s.label} in process`, target, pass });
+    }
+    out.push(
+      `| ${s.label} | ${fmtRate(median(s.nodeOps))} | ${fmtRate(median(s.lineOps))} | ${fmtRatio(lineRatio)} | ` +
+        `${fmtRate(median(s.sealOps))} | ${fmtRatio(sealRatio)} | ${target} | ${verdict} |`,
+    );
+    encSummary[s.label] = {
+      size: s.size,
+      lineRatio: { median: median(lineRatio), min: min(lineRatio), max: max(lineRatio) },
+      sealRatio: { median: median(sealRatio), min: min(sealRatio), max: max(sealRatio) },
+      nodeOps: s.nodeOps,
+      lineOps: s.lineOps,
+      sealOps: s.sealOps,
+    };
+  }
+  out.push('');
+  out.push(
+    `Load generator: closed loop in the parent process, servers in child processes; "16 conns × 1 at a time" = 16 connections ` +
+      `each with one request outstanding (concurrency 16 across connections). Latency = reply arrival − request write, ` +
+      `${WARMUP_MS} ms warm-up per measurement discarded. Targets: ${verdicts.filter((v) => v.pass).length}/${verdicts.length} met.`,
+  );
+
+  const raw = {
+    node: process.version,
+    cpu: cpu[0]?.model.trim(),
+    cores: cpu.length,
+    platform: `${process.platform}/${process.arch}`,
+    date: new Date().toISOString(),
+    rounds: ROUNDS,
+    durationMs: DURATION_MS,
+    warmupMs: WARMUP_MS,
+    encDurationMs: ENC_DURATION_MS,
+    elapsedS,
+    targets: verdicts,
+    socket: socketSummary,
+    enc: encSummary,
+  };
+  const json = JSON.stringify(raw, null, 2);
+  process.stdout.write(`${out.join('\n')}\n\n<details><summary>Raw JSON</summary>\n\n\`\`\`json\n${json}\n\`\`\`\n\n</details>\n`);
+  if (JSON_FILE !== undefined) writeFileSync(JSON_FILE, `${json}\n`);
+}
+
+main().then(
+  () => {
+    cleanup();
+    process.exit(0);
+  },
+  (err: unknown) => {
+    console.error(err instanceof Error ? (err.stack ?? err.message) : err);
+    cleanup();
+    process.exit(1);
+  },
+);

@@ -1,0 +1,67 @@
+import { KmsError } from '../../src/protocol/errors.js';
+import type { AdapterLoader } from '../../adapters/registry.js';
+import type { AdapterModule, KeyWrapper, WrapContext, WrappedKey } from '../../adapters/types.js';
+
+/**
+ * A narrow fake KEK (`fake://<name>`) for testing the logic *around* adapters:
+ * outages, denials, throttling, hangs and misbehaving adapters. It proves
+ * nothing about any cloud; real adapters are tested against emulators.
+ * Its "wrap" is a reversible XOR that ignores the context on purpose, so the
+ * gateway's commitment tag is what catches a swapped blob.
+ */
+export type FakeMode = 'ok' | 'deny' | 'down' | 'throttle' | 'hang' | 'short-dek' | 'raw-error';
+
+export const fakeKms = {
+  mode: 'ok' as FakeMode,
+  calls: [] as Array<{ op: string; kek: string; keyId: string; version: number }>,
+  /** The last buffer the fake handed out from unwrap (to check the guard zeroized it). */
+  lastUnwrapped: undefined as Buffer | undefined,
+  reset() {
+    this.mode = 'ok';
+    this.calls.length = 0;
+    this.lastUnwrapped = undefined;
+  },
+};
+
+function failFor(mode: FakeMode, signal: AbortSignal): Promise<never> | undefined {
+  switch (mode) {
+    case 'deny':
+      return Promise.reject(new KmsError('KMS_DENIED', 'KEK is disabled'));
+    case 'down':
+      return Promise.reject(new KmsError('KMS_UNAVAILABLE', 'KMS unreachable'));
+    case 'throttle':
+      return Promise.reject(new KmsError('THROTTLED', 'KMS rate limit reached'));
+    case 'raw-error':
+      return Promise.reject(new Error('SDK exploded with secret-looking detail AKIA1234'));
+    case 'hang':
+      return new Promise((_, reject) => signal.addEventListener('abort', () => reject(new Error('aborted'))));
+    default:
+      return undefined;
+  }
+}
+
+const PAD = 0x5a;
+
+class FakeWrapper implements KeyWrapper {
+  constructor(readonly kek: string) {}
+
+  async wrap(dek: Buffer, ctx: WrapContext): Promise<WrappedKey> {
+    fakeKms.calls.push({ op: 'wrap', kek: this.kek, keyId: ctx.keyId, version: ctx.version });
+    await (failFor(fakeKms.mode, ctx.signal) ?? Promise.resolve());
+    return { blob: Buffer.from(dek.map((b) => b ^ PAD)), kekVersion: `${this.kek}/v1` };
+  }
+
+  async unwrap(wrapped: WrappedKey, ctx: WrapContext): Promise<Buffer> {
+    fakeKms.calls.push({ op: 'unwrap', kek: this.kek, keyId: ctx.keyId, version: ctx.version });
+    await (failFor(fakeKms.mode, ctx.signal) ?? Promise.resolve());
+    const out = Buffer.from(wrapped.blob.map((b) => b ^ PAD));
+    fakeKms.lastUnwrapped = out;
+    return fakeKms.mode === 'short-dek' ? out.subarray(0, 16) : out;
+  }
+}
+
+export const fakeModule: AdapterModule = {
+  createWrapper: (kek) => new FakeWrapper(kek) satisfies KeyWrapper,
+};
+
+export const fakeLoader: AdapterLoader = async () => fakeModule;

@@ -1,0 +1,99 @@
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { DEFAULT_LOADERS } from '../../adapters/registry.js';
+import { validateConfig } from '../../src/config/load.js';
+import type { ConfigInput } from '../../src/config/schema.js';
+import { startGateway, type RunningGateway, type StartOptions } from '../../src/server/serve.js';
+import { fakeLoader } from './fake-adapter.js';
+
+export interface TestGateway extends RunningGateway {
+  readonly dir: string;
+  readonly adapterCalls: Array<{ op: string; kek: string }>;
+  readonly logLines: string[];
+}
+
+/** Starts a real gateway on a Unix socket in `dir`, with the local and fake adapters and captured logs. */
+export async function startTestGateway(
+  dir: string,
+  overrides: ConfigInput = {},
+  options: Omit<StartOptions, 'logger' | 'baseDir'> = {},
+): Promise<TestGateway> {
+  const config = validateConfig(
+    {
+      dataDir: join(dir, 'data'),
+      listen: { socket: { path: join(dir, 'gw.sock') } },
+      keys: { autoCreate: true },
+      log: { level: 'debug' },
+      ...overrides,
+    },
+    'test',
+  );
+  const logLines: string[] = [];
+  const logger = pino({ level: config.log.level }, { write: (line: string) => void logLines.push(line) });
+  const adapterCalls: Array<{ op: string; kek: string }> = [];
+  const running = await startGateway(config, {
+    baseDir: dir,
+    logger,
+    loaders: { ...DEFAULT_LOADERS, fake: fakeLoader },
+    onAdapterCall: (op, kek) => adapterCalls.push({ op, kek }),
+    ...options,
+  });
+  return { ...running, close: running.close, dir, adapterCalls, logLines };
+}
+
+/** A raw protocol connection: write bytes, read reply lines. */
+export interface RawConn {
+  readonly socket: Socket;
+  write(data: string | Buffer): void;
+  /** Resolves with the next `n` reply lines (without LF). */
+  lines(n: number, timeoutMs?: number): Promise<string[]>;
+  /** One request, one reply. */
+  ask(line: string): Promise<string>;
+  /** Resolves when the server closes the connection. */
+  closed(): Promise<void>;
+  close(): void;
+}
+
+export async function rawConnect(path: string): Promise<RawConn> {
+  const socket = connect(path);
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+  let buffered = '';
+  const got: string[] = [];
+  let waiter: (() => void) | undefined;
+  socket.setEncoding('latin1');
+  socket.on('data', (chunk: string) => {
+    buffered += chunk;
+    let lf: number;
+    while ((lf = buffered.indexOf('\n')) !== -1) {
+      got.push(buffered.slice(0, lf));
+      buffered = buffered.slice(lf + 1);
+    }
+    waiter?.();
+  });
+  const isClosed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  socket.on('error', () => undefined);
+  const lines = async (n: number, timeoutMs = 10_000) => {
+    const deadline = Date.now() + timeoutMs;
+    while (got.length < n) {
+      if (Date.now() > deadline) throw new Error(`timed out with ${got.length}/${n} lines`);
+      await Promise.race([new Promise<void>((r) => (waiter = r)), isClosed, new Promise((r) => setTimeout(r, 50))]);
+      if (socket.destroyed && got.length < n) throw new Error(`connection closed after ${got.length}/${n} lines`);
+    }
+    return got.splice(0, n);
+  };
+  return {
+    socket,
+    write: (data) => void socket.write(data),
+    lines,
+    ask: async (line) => {
+      socket.write(`${line}\n`);
+      return (await lines(1))[0] as string;
+    },
+    closed: () => isClosed,
+    close: () => socket.destroy(),
+  };
+}
