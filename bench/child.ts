@@ -117,6 +117,10 @@ async function main(): Promise<void> {
   };
   process.on('message', (message: ParentMessage) => {
     if (message.type === 'stop') void stop();
+    else if (message.type === 'cpu') {
+      const { user, system } = process.cpuUsage();
+      send({ type: 'cpu', us: user + system });
+    }
   });
   process.on('disconnect', () => void stop());
   send({ type: 'ready', socketPath });

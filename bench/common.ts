@@ -26,6 +26,8 @@ export interface EncResult {
 export type ChildMessage =
   | { readonly type: 'ready'; readonly socketPath: string }
   | { readonly type: 'enc-result'; readonly result: EncResult }
+  | { readonly type: 'cpu'; readonly us: number }
   | { readonly type: 'error'; readonly message: string };
 
-export type ParentMessage = { readonly type: 'stop' };
+/** `cpu`: reply with the child's user + system CPU time so far, in µs. */
+export type ParentMessage = { readonly type: 'stop' } | { readonly type: 'cpu' };

@@ -16,6 +16,8 @@ export interface LoadSpec {
   readonly request: Buffer;
   readonly warmupMs: number;
   readonly durationMs: number;
+  /** Server CPU time so far in µs, sampled at the start and end of the measured window. */
+  readonly serverCpu?: () => Promise<number>;
 }
 
 export interface LoadResult {
@@ -25,6 +27,9 @@ export interface LoadResult {
   readonly p50Us: number;
   readonly p99Us: number;
   readonly errors: number;
+  /** Server CPU (user + system) per request in µs, and its share of one core, when `serverCpu` was given. */
+  readonly serverCpuUsPerOp?: number;
+  readonly serverBusy?: number;
 }
 
 const LF = 0x0a;
@@ -135,9 +140,11 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
 
   for (const start of starters) start();
   await sleep(spec.warmupMs);
+  const cpuStart = spec.serverCpu?.();
   measureStart = process.hrtime.bigint();
   measuring = true;
   await sleep(spec.durationMs);
+  const cpuEnd = spec.serverCpu?.();
   const measureEnd = process.hrtime.bigint();
   measuring = false;
   stopped = true;
@@ -151,7 +158,9 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
 
   const sorted = lat.data.slice(0, lat.length).sort();
   const seconds = Number(measureEnd - measureStart) / 1e9;
+  const cpuUs = cpuStart && cpuEnd ? (await cpuEnd) - (await cpuStart) : undefined;
   return {
+    ...(cpuUs === undefined ? {} : { serverCpuUsPerOp: cpuUs / counted, serverBusy: cpuUs / 1e6 / seconds }),
     ops: counted,
     seconds,
     opsPerSec: counted / seconds,

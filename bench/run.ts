@@ -63,6 +63,8 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 interface Server {
   readonly name: 'gateway' | 'bare';
   readonly socketPath: string;
+  /** The child's CPU time so far (µs). */
+  cpu(): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -98,6 +100,12 @@ async function startServer(name: 'gateway' | 'bare'): Promise<Server> {
   return {
     name,
     socketPath: ready.socketPath,
+    cpu: async () => {
+      child.send({ type: 'cpu' });
+      const m = await next();
+      if (m.type !== 'cpu') throw new Error(`${name} child: expected cpu, got ${m.type}`);
+      return m.us;
+    },
     stop: () =>
       new Promise<void>((done) => {
         if (child.exitCode !== null || child.signalCode !== null) return done();
@@ -187,6 +195,7 @@ async function main(): Promise<void> {
             request: mode.request,
             warmupMs: WARMUP_MS,
             durationMs: DURATION_MS,
+            serverCpu: () => server.cpu(),
           });
           if (result.errors > 0) throw new Error(`${server.name} answered ${result.errors} non-OK replies in ${mode.id}`);
           socket[mode.id]?.[server.name].push(result);
@@ -222,8 +231,10 @@ async function main(): Promise<void> {
       'Figures are medians over rounds; ranges are min–max.',
   );
   out.push('');
-  out.push('| Workload | kmsgw req/s | bare req/s | kmsgw ÷ bare | kmsgw p50 / p99 µs | bare p50 / p99 µs | Target | |');
-  out.push('|---|---:|---:|---:|---:|---:|---|---|');
+  out.push(
+    '| Workload | kmsgw req/s | bare req/s | kmsgw ÷ bare | kmsgw p50 / p99 µs | bare p50 / p99 µs | server CPU µs/req kmsgw / bare | kmsgw CPU busy | Target | |',
+  );
+  out.push('|---|---:|---:|---:|---:|---:|---:|---:|---|---|');
   const socketSummary: Record<string, unknown> = {};
   for (const mode of MODES) {
     const data = socket[mode.id] as { gateway: LoadResult[]; bare: LoadResult[] };
@@ -247,6 +258,8 @@ async function main(): Promise<void> {
     out.push(
       `| ${mode.label} | ${fmtRate(median(g((r) => r.opsPerSec)))} | ${fmtRate(median(b((r) => r.opsPerSec)))} | ${fmtRatio(ratios)} | ` +
         `${fmtUs(median(g((r) => r.p50Us)))} / ${fmtUs(median(gP99))} | ${fmtUs(median(b((r) => r.p50Us)))} / ${fmtUs(median(b((r) => r.p99Us)))} | ` +
+        `${median(g((r) => r.serverCpuUsPerOp ?? Number.NaN)).toFixed(2)} / ${median(b((r) => r.serverCpuUsPerOp ?? Number.NaN)).toFixed(2)} | ` +
+        `${(100 * median(g((r) => r.serverBusy ?? Number.NaN))).toFixed(0)} % | ` +
         `${target || '—'} | ${pass === undefined ? '' : pass ? 'PASS' : '**MISS**'} |`,
     );
     socketSummary[mode.id] = {
@@ -298,7 +311,8 @@ async function main(): Promise<void> {
   out.push(
     `Load generator: closed loop in the parent process, servers in child processes; "16 conns × 1 at a time" = 16 connections ` +
       `each with one request outstanding (concurrency 16 across connections). Latency = reply arrival − request write, ` +
-      `${WARMUP_MS} ms warm-up per measurement discarded. Targets: ${verdicts.filter((v) => v.pass).length}/${verdicts.length} met.`,
+      `${WARMUP_MS} ms warm-up per measurement discarded. Server CPU = the server child's user + system time over the ` +
+      `measured window ÷ requests; busy = that time ÷ wall time (1.0 = one core saturated). Targets: ${verdicts.filter((v) => v.pass).length}/${verdicts.length} met.`,
   );
 
   const raw = {

@@ -2,11 +2,10 @@ import { Command, CommanderError, Option } from 'commander';
 import { readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { createClient, defaultSocketPath, KmsgwError, type KmsgwClient } from '../client/index.js';
-import { ConfigError, DEFAULT_CONFIG_FILE, loadConfig } from '../config/load.js';
-import { KeyStoreError } from '../keystore/file-store.js';
-import { startGateway } from '../server/serve.js';
-import { ensureLocalKek, localKekPath } from '../../adapters/local/index.js';
-import { EXAMPLE_CONFIG } from './example-config.js';
+
+// Client commands are what PostgreSQL hooks run, once per call: keep their start-up
+// short by loading the server, config and logging code only for serve and init.
+const DEFAULT_CONFIG_FILE = 'kmsgw.yaml';
 
 /** Exit statuses: 0 success, 1 the gateway said ERR (or was unreachable), 2 usage error. */
 const EXIT_ERR = 1;
@@ -73,6 +72,8 @@ export function buildProgram(): Command {
     .description('run the gateway (embedded development default when no config is found)')
     .option('-c, --config <file>', `config file (default: $KMSGW_CONFIG, else ./${DEFAULT_CONFIG_FILE} if present)`)
     .action(async (opts: { config?: string }) => {
+      const { loadConfig } = await import('../config/load.js');
+      const { startGateway } = await import('../server/serve.js');
       const loaded = await loadConfig(opts.config);
       const running = await startGateway(loaded.config, { baseDir: loaded.baseDir });
       running.log.info({ config: loaded.file ?? 'embedded development default' }, 'configuration loaded');
@@ -91,6 +92,9 @@ export function buildProgram(): Command {
     .description(`write a commented ./${DEFAULT_CONFIG_FILE} and the local development KEK`)
     .option('--force', 'overwrite an existing config file (never the KEK)')
     .action(async (opts: { force?: boolean }) => {
+      const { loadConfig } = await import('../config/load.js');
+      const { ensureLocalKek, localKekPath } = await import('../../adapters/local/index.js');
+      const { EXAMPLE_CONFIG } = await import('./example-config.js');
       const path = resolve(DEFAULT_CONFIG_FILE);
       try {
         await writeFile(path, EXAMPLE_CONFIG, { flag: opts.force ? 'w' : 'wx', mode: 0o600 });
@@ -190,7 +194,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       process.stderr.write(`kmsgw: ${err.code} ${err.message}\n`);
       return EXIT_ERR;
     }
-    if (err instanceof ConfigError || err instanceof KeyStoreError) {
+    if (err instanceof Error && (err.name === 'ConfigError' || err.name === 'KeyStoreError')) {
       process.stderr.write(`kmsgw: ${err.message}\n`);
       return EXIT_ERR;
     }

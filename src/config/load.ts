@@ -20,7 +20,7 @@ export interface LoadedConfig {
   readonly baseDir: string;
 }
 
-/** File name `kmsgw serve` looks for in the working folder when no --config is given. */
+/** File name `kmsgw serve` looks for in the working folder when no --config is given (also in cli/main.ts). */
 export const DEFAULT_CONFIG_FILE = 'kmsgw.yaml';
 
 /**

@@ -40,7 +40,10 @@ describe('GuardedWrapper invariants', () => {
       ['raw-error', 'INTERNAL'],
     ] as const) {
       fakeKms.mode = mode;
-      const err = await g.unwrap({ blob: Buffer.alloc(32) }, ctx).catch((e: unknown) => e as Error & { code: string });
+      const err = (await g.unwrap({ blob: Buffer.alloc(32) }, ctx).then(
+        () => undefined,
+        (e: unknown) => e,
+      )) as Error & { code: string };
       expect(err.code).toBe(code);
       expect(err.message).not.toContain('AKIA');
     }

@@ -1,0 +1,206 @@
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { useTmpDirs } from '../helpers/tmp.js';
+
+const BIN = resolve(import.meta.dirname, '../../bin/kmsgw.js');
+const tmp = useTmpDirs();
+const running: TestGateway[] = [];
+
+interface Run {
+  code: number | null;
+  stdout: Buffer;
+  stderr: string;
+}
+
+function kmsgw(args: string[], opts: { input?: Buffer | string; env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<Run> {
+  return new Promise((done, fail) => {
+    const child = spawn(process.execPath, [BIN, ...args], {
+      cwd: opts.cwd ?? process.cwd(),
+      env: { ...process.env, KMSGW_SOCKET: '', ...opts.env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    const out: Buffer[] = [];
+    let err = '';
+    child.stdout.on('data', (c: Buffer) => out.push(c));
+    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    child.on('error', fail);
+    child.on('close', (code) => done({ code, stdout: Buffer.concat(out), stderr: err }));
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+beforeAll(() => {
+  if (!existsSync(resolve(import.meta.dirname, '../../dist/src/cli/main.js'))) {
+    throw new Error('dist/ is missing: run `npm run build` (npm test does it first)');
+  }
+});
+
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((g) => g.close()));
+});
+
+async function gateway() {
+  const gw = await startTestGateway(await tmp());
+  running.push(gw);
+  return { gw, sock: ['--socket', gw.socketPath as string] };
+}
+
+describe('kmsgw CLI against a running gateway', () => {
+  it('get --format hex prints 64 hex characters, the same on every call', async () => {
+    const { sock } = await gateway();
+    const a = await kmsgw(['get', 'demo/key', '--format', 'hex', ...sock]);
+    expect(a.code).toBe(0);
+    expect(a.stdout.toString()).toMatch(/^[0-9a-f]{64}\n$/);
+    const b = await kmsgw(['get', 'demo/key', '--format', 'hex', ...sock]);
+    expect(b.stdout.toString()).toBe(a.stdout.toString());
+    const raw = await kmsgw(['get', 'demo/key', '--format', 'raw', ...sock]);
+    expect(raw.stdout.toString('hex')).toBe(a.stdout.toString().trim());
+    const b64 = await kmsgw(['get', 'demo/key', ...sock]);
+    expect(Buffer.from(b64.stdout.toString().trim(), 'base64').toString('hex')).toBe(a.stdout.toString().trim());
+  });
+
+  it('finds the socket through KMSGW_SOCKET', async () => {
+    const { gw } = await gateway();
+    const r = await kmsgw(['ping'], { env: { KMSGW_SOCKET: gw.socketPath as string } });
+    expect(r).toMatchObject({ code: 0, stderr: '' });
+    expect(r.stdout.toString()).toBe('PONG\n');
+  });
+
+  it('enc and dec filter stdin to stdout, with --aad', async () => {
+    const { sock } = await gateway();
+    const data = Buffer.from(Array.from({ length: 5000 }, (_, i) => i & 0xff));
+    const enc = await kmsgw(['enc', 'col/key', '--aad', 'users.email', ...sock], { input: data });
+    expect(enc.code).toBe(0);
+    expect(enc.stdout[0]).toBe(1);
+    expect(enc.stdout.length).toBe(data.length + 33);
+    const dec = await kmsgw(['dec', 'col/key', '--aad', 'users.email', ...sock], { input: enc.stdout });
+    expect(dec.code).toBe(0);
+    expect(dec.stdout.equals(data)).toBe(true);
+    const wrongAad = await kmsgw(['dec', 'col/key', '--aad', 'users.name', ...sock], { input: enc.stdout });
+    expect(wrongAad.code).toBe(1);
+    expect(wrongAad.stderr).toBe('kmsgw: DECRYPT_FAILED envelope failed authentication\n');
+    expect(wrongAad.stdout.length).toBe(0);
+  });
+
+  it('-i/-o read and write files, and a failed dec leaves nothing at -o', async () => {
+    const { gw, sock } = await gateway();
+    const input = join(gw.dir, 'plain.bin');
+    const sealed = join(gw.dir, 'sealed.bin');
+    const opened = join(gw.dir, 'opened.bin');
+    await writeFile(input, 'wal segment bytes');
+    expect((await kmsgw(['enc', 'pg/wal', '-i', input, '-o', sealed, ...sock])).code).toBe(0);
+    expect((await stat(sealed)).mode & 0o777).toBe(0o600);
+    expect((await kmsgw(['dec', 'pg/wal', '-i', sealed, '-o', opened, ...sock])).code).toBe(0);
+    expect(await readFile(opened, 'utf8')).toBe('wal segment bytes');
+
+    const tampered = await readFile(sealed);
+    tampered[tampered.length - 3] = (tampered[tampered.length - 3] as number) ^ 0x40;
+    await writeFile(sealed, tampered);
+    const bad = join(gw.dir, 'never.bin');
+    const r = await kmsgw(['dec', 'pg/wal', '-i', sealed, '-o', bad, ...sock]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^kmsgw: DECRYPT_FAILED /);
+    expect(existsSync(bad)).toBe(false);
+  });
+
+  it('administers keys: create, rotate, info, list, destroy', async () => {
+    const { sock } = await gateway();
+    expect((await kmsgw(['key', 'create', 'admin/k', ...sock])).stdout.toString()).toBe('1\n');
+    const dup = await kmsgw(['key', 'create', 'admin/k', ...sock]);
+    expect(dup).toMatchObject({ code: 1, stderr: 'kmsgw: EXISTS key already exists\n' });
+    expect((await kmsgw(['key', 'rotate', 'admin/k', ...sock])).stdout.toString()).toBe('2\n');
+    const info = JSON.parse((await kmsgw(['key', 'info', 'admin/k', ...sock])).stdout.toString());
+    expect(info.versions.map((v: { version: number }) => v.version)).toEqual([1, 2]);
+    await kmsgw(['key', 'create', 'admin/j', ...sock]);
+    expect((await kmsgw(['key', 'list', 'admin/', ...sock])).stdout.toString()).toBe('admin/j\nadmin/k\n');
+    expect((await kmsgw(['key', 'destroy', 'admin/k@1', ...sock])).stdout.toString()).toBe('1\n');
+    const gone = await kmsgw(['get', 'admin/k@1', ...sock]);
+    expect(gone.code).toBe(1);
+    expect(gone.stderr).toMatch(/^kmsgw: NOT_FOUND /);
+  });
+
+  it('exits 2 on usage errors and 1 when the gateway is down, quickly and with one line', async () => {
+    const dir = await tmp();
+    expect((await kmsgw(['get'])).code).toBe(2);
+    expect((await kmsgw(['get', 'k', '--format', 'octal'])).code).toBe(2);
+    expect((await kmsgw(['frobnicate'])).code).toBe(2);
+    expect((await kmsgw(['key', 'destroy', 'no-version', '--socket', join(dir, 's')])).code).toBe(2);
+    const started = performance.now();
+    const down = await kmsgw(['get', 'k', '--format', 'hex', '--socket', join(dir, 'nothing.sock')]);
+    expect(down.code).toBe(1);
+    expect(down.stdout.length).toBe(0);
+    expect(down.stderr).toBe('kmsgw: UNAVAILABLE cannot reach the gateway: ENOENT\n');
+    expect(performance.now() - started).toBeLessThan(5000);
+  });
+});
+
+describe('kmsgw serve and init', () => {
+  async function serve(cwd: string, args: string[] = []) {
+    const child = spawn(process.execPath, [BIN, 'serve', ...args], { cwd, env: { ...process.env, KMSGW_SOCKET: '' }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let log = '';
+    child.stderr.on('data', (c: Buffer) => (log += c.toString()));
+    await new Promise<void>((ok, fail) => {
+      const check = setInterval(() => {
+        if (log.includes('kmsgw ready')) {
+          clearInterval(check);
+          ok();
+        }
+      }, 20);
+      child.once('exit', (code) => {
+        clearInterval(check);
+        fail(new Error(`serve exited ${code}: ${log}`));
+      });
+    });
+    return {
+      log: () => log,
+      stop: () =>
+        new Promise<number | null>((done) => {
+          child.once('exit', (code) => done(code));
+          child.kill('SIGTERM');
+        }),
+    };
+  }
+
+  it('the embedded default: local KEK 0600, same DEK after a restart, clean shutdown', async () => {
+    const cwd = await tmp();
+    const first = await serve(cwd);
+    expect(first.log()).toContain('created a new local KEK');
+    const a = await kmsgw(['get', 'demo/key', '--format', 'hex'], { cwd });
+    expect(a.stdout.toString()).toMatch(/^[0-9a-f]{64}\n$/);
+    expect(await first.stop()).toBe(0);
+    expect(existsSync(join(cwd, '.kmsgw', 'kmsgw.sock'))).toBe(false);
+    expect((await stat(join(cwd, '.kmsgw', 'local-kek'))).mode & 0o777).toBe(0o600);
+
+    const second = await serve(cwd);
+    expect(second.log()).not.toContain('created a new local KEK');
+    const b = await kmsgw(['get', 'demo/key', '--format', 'hex'], { cwd });
+    expect(b.stdout.toString()).toBe(a.stdout.toString());
+    expect(second.log()).not.toContain(a.stdout.toString().trim());
+    await second.stop();
+  });
+
+  it('init writes a commented config that serve then uses; a bad config names the field', async () => {
+    const cwd = await tmp();
+    const init = await kmsgw(['init'], { cwd });
+    expect(init.code).toBe(0);
+    const text = await readFile(join(cwd, 'kmsgw.yaml'), 'utf8');
+    expect(text).toContain('# ');
+    expect(existsSync(join(cwd, '.kmsgw', 'local-kek'))).toBe(true);
+    const again = await kmsgw(['init'], { cwd });
+    expect(again.stdout.toString()).toContain('left as it is');
+
+    const s = await serve(cwd);
+    expect(s.log()).toContain(join(cwd, 'kmsgw.yaml'));
+    expect((await kmsgw(['ping'], { cwd })).code).toBe(0);
+    await s.stop();
+
+    await writeFile(join(cwd, 'bad.yaml'), 'cache:\n  ttlMs: soon\n');
+    const bad = await kmsgw(['serve', '--config', 'bad.yaml'], { cwd });
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain('cache.ttlMs');
+  });
+});

@@ -1,0 +1,66 @@
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig, validateConfig } from '../../src/config/load.js';
+import { useTmpDirs } from '../helpers/tmp.js';
+
+const tmp = useTmpDirs();
+
+describe('configuration', () => {
+  it('fills documented defaults from an empty file', () => {
+    const c = validateConfig({}, 'test');
+    expect(c).toMatchObject({
+      dataDir: '.kmsgw',
+      listen: { socket: { path: '.kmsgw/kmsgw.sock', mode: 0o600 } },
+      limits: { maxLineBytes: 1024 * 1024, maxConnections: 1024, idleTimeoutMs: 300_000 },
+      cache: { maxEntries: 10_000, ttlMs: 300_000 },
+      keys: { autoCreate: false, defaultKek: 'local://local-kek' },
+      kms: { timeoutMs: 2000 },
+    });
+  });
+
+  it.each([
+    [{ cache: { ttlMs: 'soon' } }, 'cache.ttlMs'],
+    [{ limits: { maxLineBytes: 10 } }, 'limits.maxLineBytes'],
+    [{ listen: { socket: { mode: '0999' } } }, 'listen.socket.mode'],
+    [{ keys: { defaultKek: 'not a uri' } }, 'keys.defaultKek'],
+    [{ cach: {} }, '(top level)'],
+    [{ listen: { tcp: { host: '127.0.0.1' } } }, 'listen.tcp.port'],
+  ])('names the bad field: %j', (raw, field) => {
+    expect(() => validateConfig(raw, 'kmsgw.yaml')).toThrow(ConfigError);
+    expect(() => validateConfig(raw, 'kmsgw.yaml')).toThrow(field);
+  });
+
+  it('applies environment overrides with types', () => {
+    const c = validateConfig({ keys: { autoCreate: true } }, 'test', {
+      KMSGW_AUTO_CREATE: 'false',
+      KMSGW_CACHE_TTL_MS: '1000',
+      KMSGW_SOCKET: '/run/kmsgw/kmsgw.sock',
+      KMSGW_DEFAULT_KEK: 'local:///etc/kek',
+      KMSGW_TCP_PORT: '7878',
+    });
+    expect(c.keys).toEqual({ autoCreate: false, defaultKek: 'local:///etc/kek' });
+    expect(c.cache.ttlMs).toBe(1000);
+    expect(c.listen.socket?.path).toBe('/run/kmsgw/kmsgw.sock');
+    expect(c.listen.tcp).toEqual({ host: '127.0.0.1', port: 7878 });
+  });
+
+  it('loads YAML and JSON, resolves relative to the file, and falls back to the dev default', async () => {
+    const dir = await tmp();
+    await writeFile(join(dir, 'k.yaml'), '# comment\nlisten:\n  socket:\n    path: s.sock\n    mode: "0660"\n');
+    const yaml = await loadConfig('k.yaml', {}, dir);
+    expect(yaml.file).toBe(join(dir, 'k.yaml'));
+    expect(yaml.baseDir).toBe(dir);
+    expect(yaml.config.listen.socket).toEqual({ path: 's.sock', mode: 0o660 });
+    await writeFile(join(dir, 'k.json'), JSON.stringify({ cache: { ttlMs: 5 } }));
+    expect((await loadConfig(join(dir, 'k.json'), {}, '/')).config.cache.ttlMs).toBe(5);
+    const dev = await loadConfig(undefined, {}, dir);
+    expect(dev.file).toBeUndefined();
+    expect(dev.config.keys.autoCreate).toBe(true);
+    await writeFile(join(dir, 'kmsgw.yaml'), 'keys:\n  autoCreate: false\n');
+    expect((await loadConfig(undefined, {}, dir)).config.keys.autoCreate).toBe(false);
+    await expect(loadConfig('missing.yaml', {}, dir)).rejects.toThrow(/cannot read config file/);
+    await writeFile(join(dir, 'broken.yaml'), 'a: [1, 2');
+    await expect(loadConfig('broken.yaml', {}, dir)).rejects.toThrow(/not valid YAML/);
+  });
+});
