@@ -12,7 +12,8 @@
  *
  * Options: --rounds N (default 5, min 5), --duration MS per measurement
  * (default 1500), --enc-duration MS (default 500), --json FILE (also write the
- * raw JSON there), --profile DIR (run the gateway child under --cpu-prof),
+ * raw JSON there), --profile DIR (run the gateway child under --cpu-prof;
+ * --profile-role bare|both for the bare server too),
  * --only ID[,ID] (socket workloads to run: get-serial, get-pipelined,
  * get-16conns, enc32-pipelined), --no-enc (skip the in-process part).
  */
@@ -36,6 +37,8 @@ const WARMUP_MS = 200; // per measurement, before the clock starts
 const ENC_DURATION_MS = Number(option('--enc-duration') ?? 500);
 const JSON_FILE = option('--json');
 const PROFILE_DIR = option('--profile');
+/** Which server child --profile applies to: gateway (default), bare or both. */
+const PROFILE_ROLE = option('--profile-role') ?? 'gateway';
 /** Comma-separated workload ids to run (profiling); default all. */
 const ONLY = option('--only')?.split(',');
 const SKIP_ENC = process.argv.includes('--no-enc');
@@ -92,7 +95,9 @@ function spawnChild(args: string[], execArgv: string[] = []): { child: ChildProc
 
 async function startServer(name: 'gateway' | 'bare'): Promise<Server> {
   const execArgv =
-    name === 'gateway' && PROFILE_DIR !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${resolve(PROFILE_DIR)}`] : [];
+    PROFILE_DIR !== undefined && (PROFILE_ROLE === name || PROFILE_ROLE === 'both')
+      ? ['--cpu-prof', `--cpu-prof-dir=${resolve(PROFILE_DIR)}`, `--cpu-prof-name=${name}.cpuprofile`]
+      : [];
   const { child, next } = spawnChild([name, tmpRoot], execArgv);
   const ready = await next();
   if (ready.type === 'error') throw new Error(`${name} child failed:\n${ready.message}`);
