@@ -55,7 +55,8 @@ export function seal(
   out[0] = ENVELOPE_V1;
   out.writeUInt32BE(params.version, 1);
   if (nonceSource instanceof NoncePool) nonceSource.writeInto(out, 5);
-  else out.set(nonceSource.subarray(0, NONCE_BYTES), 5);
+  else if (nonceSource.length === NONCE_BYTES) out.set(nonceSource, 5);
+  else throw new RangeError(`a nonce is ${NONCE_BYTES} bytes`);
   const cipher = createCipheriv(ALGORITHM, params.dek, out.subarray(5, ENVELOPE_HEADER_BYTES), {
     authTagLength: TAG_BYTES,
   });

@@ -63,10 +63,11 @@ export class LineFramer {
     }
   }
 
-  /** Drops any unfinished line (the connection is closing). */
+  /** Drops any unfinished line and any discard in progress: back to a clean start. */
   reset(): void {
     this.parts.length = 0;
     this.pendingBytes = 0;
+    this.discarding = false;
   }
 
   private take(chunk: Buffer, start: number, lf: number): string {
