@@ -125,15 +125,17 @@ export class Gateway {
       zeroize(plaintext);
       throw err;
     }
-    const reply = this.withDek(ref, 'use', (dek, keyId, version) => {
-      const envelope = seal({ dek, keyId, version, ...(aad ? { aad } : {}) }, plaintext, this.nonces);
-      return formatOk(envelope.toString('base64'));
-    });
-    if (typeof reply === 'string') {
-      zeroize(plaintext);
-      return reply;
+    let reply: Reply | undefined;
+    try {
+      reply = this.withDek(ref, 'use', (dek, keyId, version) => {
+        const envelope = seal({ dek, keyId, version, ...(aad ? { aad } : {}) }, plaintext, this.nonces);
+        return formatOk(envelope.toString('base64'));
+      });
+      return typeof reply === 'string' ? reply : reply.finally(() => zeroize(plaintext));
+    } finally {
+      // Synchronous outcomes (a hit, or an error) are done with the plaintext now.
+      if (typeof reply !== 'object') zeroize(plaintext);
     }
-    return reply.finally(() => zeroize(plaintext));
   }
 
   private dec(ref: KeyRef, data: string, aadText: string | undefined): Reply {
