@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { GuardedWrapper } from '../../adapters/guard.js';
 import { AdapterRegistry, kekScheme } from '../../adapters/registry.js';
-import { fakeKms, fakeLoader, fakeModule } from '../helpers/fake-adapter.js';
+import { FAKE_FAILURES, fakeKms, fakeLoader, fakeModule } from '../helpers/fake-adapter.js';
 
 afterEach(() => fakeKms.reset());
 
@@ -33,12 +33,7 @@ describe('GuardedWrapper invariants', () => {
 
   it('passes classified errors through and hides raw ones behind INTERNAL', async () => {
     const g = guarded();
-    for (const [mode, code] of [
-      ['deny', 'KMS_DENIED'],
-      ['down', 'KMS_UNAVAILABLE'],
-      ['throttle', 'THROTTLED'],
-      ['raw-error', 'INTERNAL'],
-    ] as const) {
+    for (const [mode, code] of FAKE_FAILURES) {
       fakeKms.mode = mode;
       const err = (await g.unwrap({ blob: Buffer.alloc(32) }, ctx).then(
         () => undefined,

@@ -65,3 +65,11 @@ export const fakeModule: AdapterModule = {
 };
 
 export const fakeLoader: AdapterLoader = async () => fakeModule;
+
+/** Each failing mode and the protocol code the gateway must answer with. */
+export const FAKE_FAILURES = [
+  ['deny', 'KMS_DENIED'],
+  ['down', 'KMS_UNAVAILABLE'],
+  ['throttle', 'THROTTLED'],
+  ['raw-error', 'INTERNAL'],
+] as const satisfies ReadonlyArray<readonly [FakeMode, string]>;

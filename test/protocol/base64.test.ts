@@ -1,20 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { decodeBase64, isCanonicalBase64 } from '../../src/protocol/base64.js';
 import { GatewayError } from '../../src/protocol/errors.js';
+import { prng } from '../helpers/prng.js';
 
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
-
-/** Deterministic PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function expectRejected(text: string): void {
   expect(isCanonicalBase64(text), JSON.stringify(text)).toBe(false);

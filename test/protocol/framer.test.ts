@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { LineFramer, type FrameSink } from '../../src/protocol/framer.js';
+import { prng } from '../helpers/prng.js';
 
 type Event = { readonly line: string } | { readonly tooLarge: true };
 
@@ -36,18 +37,6 @@ function byteByByte(stream: Buffer): Buffer[] {
   const out: Buffer[] = [];
   for (let i = 0; i < stream.length; i++) out.push(stream.subarray(i, i + 1));
   return out;
-}
-
-/** Deterministic PRNG (mulberry32) so a failure can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function randomSplit(stream: Buffer, rand: () => number): Buffer[] {

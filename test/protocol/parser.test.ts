@@ -8,6 +8,7 @@ import {
   parseRequest,
   type Command,
 } from '../../src/protocol/parser.js';
+import { prng } from '../helpers/prng.js';
 
 const KEY_ID_TEXT = 'key id must be 1-256 characters of A-Z a-z 0-9 . _ - / :';
 const VERSION_TEXT = 'key version must be a decimal number from 1 to 4294967295';
@@ -24,18 +25,6 @@ function failure(line: string): { code: string; text: string } {
   const result = parseRequest(line);
   if (result.ok) throw new Error(`expected ${JSON.stringify(line)} to fail, got ${JSON.stringify(result.command)}`);
   return { code: result.code, text: result.text };
-}
-
-/** Deterministic PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const ID_256 = 'k'.repeat(256);

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createClient } from '../../src/client/index.js';
 import { ERROR_CODES } from '../../src/protocol/errors.js';
-import { fakeKms } from '../helpers/fake-adapter.js';
+import { FAKE_FAILURES, fakeKms } from '../helpers/fake-adapter.js';
 import { rawConnect, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 
@@ -116,12 +116,7 @@ describe('protocol v1 over a Unix socket', () => {
 
     await c.ask('CREATE f fake://kek');
     gw.gateway.cache.clear();
-    for (const [mode, code] of [
-      ['deny', 'KMS_DENIED'],
-      ['down', 'KMS_UNAVAILABLE'],
-      ['throttle', 'THROTTLED'],
-      ['raw-error', 'INTERNAL'],
-    ] as const) {
+    for (const [mode, code] of FAKE_FAILURES) {
       fakeKms.mode = mode;
       await expectErr('GET f', code);
     }
