@@ -12,6 +12,8 @@ export interface EncSizeResult {
   readonly label: string;
   /** Node's own AES-256-GCM calls (createCipheriv + setAAD + update + final + getAuthTag). */
   readonly nodeOps: number[];
+  /** The same Node calls with nonces taken from a pre-filled random pool (no getrandom per call). */
+  readonly nodePooledOps: number[];
   /** gateway.handleLine(`ENC bench/key <b64>`): parse + base64 decode + seal + base64 encode. */
   readonly lineOps: number[];
   /** seal() alone (envelope build + the same cipher calls). */
