@@ -1,12 +1,14 @@
 import { GatewayError } from './errors.js';
 
-// Standard alphabet, padded, canonical: the unused low bits of the last
-// character must be zero, so every byte string has exactly one encoding.
-const B64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$/;
-
-/** True when `text` is canonical, padded, standard-alphabet base64. */
+/**
+ * True when `text` is canonical, padded, standard-alphabet base64: exactly the
+ * string Node would produce for the bytes it decodes to. Node's decoder is
+ * lenient (it skips foreign characters, accepts the URL alphabet and missing
+ * padding); the round trip refuses all of that, and non-zero trailing bits,
+ * in one linear pass each way (a regex was ~20x slower on 64 KiB).
+ */
 export function isCanonicalBase64(text: string): boolean {
-  return text.length % 4 === 0 && B64_RE.test(text);
+  return text.length % 4 === 0 && Buffer.from(text, 'base64').toString('base64') === text;
 }
 
 /**
@@ -14,8 +16,15 @@ export function isCanonicalBase64(text: string): boolean {
  * The caller owns the returned buffer and should zeroize it when it held a secret.
  */
 export function decodeBase64(text: string, what: string): Buffer {
-  if (!isCanonicalBase64(text)) {
-    throw new GatewayError('BAD_REQUEST', `${what} is not canonical base64`);
+  if (text.length % 4 !== 0) throw notCanonical(what);
+  const bytes = Buffer.from(text, 'base64');
+  if (bytes.toString('base64') !== text) {
+    bytes.fill(0);
+    throw notCanonical(what);
   }
-  return Buffer.from(text, 'base64');
+  return bytes;
+}
+
+function notCanonical(what: string): GatewayError {
+  return new GatewayError('BAD_REQUEST', `${what} is not canonical base64`);
 }

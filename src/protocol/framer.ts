@@ -6,16 +6,19 @@ export interface FrameSink {
   tooLarge(): void;
 }
 
-const LF = 0x0a;
 const CR = 0x0d;
 
 /**
  * Splits a byte stream into LF-terminated lines with a hard size cap.
  * Pure: it knows nothing of sockets, so it is tested byte by byte.
  * Memory held is at most `maxLineBytes` plus one chunk, whatever the peer sends.
+ *
+ * Each chunk is decoded once as latin1 (one character per byte, so lengths
+ * are byte counts) and lines are sliced from that string: cheaper than
+ * decoding every line from the Buffer.
  */
 export class LineFramer {
-  private readonly parts: Buffer[] = [];
+  private readonly parts: string[] = [];
   private pendingBytes = 0;
   private discarding = false;
 
@@ -32,10 +35,11 @@ export class LineFramer {
   }
 
   push(chunk: Buffer, sink: FrameSink): void {
+    const text = chunk.toString('latin1');
     let start = 0;
-    const end = chunk.length;
+    const end = text.length;
     while (start < end) {
-      const lf = chunk.indexOf(LF, start);
+      const lf = text.indexOf('\n', start);
       if (this.discarding) {
         if (lf === -1) return;
         this.discarding = false;
@@ -54,11 +58,18 @@ export class LineFramer {
         continue;
       }
       if (lf === -1) {
-        this.parts.push(chunk.subarray(start, end));
+        this.parts.push(text.slice(start));
         this.pendingBytes += end - start;
         return;
       }
-      sink.line(this.take(chunk, start, lf));
+      let line = text.slice(start, lf);
+      if (this.parts.length > 0) {
+        this.parts.push(line);
+        line = this.parts.join('');
+        this.parts.length = 0;
+        this.pendingBytes = 0;
+      }
+      sink.line(line.length > 0 && line.charCodeAt(line.length - 1) === CR ? line.slice(0, -1) : line);
       start = lf + 1;
     }
   }
@@ -68,19 +79,5 @@ export class LineFramer {
     this.parts.length = 0;
     this.pendingBytes = 0;
     this.discarding = false;
-  }
-
-  private take(chunk: Buffer, start: number, lf: number): string {
-    let source = chunk;
-    let stop = lf;
-    if (this.parts.length > 0) {
-      this.parts.push(chunk.subarray(start, lf));
-      source = Buffer.concat(this.parts, this.pendingBytes + (lf - start));
-      this.reset();
-      start = 0;
-      stop = source.length;
-    }
-    if (stop > start && source[stop - 1] === CR) stop--;
-    return source.toString('latin1', start, stop);
   }
 }

@@ -73,10 +73,44 @@ function arity(verb: string, tokens: readonly string[], min: number, max: number
 }
 
 /**
+ * The hot verbs in their usual form (`GET id`, `ENC|DEC id data [aad]`,
+ * upper case) without splitting or scanning the whole line. It only ever
+ * accepts: anything unusual returns undefined and takes the general path.
+ * Payload tokens are left to the verb's canonical-base64 check, which refuses
+ * every character the general path's printable-ASCII scan would.
+ */
+function parseHot(line: string): ParseResult | undefined {
+  const c0 = line.charCodeAt(0);
+  if (c0 === 0x47 /* G */ && line.startsWith('GET ')) {
+    const token = line.slice(4);
+    if (token.indexOf(' ') !== -1) return undefined;
+    const key = parseKeyRef(token);
+    return typeof key === 'string' ? undefined : ok({ verb: 'GET', key });
+  }
+  if ((c0 === 0x45 /* E */ && line.startsWith('ENC ')) || (c0 === 0x44 /* D */ && line.startsWith('DEC '))) {
+    const idEnd = line.indexOf(' ', 4);
+    if (idEnd === -1) return undefined;
+    const dataEnd = line.indexOf(' ', idEnd + 1);
+    const aadStart = dataEnd === -1 ? -1 : dataEnd + 1;
+    if (aadStart !== -1 && line.indexOf(' ', aadStart) !== -1) return undefined;
+    const data = line.slice(idEnd + 1, dataEnd === -1 ? undefined : dataEnd);
+    const aad = aadStart === -1 ? undefined : line.slice(aadStart);
+    if (data.length === 0 || aad?.length === 0) return undefined;
+    const key = parseKeyRef(line.slice(4, idEnd));
+    if (typeof key === 'string') return undefined;
+    const verb = c0 === 0x45 ? 'ENC' : 'DEC';
+    return ok(aad === undefined ? { verb, key, data } : { verb, key, data, aad });
+  }
+  return undefined;
+}
+
+/**
  * Parses one request line (without its line ending). Pure and total: any
  * input gives a command or an error code with a text that echoes no payload.
  */
 export function parseRequest(line: string): ParseResult {
+  const fast = parseHot(line);
+  if (fast !== undefined) return fast;
   if (line.length === 0) return fail('BAD_REQUEST', 'empty request');
   if (NOT_PRINTABLE_RE.test(line)) {
     return fail('BAD_REQUEST', 'requests are printable ASCII separated by single spaces');

@@ -114,7 +114,8 @@ export class Connection implements FrameSink {
     if (this.batch.length === 0) return;
     const out = this.batch;
     this.batch = '';
-    if (!this.socket.write(out)) {
+    // Replies are ASCII: latin1 skips the UTF-8 encoder.
+    if (!this.socket.write(out, 'latin1')) {
       this.writeBlocked = true;
       this.socket.pause();
     }

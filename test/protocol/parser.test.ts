@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { isCanonicalBase64 } from '../../src/protocol/base64.js';
 import { ERROR_CODES } from '../../src/protocol/errors.js';
 import {
   ADMIN_VERBS,
@@ -158,12 +159,30 @@ describe('parseRequest: spacing and characters', () => {
     for (let c = 0x7f; c <= 0xff; c++) bad.push(c);
     for (const c of bad) {
       const ch = String.fromCharCode(c);
-      for (const line of [`${ch}PING`, `PING${ch}`, `GET k${ch}`, `GET ${ch}k`, `ENC k ZA==${ch}`]) {
+      for (const line of [`${ch}PING`, `PING${ch}`, `GET k${ch}`, `GET ${ch}k`, `ENC k${ch} ZA==`]) {
         expect(parseRequest(line), `char 0x${c.toString(16)} in ${JSON.stringify(line)}`).toEqual({
           ok: false,
           code: 'BAD_REQUEST',
           text: SPACING_TEXT,
         });
+      }
+    }
+  });
+});
+
+describe('parseRequest: payload tokens', () => {
+  it('leaves a bad byte in a payload to the base64 check, which refuses it', () => {
+    for (let c = 0; c <= 0xff; c++) {
+      const ch = String.fromCharCode(c);
+      if (ch === ' ' || /[A-Za-z0-9+/=]/.test(ch)) continue;
+      for (const data of [`ZA==${ch}`, `${ch}ZA==`, `Z${ch}A=`]) {
+        const parsed = parseRequest(`ENC k ${data}`);
+        if (!parsed.ok) {
+          expect(parsed.code).toBe('BAD_REQUEST');
+          continue;
+        }
+        expect(parsed.command).toMatchObject({ verb: 'ENC', data });
+        expect(isCanonicalBase64(data), JSON.stringify(data)).toBe(false);
       }
     }
   });
