@@ -52,6 +52,13 @@ export interface KmsgwClient {
   close(): Promise<void>;
 }
 
+/** Decodes into `Buffer.alloc` memory (never Node's shared pool), so the caller can zeroize it alone. */
+function decodeSecret(text: string): Buffer {
+  const out = Buffer.alloc(Buffer.byteLength(text, 'base64'));
+  out.write(text, 'base64');
+  return out;
+}
+
 function b64(data: Uint8Array): string {
   return Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('base64');
 }
@@ -122,11 +129,11 @@ export async function createClient(options: ClientOptions = {}): Promise<KmsgwCl
     ping: async () => {
       await request('PING');
     },
-    get: async (keyId) => Buffer.from(await request(`GET ${keyId}`), 'base64'),
+    get: async (keyId) => decodeSecret(await request(`GET ${keyId}`)),
     enc: async (keyId, plaintext, aad) =>
       Buffer.from(await request(withOptional('ENC', keyId, b64(plaintext), aad && b64(aad))), 'base64'),
     dec: async (keyId, envelope, aad) =>
-      Buffer.from(await request(withOptional('DEC', keyId, b64(envelope), aad && b64(aad))), 'base64'),
+      decodeSecret(await request(withOptional('DEC', keyId, b64(envelope), aad && b64(aad)))),
     create: async (keyId, kek) => Number(await request(withOptional('CREATE', keyId, kek))),
     rotate: async (keyId, kek) => Number(await request(withOptional('ROTATE', keyId, kek))),
     destroy: async (keyId, version) => Number(await request(`DESTROY ${keyId}@${version}`)),
