@@ -7,10 +7,13 @@ export interface GuardOptions {
   /** Longest a single KMS call may take before it fails with `KMS_UNAVAILABLE`. */
   readonly timeoutMs: number;
   /** Called once per adapter call that reached the adapter (for tests and metrics). */
-  readonly onCall?: (op: 'wrap' | 'unwrap' | 'generate', kek: string) => void;
+  readonly onCall?: (op: AdapterOp, kek: string) => void;
 }
 
 type Ctx = Pick<WrapContext, 'keyId' | 'version'>;
+
+/** The adapter calls the guard counts and times. */
+export type AdapterOp = 'wrap' | 'unwrap' | 'generate' | 'rewrap';
 
 /**
  * Wraps an adapter with the invariants that must hold whichever cloud is
@@ -70,12 +73,24 @@ export class GuardedWrapper {
     }
   }
 
+  /**
+   * Moves a blob to `to`'s KEK inside the KMS when the adapter can (AWS ReEncrypt);
+   * undefined when it cannot, and the caller unwraps and wraps instead.
+   */
+  async rewrap(wrapped: WrappedKey, ctx: Ctx, to: GuardedWrapper): Promise<WrappedKey | undefined> {
+    const rewrap = this.inner.rewrap?.bind(this.inner);
+    if (!rewrap) return undefined;
+    const input: WrappedKey = { ...wrapped, blob: Buffer.from(wrapped.blob) };
+    const out = await this.call('rewrap', ctx, (c) => rewrap(input, c, to.inner));
+    return out === undefined ? undefined : isolateWrapped(out);
+  }
+
   close(): Promise<void> {
     return this.inner.close?.() ?? Promise.resolve();
   }
 
   private async call<T>(
-    op: 'wrap' | 'unwrap' | 'generate',
+    op: AdapterOp,
     ctx: Ctx,
     fn: (c: WrapContext) => Promise<T>,
   ): Promise<T> {

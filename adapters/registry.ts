@@ -8,6 +8,7 @@ export type AdapterLoader = () => Promise<AdapterModule>;
 /** KEK URI scheme → adapter. Cloud adapters join this table in their own issues. */
 export const DEFAULT_LOADERS: Readonly<Record<string, AdapterLoader>> = {
   local: async () => (await import('./local/index.js')).default,
+  'aws-kms': async () => (await import('./aws/index.js')).default,
 };
 
 const SCHEME_RE = /^([a-z][a-z0-9+.-]*):\/\//;

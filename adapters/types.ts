@@ -38,6 +38,11 @@ export interface KeyWrapper {
   unwrap(wrapped: WrappedKey, ctx: WrapContext): Promise<Buffer>;
   /** Optional: a DEK whose entropy comes from the KMS (AWS GenerateDataKey). */
   generate?(ctx: WrapContext): Promise<GeneratedKey>;
+  /**
+   * Optional: move a blob to KEK `to` without the DEK leaving the KMS (AWS ReEncrypt).
+   * Resolves undefined when `to` cannot be reached that way; the gateway then unwraps and wraps.
+   */
+  rewrap?(wrapped: WrappedKey, ctx: WrapContext, to: KeyWrapper): Promise<WrappedKey | undefined>;
   /** Releases clients and zeroizes any key material the adapter holds. */
   close?(): Promise<void>;
 }
@@ -48,6 +53,8 @@ export interface AdapterOptions {
   readonly dataDir: string;
   /** Adapter-specific settings from the config file, keyed by URI scheme. */
   readonly settings?: Readonly<Record<string, unknown>>;
+  /** The gateway's per-call deadline in ms, for SDK-level timeouts. */
+  readonly timeoutMs?: number;
 }
 
 /** What each `adapters/<cloud>/index.ts` exports. */

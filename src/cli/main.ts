@@ -163,6 +163,14 @@ export function buildProgram(): Command {
       process.stdout.write(`${await withClient(opts, (c) => c.rotate(id, opts.kek))}\n`);
     },
   );
+  clientOptions(
+    key
+      .command('rewrap <key-id>')
+      .description('move every enabled version (or key-id@version) under another KEK')
+      .requiredOption('--kek <uri>', 'the new KEK URI'),
+  ).action(async (id: string, opts: ClientFlags & { kek: string }) => {
+    process.stdout.write(`${await withClient(opts, (c) => c.rewrap(id, opts.kek))}\n`);
+  });
   clientOptions(key.command('destroy <key-id@version>').description('destroy one old DEK version for good')).action(async (ref: string, opts: ClientFlags) => {
     const m = /^(.+)@(\d+)$/.exec(ref);
     if (!m) throw new UsageError('destroy takes key-id@version');

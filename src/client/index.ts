@@ -47,6 +47,8 @@ export interface KmsgwClient {
   create(keyId: string, kek?: string): Promise<number>;
   rotate(keyId: string, kek?: string): Promise<number>;
   destroy(keyId: string, version: number): Promise<number>;
+  /** Moves the key's versions (or `keyId@v`) under another KEK; resolves with how many moved. */
+  rewrap(keyId: string, kek: string): Promise<number>;
   info(keyId: string): Promise<unknown>;
   list(prefix?: string): Promise<string[]>;
   close(): Promise<void>;
@@ -136,6 +138,7 @@ export async function createClient(options: ClientOptions = {}): Promise<KmsgwCl
       decodeSecret(await request(withOptional('DEC', keyId, b64(envelope), aad && b64(aad)))),
     create: async (keyId, kek) => Number(await request(withOptional('CREATE', keyId, kek))),
     rotate: async (keyId, kek) => Number(await request(withOptional('ROTATE', keyId, kek))),
+    rewrap: async (keyId, kek) => Number(await request(`REWRAP ${keyId} ${kek}`)),
     destroy: async (keyId, version) => Number(await request(`DESTROY ${keyId}@${version}`)),
     info: async (keyId) => JSON.parse(await request(`INFO ${keyId}`)) as unknown,
     list: async (prefix) => JSON.parse(await request(withOptional('LIST', prefix))) as string[],

@@ -15,13 +15,14 @@ export type Command =
   | { readonly verb: 'CREATE'; readonly key: KeyRef; readonly kek?: string }
   | { readonly verb: 'ROTATE'; readonly key: KeyRef; readonly kek?: string }
   | { readonly verb: 'DESTROY'; readonly key: KeyRef }
+  | { readonly verb: 'REWRAP'; readonly key: KeyRef; readonly kek: string }
   | { readonly verb: 'INFO'; readonly key: KeyRef }
   | { readonly verb: 'LIST'; readonly prefix?: string };
 
 export type Verb = Command['verb'];
 
 /** Verbs that change or describe keys rather than use them. */
-export const ADMIN_VERBS = ['CREATE', 'ROTATE', 'DESTROY', 'INFO', 'LIST'] as const satisfies readonly Verb[];
+export const ADMIN_VERBS = ['CREATE', 'ROTATE', 'REWRAP', 'DESTROY', 'INFO', 'LIST'] as const satisfies readonly Verb[];
 
 export type ParseResult =
   | { readonly ok: true; readonly command: Command }
@@ -150,6 +151,14 @@ export function parseRequest(line: string): ParseResult {
       if (key.version !== undefined) return fail('BAD_REQUEST', `${verb} takes a key id without @version`);
       const kek = tokens[2];
       if (kek === undefined) return ok({ verb, key });
+      if (!KEK_URI_RE.test(kek)) return fail('BAD_REQUEST', 'KEK URI must look like scheme://...');
+      return ok({ verb, key, kek });
+    }
+    case 'REWRAP': {
+      if ((bad = arity(verb, tokens, 2, 2))) return fail('BAD_REQUEST', bad);
+      const key = parseKeyRef(tokens[1] as string);
+      if (typeof key === 'string') return fail('BAD_REQUEST', key);
+      const kek = tokens[2] as string;
       if (!KEK_URI_RE.test(kek)) return fail('BAD_REQUEST', 'KEK URI must look like scheme://...');
       return ok({ verb, key, kek });
     }

@@ -100,6 +100,8 @@ export class Gateway {
         return this.create(command.key.id, command.kek).then((v) => formatOk(String(v)));
       case 'ROTATE':
         return this.rotate(command.key.id, command.kek).then((v) => formatOk(String(v)));
+      case 'REWRAP':
+        return this.rewrap(command.key.id, command.kek, command.key.version).then((n) => formatOk(String(n)));
       case 'DESTROY':
         return this.destroy(command.key.id, command.key.version as number).then((v) => formatOk(String(v)));
       case 'INFO':
@@ -240,6 +242,59 @@ export class Gateway {
       await this.commitVersion({ ...record, versions: [...record.versions, made.record] }, made);
       this.log.info({ keyId, version, kek: made.record.kek }, 'key rotated');
       return version;
+    });
+  }
+
+  /**
+   * Moves enabled versions (all, or the one given) under another KEK. Inside one
+   * KMS the blob is re-encrypted there (the DEK never leaves it); across KMSs the
+   * DEK is unwrapped and wrapped. Each new blob is unwrapped once and checked
+   * against the commitment tag before anything is stored, so a failed rewrap
+   * leaves the key as it was. Resolves with the number of versions moved.
+   */
+  rewrap(keyId: string, kek: string, version?: number): Promise<number> {
+    return this.exclusive(keyId, async () => {
+      const record = this.store.get(keyId);
+      if (record === undefined) throw new GatewayError('NOT_FOUND', 'no such key');
+      const targets = record.versions.filter(
+        (v) => v.state === 'enabled' && (version === undefined || v.version === version) && v.kek !== kek,
+      );
+      if (version !== undefined && findVersion(record, version)?.state !== 'enabled') {
+        throw new GatewayError('NOT_FOUND', 'no such key version');
+      }
+      this.adapters.assertSupported(kek);
+      const to = await this.adapters.get(kek);
+      const moved = new Map<number, VersionRecord>();
+      for (const v of targets) {
+        const ctx = { keyId, version: v.version };
+        const from = await this.adapters.get(v.kek);
+        const stored = { blob: Buffer.from(v.wrapped as string, 'base64'), ...(v.kekVersion ? { kekVersion: v.kekVersion } : {}) };
+        let wrapped = await from.rewrap(stored, ctx, to);
+        if (wrapped === undefined) {
+          const dek = await from.unwrap(stored, ctx);
+          try {
+            wrapped = await to.wrap(dek, ctx);
+          } finally {
+            zeroize(dek);
+          }
+        }
+        const check = await to.unwrap(wrapped, ctx);
+        const sound = verifyCommitTag(check, keyId, v.version, Buffer.from(v.commit as string, 'base64'));
+        zeroize(check);
+        if (!sound) throw new GatewayError('INTERNAL', 'rewrapped key failed its commitment check; nothing was changed');
+        const { kekVersion: _old, ...rest } = v;
+        moved.set(v.version, {
+          ...rest,
+          kek,
+          wrapped: wrapped.blob.toString('base64'),
+          ...(wrapped.kekVersion === undefined ? {} : { kekVersion: wrapped.kekVersion }),
+        });
+      }
+      if (moved.size > 0) {
+        await this.store.put({ ...record, versions: record.versions.map((v) => moved.get(v.version) ?? v) });
+        this.log.info({ keyId, versions: [...moved.keys()], kek }, 'key rewrapped');
+      }
+      return moved.size;
     });
   }
 

@@ -2,6 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { AdapterRegistry, DEFAULT_LOADERS, kekScheme, type AdapterLoader } from '../../adapters/registry.js';
 import { ensureLocalKek, localKekPath } from '../../adapters/local/index.js';
+import type { AdapterOp } from '../../adapters/guard.js';
 import type { Clock } from '../cache/dek-cache.js';
 import type { Config } from '../config/schema.js';
 import { FileKeyStore } from '../keystore/file-store.js';
@@ -17,7 +18,7 @@ export interface StartOptions {
   /** Adapter table; tests add fakes for outage and throttling cases. */
   readonly loaders?: Readonly<Record<string, AdapterLoader>>;
   /** Counts adapter calls (tests: "one unwrap per cold key"). */
-  readonly onAdapterCall?: (op: 'wrap' | 'unwrap' | 'generate', kek: string) => void;
+  readonly onAdapterCall?: (op: AdapterOp, kek: string) => void;
   readonly clock?: Clock;
 }
 

@@ -64,6 +64,8 @@ describe('parseRequest: valid requests', () => {
 
     ['DESTROY k@1', { verb: 'DESTROY', key: { id: 'k', version: 1 } }],
     ['destroy a/b@4294967295', { verb: 'DESTROY', key: { id: 'a/b', version: 4294967295 } }],
+    ['REWRAP k aws-kms://alias/new', { verb: 'REWRAP', key: { id: 'k' }, kek: 'aws-kms://alias/new' }],
+    ['rewrap k@2 local://b', { verb: 'REWRAP', key: { id: 'k', version: 2 }, kek: 'local://b' }],
 
     ['INFO k', { verb: 'INFO', key: { id: 'k' } }],
     ['info k@9', { verb: 'INFO', key: { id: 'k', version: 9 } }],
@@ -84,7 +86,7 @@ describe('parseRequest: valid requests', () => {
   });
 
   it('lists the admin verbs', () => {
-    expect([...ADMIN_VERBS].sort()).toEqual(['CREATE', 'DESTROY', 'INFO', 'LIST', 'ROTATE']);
+    expect([...ADMIN_VERBS].sort()).toEqual(['CREATE', 'DESTROY', 'INFO', 'LIST', 'REWRAP', 'ROTATE']);
     expect(MAX_KEY_ID_LENGTH).toBe(256);
     expect(MAX_VERSION).toBe(4294967295);
   });
@@ -100,6 +102,8 @@ describe('parseRequest: arity', () => {
     ['INFO a b', 'INFO takes 1 argument, got 2'],
     ['DESTROY', 'DESTROY takes 1 argument, got 0'],
     ['DESTROY k@1 x', 'DESTROY takes 1 argument, got 2'],
+    ['REWRAP k', 'REWRAP takes 2 arguments, got 1'],
+    ['REWRAP k local://a x', 'REWRAP takes 2 arguments, got 3'],
     ['CREATE', 'CREATE takes 1 to 2 arguments, got 0'],
     ['CREATE k local://x y', 'CREATE takes 1 to 2 arguments, got 3'],
     ['ROTATE', 'ROTATE takes 1 to 2 arguments, got 0'],
@@ -392,7 +396,7 @@ describe('parseRequest: KEK URIs', () => {
 describe('parseRequest: totality and safe error texts', () => {
   it('never throws, and every error is a known code with printable text and no payload', () => {
     const rand = prng(99);
-    const verbs = ['PING', 'GET', 'ENC', 'DEC', 'CREATE', 'ROTATE', 'DESTROY', 'INFO', 'LIST', 'enc', 'X'];
+    const verbs = ['PING', 'GET', 'ENC', 'DEC', 'CREATE', 'ROTATE', 'REWRAP', 'DESTROY', 'INFO', 'LIST', 'enc', 'X'];
     const codes = new Set<string>(ERROR_CODES);
     for (let i = 0; i < 5000; i++) {
       const tokens = [verbs[Math.floor(rand() * verbs.length)] as string];

@@ -1,4 +1,4 @@
-import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -90,6 +90,36 @@ describe('protocol v1 over a Unix socket', () => {
       expect(text).not.toContain(hex);
     }
     c.close();
+  });
+
+  it('REWRAP moves versions to another KEK; the old KEK is then not needed', async () => {
+    const gw = await gateway();
+    const { ensureLocalKek } = await import('../../adapters/local/index.js');
+    await ensureLocalKek(join(gw.dir, 'data', 'kek-b'));
+    const c = await rawConnect(gw.socketPath as string);
+    await c.ask('CREATE moving');
+    await c.ask('ROTATE moving');
+    const v1 = okPayload(await c.ask('GET moving@1'));
+    const v2 = okPayload(await c.ask('GET moving@2'));
+    const env = okPayload(await c.ask(`ENC moving@1 ${b64('old data')}`));
+    expect(await c.ask('REWRAP moving local://kek-b')).toBe('OK 2');
+    expect(await c.ask('REWRAP moving local://kek-b')).toBe('OK 0');
+    const info = JSON.parse(okPayload(await c.ask('INFO moving')));
+    expect(info.versions.map((v: { kek: string }) => v.kek)).toEqual(['local://kek-b', 'local://kek-b']);
+    expect(await c.ask('REWRAP moving local://missing-kek')).toMatch(/^ERR KMS_DENIED /);
+    expect(await c.ask('REWRAP nope local://kek-b')).toMatch(/^ERR NOT_FOUND /);
+    c.close();
+    await gw.close();
+    running.pop();
+    // Without the old KEK, a fresh gateway still opens everything.
+    await rm(join(gw.dir, 'data', 'local-kek'));
+    const gw2 = await startTestGateway(gw.dir, { keys: { autoCreate: false, defaultKek: 'local://kek-b' } });
+    running.push(gw2);
+    const c2 = await rawConnect(gw2.socketPath as string);
+    expect(okPayload(await c2.ask('GET moving@1'))).toBe(v1);
+    expect(okPayload(await c2.ask('GET moving@2'))).toBe(v2);
+    expect(await c2.ask(`DEC moving ${env}`)).toBe(`OK ${b64('old data')}`);
+    c2.close();
   });
 
   it('gives each error code its documented meaning', async () => {

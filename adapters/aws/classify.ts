@@ -1,0 +1,68 @@
+import { KmsError } from '../../src/protocol/errors.js';
+
+/** AWS exception names and what the gateway answers for each. */
+const BY_NAME: Readonly<Record<string, readonly [KmsError['code'], string]>> = {
+  DisabledException: ['KMS_DENIED', 'AWS KMS: the KEK is disabled'],
+  KMSInvalidStateException: ['KMS_DENIED', 'AWS KMS: the KEK is not usable in its current state (pending deletion or import?)'],
+  NotFoundException: ['KMS_DENIED', 'AWS KMS: the KEK was not found'],
+  AccessDeniedException: ['KMS_DENIED', 'AWS KMS: access to the KEK was denied'],
+  InvalidKeyUsageException: ['KMS_DENIED', 'AWS KMS: the KEK does not allow this operation'],
+  InvalidGrantTokenException: ['KMS_DENIED', 'AWS KMS: invalid grant token'],
+  UnrecognizedClientException: ['KMS_DENIED', 'AWS KMS: credentials were not recognized'],
+  InvalidSignatureException: ['KMS_DENIED', 'AWS KMS: request signature was refused'],
+  ExpiredTokenException: ['KMS_DENIED', 'AWS KMS: credentials have expired'],
+  CredentialsProviderError: ['KMS_DENIED', 'AWS KMS: no AWS credentials found'],
+  InvalidCiphertextException: ['DECRYPT_FAILED', 'AWS KMS: the wrapped key does not decrypt under this KEK and context'],
+  IncorrectKeyException: ['DECRYPT_FAILED', 'AWS KMS: the wrapped key belongs to another KEK'],
+  ThrottlingException: ['THROTTLED', 'AWS KMS: request rate exceeded'],
+  LimitExceededException: ['THROTTLED', 'AWS KMS: a quota was exceeded'],
+  KMSInternalException: ['KMS_UNAVAILABLE', 'AWS KMS: internal error'],
+  DependencyTimeoutException: ['KMS_UNAVAILABLE', 'AWS KMS: dependency timed out'],
+  KeyUnavailableException: ['KMS_UNAVAILABLE', 'AWS KMS: the KEK is temporarily unavailable'],
+  TimeoutError: ['KMS_UNAVAILABLE', 'AWS KMS: request timed out'],
+  AbortError: ['KMS_UNAVAILABLE', 'AWS KMS: request was cut off by its deadline'],
+};
+
+/** Node socket errors that mean "could not reach the endpoint". */
+const NETWORK_CODES: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ECONNABORTED',
+  'UND_ERR_SOCKET',
+]);
+
+interface AwsLikeError {
+  name?: unknown;
+  code?: unknown;
+  $fault?: unknown;
+  $metadata?: { httpStatusCode?: unknown };
+  $retryable?: { throttling?: unknown };
+}
+
+/**
+ * Maps anything the AWS SDK throws to a gateway error. The SDK's own message
+ * stays in `cause` (logged, never sent); the client sees a fixed text.
+ */
+export function classify(err: unknown): KmsError {
+  const e = (typeof err === 'object' && err !== null ? err : {}) as AwsLikeError;
+  const name = typeof e.name === 'string' ? e.name : '';
+  const known = BY_NAME[name];
+  if (known) return new KmsError(known[0], known[1], { cause: err });
+  if (e.$retryable?.throttling === true) return new KmsError('THROTTLED', 'AWS KMS: request rate exceeded', { cause: err });
+  if (typeof e.code === 'string' && NETWORK_CODES.has(e.code)) {
+    return new KmsError('KMS_UNAVAILABLE', 'AWS KMS: endpoint unreachable', { cause: err });
+  }
+  const status = e.$metadata?.httpStatusCode;
+  if (e.$fault === 'server' || (typeof status === 'number' && status >= 500)) {
+    return new KmsError('KMS_UNAVAILABLE', 'AWS KMS: service error', { cause: err });
+  }
+  if (status === 429) return new KmsError('THROTTLED', 'AWS KMS: request rate exceeded', { cause: err });
+  if (status === 403) return new KmsError('KMS_DENIED', 'AWS KMS: access denied', { cause: err });
+  return new KmsError('INTERNAL', 'AWS KMS: unexpected error', { cause: err });
+}

@@ -1,0 +1,186 @@
+import {
+  DecryptCommand,
+  EncryptCommand,
+  GenerateDataKeyCommand,
+  KMSClient,
+  ReEncryptCommand,
+  type DecryptCommandInput,
+  type EncryptCommandInput,
+  type GenerateDataKeyCommandInput,
+  type ReEncryptCommandInput,
+} from '@aws-sdk/client-kms';
+import { z } from 'zod';
+import { GatewayError, KmsError } from '../../src/protocol/errors.js';
+import type { AdapterModule, AdapterOptions, GeneratedKey, KeyWrapper, WrapContext, WrappedKey } from '../types.js';
+import { classify } from './classify.js';
+
+export { classify } from './classify.js';
+
+/** What the adapter needs from AWS KMS: four calls, each cancellable. The SDK client by default. */
+export interface AwsKmsPort {
+  generateDataKey(input: GenerateDataKeyCommandInput, signal: AbortSignal): Promise<{ Plaintext?: Uint8Array; CiphertextBlob?: Uint8Array; KeyId?: string }>;
+  encrypt(input: EncryptCommandInput, signal: AbortSignal): Promise<{ CiphertextBlob?: Uint8Array; KeyId?: string }>;
+  decrypt(input: DecryptCommandInput, signal: AbortSignal): Promise<{ Plaintext?: Uint8Array; KeyId?: string }>;
+  reEncrypt(input: ReEncryptCommandInput, signal: AbortSignal): Promise<{ CiphertextBlob?: Uint8Array; KeyId?: string }>;
+}
+
+/** `kms.adapters.aws-kms` in the config. */
+export const AwsSettingsSchema = z
+  .object({
+    /** Region for KEKs named without an ARN (`aws-kms://alias/x`); else the SDK's AWS_REGION chain. */
+    region: z.string().min(1).optional(),
+    /** Endpoint override (LocalStack, VPC endpoints); AWS_ENDPOINT_URL_KMS / AWS_ENDPOINT_URL work too. */
+    endpoint: z.string().url().optional(),
+    /** SDK attempts per call, retries included; the gateway's deadline bounds them all. */
+    maxAttempts: z.number().int().min(1).max(10).default(2),
+  })
+  .strict();
+
+export type AwsSettings = z.output<typeof AwsSettingsSchema>;
+
+/** A parsed `aws-kms://` URI. */
+export interface AwsKek {
+  /** What KMS calls take as KeyId: a key ARN, an alias ARN or `alias/<name>`. */
+  readonly keyId: string;
+  /** From the ARN, when there is one. */
+  readonly region?: string;
+}
+
+const ARN_RE = /^arn:aws[a-z-]*:kms:([a-z0-9-]+):\d{12}:(key\/[A-Za-z0-9-]+|alias\/[A-Za-z0-9/_-]+)$/;
+const ALIAS_RE = /^alias\/[A-Za-z0-9/_-]+$/;
+
+/** `aws-kms://<key ARN>`, `aws-kms://<alias ARN>` or `aws-kms://alias/<name>`. */
+export function parseAwsKek(kek: string): AwsKek {
+  const body = kek.startsWith('aws-kms://') ? kek.slice('aws-kms://'.length) : '';
+  const arn = ARN_RE.exec(body);
+  if (arn) return { keyId: body, region: arn[1] as string };
+  if (ALIAS_RE.test(body) && !body.startsWith('alias/aws/')) return { keyId: body };
+  throw new GatewayError('BAD_REQUEST', 'aws-kms KEK URI must be aws-kms://<key or alias ARN> or aws-kms://alias/<name>');
+}
+
+/** Binds a blob to its place: moved to another id or version, KMS refuses it. */
+export function encryptionContext(ctx: Pick<WrapContext, 'keyId' | 'version'>): Record<string, string> {
+  return { 'kmsgw:key-id': ctx.keyId, 'kmsgw:version': String(ctx.version) };
+}
+
+/** The SDK client behind the port, one per region and endpoint. */
+export function sdkPort(client: KMSClient): AwsKmsPort {
+  return {
+    generateDataKey: (input, signal) => client.send(new GenerateDataKeyCommand(input), { abortSignal: signal }),
+    encrypt: (input, signal) => client.send(new EncryptCommand(input), { abortSignal: signal }),
+    decrypt: (input, signal) => client.send(new DecryptCommand(input), { abortSignal: signal }),
+    reEncrypt: (input, signal) => client.send(new ReEncryptCommand(input), { abortSignal: signal }),
+  };
+}
+
+function bytes(value: Uint8Array | undefined, what: string): Buffer {
+  if (!(value instanceof Uint8Array) || value.length === 0) throw new KmsError('INTERNAL', `AWS KMS returned no ${what}`);
+  // A view, not a copy: the guard copies it into Buffer.alloc memory and zeroizes this view.
+  return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+}
+
+/** A KEK in AWS KMS. New DEKs come from GenerateDataKey, so their entropy is the KMS's. */
+export class AwsKmsWrapper implements KeyWrapper {
+  private readonly target: AwsKek;
+
+  constructor(
+    readonly kek: string,
+    private readonly port: AwsKmsPort,
+    /** Identifies the account/endpoint, so ReEncrypt is only tried between KEKs of one client. */
+    readonly location: string,
+  ) {
+    this.target = parseAwsKek(kek);
+  }
+
+  async generate(ctx: WrapContext): Promise<GeneratedKey> {
+    const out = await this.call(() =>
+      this.port.generateDataKey({ KeyId: this.target.keyId, KeySpec: 'AES_256', EncryptionContext: encryptionContext(ctx) }, ctx.signal),
+    );
+    return {
+      dek: bytes(out.Plaintext, 'plaintext key'),
+      blob: Buffer.from(bytes(out.CiphertextBlob, 'wrapped key')),
+      ...(out.KeyId ? { kekVersion: out.KeyId } : {}),
+    };
+  }
+
+  async wrap(dek: Buffer, ctx: WrapContext): Promise<WrappedKey> {
+    const out = await this.call(() =>
+      this.port.encrypt({ KeyId: this.target.keyId, Plaintext: dek, EncryptionContext: encryptionContext(ctx) }, ctx.signal),
+    );
+    return { blob: Buffer.from(bytes(out.CiphertextBlob, 'wrapped key')), ...(out.KeyId ? { kekVersion: out.KeyId } : {}) };
+  }
+
+  async unwrap(wrapped: WrappedKey, ctx: WrapContext): Promise<Buffer> {
+    // The KEK is always named: a blob is never sent to whatever key its header claims.
+    const out = await this.call(() =>
+      this.port.decrypt(
+        { KeyId: this.target.keyId, CiphertextBlob: wrapped.blob, EncryptionContext: encryptionContext(ctx) },
+        ctx.signal,
+      ),
+    );
+    return bytes(out.Plaintext, 'plaintext key');
+  }
+
+  /** ReEncrypt: the DEK never leaves KMS. Only between KEKs reached through the same client. */
+  async rewrap(wrapped: WrappedKey, ctx: WrapContext, to: KeyWrapper): Promise<WrappedKey | undefined> {
+    if (!(to instanceof AwsKmsWrapper) || to.location !== this.location) return undefined;
+    const context = encryptionContext(ctx);
+    const out = await this.call(() =>
+      this.port.reEncrypt(
+        {
+          CiphertextBlob: wrapped.blob,
+          SourceKeyId: this.target.keyId,
+          SourceEncryptionContext: context,
+          DestinationKeyId: to.target.keyId,
+          DestinationEncryptionContext: context,
+        },
+        ctx.signal,
+      ),
+    );
+    return { blob: Buffer.from(bytes(out.CiphertextBlob, 'wrapped key')), ...(out.KeyId ? { kekVersion: out.KeyId } : {}) };
+  }
+
+  private async call<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof GatewayError) throw err;
+      throw classify(err);
+    }
+  }
+}
+
+const clients = new Map<string, KMSClient>();
+
+function clientFor(region: string | undefined, settings: AwsSettings, timeoutMs: number): { port: AwsKmsPort; location: string } {
+  const location = `${region ?? '(default region)'} ${settings.endpoint ?? '(default endpoint)'}`;
+  let client = clients.get(location);
+  if (!client) {
+    client = new KMSClient({
+      ...(region ? { region } : {}),
+      ...(settings.endpoint ? { endpoint: settings.endpoint } : {}),
+      maxAttempts: settings.maxAttempts,
+      requestHandler: { connectionTimeout: timeoutMs, requestTimeout: timeoutMs },
+    });
+    clients.set(location, client);
+  }
+  return { port: sdkPort(client), location };
+}
+
+export function createWrapper(kek: string, options: AdapterOptions): KeyWrapper {
+  const parsed = AwsSettingsSchema.safeParse(options.settings?.['aws-kms'] ?? {});
+  if (!parsed.success) {
+    throw new GatewayError('INTERNAL', `invalid kms.adapters.aws-kms settings: ${parsed.error.issues.map((i) => i.path.join('.')).join(', ')}`);
+  }
+  const target = parseAwsKek(kek);
+  const { port, location } = clientFor(target.region ?? parsed.data.region, parsed.data, options.timeoutMs ?? 2000);
+  return new AwsKmsWrapper(kek, port, location) satisfies KeyWrapper;
+}
+
+/** Closes every SDK client (sockets of the keep-alive pool). */
+export function closeClients(): void {
+  for (const client of clients.values()) client.destroy();
+  clients.clear();
+}
+
+export default { createWrapper } satisfies AdapterModule;
