@@ -5,6 +5,11 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     testTimeout: 30_000,
     hookTimeout: 60_000,
+    // Starts (or reuses) LocalStack KMS on 127.0.0.1:4566 and creates the test KEKs; see localstack/README.md.
+    // Vitest 4 puts no timeout on globalSetup itself (a cold install takes ~40 s); install.sh/start.sh have their own.
+    globalSetup: ['test/setup/localstack.ts'],
+    // Global teardown stops LocalStack (~1 s, up to 10 s before SIGKILL); vitest exits after teardownTimeout.
+    teardownTimeout: 30_000,
     // Server tests bind sockets and spawn the CLI; two cores run two files at once.
     maxWorkers: 2,
   },

@@ -54,6 +54,10 @@ export function classify(err: unknown): KmsError {
   const name = typeof e.name === 'string' ? e.name : '';
   const known = BY_NAME[name];
   if (known) return new KmsError(known[0], known[1], { cause: err });
+  // The SDK's own configuration error, raised before any request is sent.
+  if (err instanceof Error && err.message === 'Region is missing') {
+    return new KmsError('KMS_DENIED', 'AWS KMS: no region for this KEK (use an ARN, kms.adapters.aws-kms.region or AWS_REGION)', { cause: err });
+  }
   if (e.$retryable?.throttling === true) return new KmsError('THROTTLED', 'AWS KMS: request rate exceeded', { cause: err });
   if (typeof e.code === 'string' && NETWORK_CODES.has(e.code)) {
     return new KmsError('KMS_UNAVAILABLE', 'AWS KMS: endpoint unreachable', { cause: err });

@@ -53,7 +53,8 @@ export class DekCache {
       // An unwrap that finishes after its entry was evicted is still cached,
       // so its Buffer reaches dispose() and is zeroized like any other.
       ignoreFetchAbort: true,
-      ...(options.clock ? { perf: options.clock } : {}),
+      // An injected clock is read on every check (lru-cache otherwise reuses a reading for 1 ms).
+      ...(options.clock ? { perf: options.clock, ttlResolution: 0 } : {}),
       dispose: (value) => zeroize(value),
       fetchMethod: async (_key, _stale, { context }) => {
         this.stats.loads++;

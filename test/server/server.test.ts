@@ -142,7 +142,7 @@ describe('protocol v1 over a Unix socket', () => {
     env[env.length - 1] = (env[env.length - 1] as number) ^ 1;
     await expectErr(`DEC k ${env.toString('base64')}`, 'DECRYPT_FAILED');
     await expectErr('GET k@9', 'NOT_FOUND');
-    await expectErr('CREATE other aws-kms://alias/x', 'BAD_REQUEST');
+    await expectErr('CREATE other nope://x', 'BAD_REQUEST');
 
     await c.ask('CREATE f fake://kek');
     gw.gateway.cache.clear();

@@ -50,6 +50,7 @@ describe('aws classify()', () => {
     ['ECONNRESET', networkError('ECONNRESET'), 'KMS_UNAVAILABLE'],
     ['ENOTFOUND', networkError('ENOTFOUND'), 'KMS_UNAVAILABLE'],
     ['ValidationException', serviceError('ValidationException', 400), 'INTERNAL'],
+    ['no region configured', new Error('Region is missing'), 'KMS_DENIED'],
     ['a string', 'boom', 'INTERNAL'],
     ['undefined', undefined, 'INTERNAL'],
   ] as const)('%s → %s', (_label, err, code) => {
