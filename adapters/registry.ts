@@ -9,6 +9,7 @@ export type AdapterLoader = () => Promise<AdapterModule>;
 export const DEFAULT_LOADERS: Readonly<Record<string, AdapterLoader>> = {
   local: async () => (await import('./local/index.js')).default,
   'aws-kms': async () => (await import('./aws/index.js')).default,
+  'gcp-kms': async () => (await import('./gcp/index.js')).default,
 };
 
 const SCHEME_RE = /^([a-z][a-z0-9+.-]*):\/\//;

@@ -1,0 +1,205 @@
+import { readFileSync } from 'node:fs';
+import { KeyManagementServiceClient, protos } from '@google-cloud/kms';
+import { grpc, type CallOptions } from 'google-gax';
+import { z } from 'zod';
+import { crc32c } from '../../src/crypto/crc32c.js';
+import { GatewayError, KmsError } from '../../src/protocol/errors.js';
+import type { AdapterModule, AdapterOptions, KeyWrapper, WrapContext, WrappedKey } from '../types.js';
+import { classify, type GcpOp } from './classify.js';
+
+export { classify, GRPC } from './classify.js';
+
+type EncryptRequest = protos.google.cloud.kms.v1.IEncryptRequest;
+type EncryptResponse = protos.google.cloud.kms.v1.IEncryptResponse;
+type DecryptRequest = protos.google.cloud.kms.v1.IDecryptRequest;
+type DecryptResponse = protos.google.cloud.kms.v1.IDecryptResponse;
+
+/** Per-call limits the adapter passes down. */
+export interface CallLimits {
+  readonly timeoutMs: number;
+  readonly signal: AbortSignal;
+}
+
+/** What the adapter needs from Cloud KMS: Encrypt and Decrypt. The SDK client by default. */
+export interface GcpKmsPort {
+  encrypt(request: EncryptRequest, limits: CallLimits): Promise<EncryptResponse>;
+  decrypt(request: DecryptRequest, limits: CallLimits): Promise<DecryptResponse>;
+}
+
+/** `kms.adapters.gcp-kms` in the config. */
+export const GcpSettingsSchema = z
+  .object({
+    /** `host:port` of the Cloud KMS API (default: Google's); for private endpoints and emulators. */
+    endpoint: z
+      .string()
+      .regex(/^[A-Za-z0-9.-]+:\d{1,5}$/, 'must be host:port')
+      .optional(),
+    /** TLS to the endpoint (default true); false only for a local emulator. */
+    tls: z.boolean().default(true),
+    /** Extra CA certificate (PEM file) to trust for a private endpoint. */
+    caFile: z.string().min(1).optional(),
+  })
+  .strict();
+
+export type GcpSettings = z.output<typeof GcpSettingsSchema>;
+
+const KEY_NAME_RE = /^projects\/[a-z0-9-]{1,63}\/locations\/[a-z0-9-]{1,63}\/keyRings\/[A-Za-z0-9_-]{1,63}\/cryptoKeys\/[A-Za-z0-9_-]{1,63}$/;
+
+/** `gcp-kms://projects/<p>/locations/<l>/keyRings/<r>/cryptoKeys/<k>` → the CryptoKey name. */
+export function parseGcpKek(kek: string): string {
+  const name = kek.startsWith('gcp-kms://') ? kek.slice('gcp-kms://'.length) : '';
+  if (!KEY_NAME_RE.test(name)) {
+    throw new GatewayError('BAD_REQUEST', 'gcp-kms KEK URI must be gcp-kms://projects/<p>/locations/<l>/keyRings/<r>/cryptoKeys/<k>');
+  }
+  return name;
+}
+
+/** AAD that binds a blob to its place: `kmsgw/v1 <key-id> <version>`. */
+export function wrapAad(ctx: Pick<WrapContext, 'keyId' | 'version'>): Buffer {
+  return Buffer.from(`kmsgw/v1 ${ctx.keyId} ${ctx.version}`, 'latin1');
+}
+
+/** Reads a google.protobuf.Int64Value whatever form the client decoded it in (number, string, Long). */
+export function int64(value: { value?: unknown } | null | undefined): number | undefined {
+  const raw = value?.value;
+  if (raw === undefined || raw === null) return undefined;
+  const n = Number(typeof raw === 'object' ? String(raw) : raw);
+  return Number.isSafeInteger(n) ? n : undefined;
+}
+
+function integrityError(what: string): KmsError {
+  return new KmsError('KMS_UNAVAILABLE', `Cloud KMS: ${what} failed its integrity check`);
+}
+
+function asBuffer(value: Uint8Array | string | null | undefined, what: string): Buffer {
+  if (!(value instanceof Uint8Array) || value.length === 0) throw new KmsError('INTERNAL', `Cloud KMS returned no ${what}`);
+  return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+}
+
+/**
+ * A CryptoKey in Cloud KMS. DEKs come from the gateway's CSPRNG (Cloud KMS has
+ * no data-key call); every call carries the AAD and the CRC32C fields Google
+ * asks clients to use, and every response is checked before it is trusted.
+ */
+export class GcpKmsWrapper implements KeyWrapper {
+  private readonly keyName: string;
+
+  constructor(
+    readonly kek: string,
+    private readonly port: GcpKmsPort,
+    private readonly timeoutMs: number,
+  ) {
+    this.keyName = parseGcpKek(kek);
+  }
+
+  async wrap(dek: Buffer, ctx: WrapContext): Promise<WrappedKey> {
+    const aad = wrapAad(ctx);
+    const res = await this.call('encrypt', () =>
+      this.port.encrypt(
+        {
+          name: this.keyName,
+          plaintext: dek,
+          additionalAuthenticatedData: aad,
+          plaintextCrc32c: { value: crc32c(dek) },
+          additionalAuthenticatedDataCrc32c: { value: crc32c(aad) },
+        },
+        { timeoutMs: this.timeoutMs, signal: ctx.signal },
+      ),
+    );
+    if (res.verifiedPlaintextCrc32c !== true || res.verifiedAdditionalAuthenticatedDataCrc32c !== true) {
+      throw integrityError('the request');
+    }
+    if (typeof res.name !== 'string' || !res.name.startsWith(`${this.keyName}/cryptoKeyVersions/`)) {
+      throw new KmsError('INTERNAL', 'Cloud KMS answered for another key');
+    }
+    const blob = Buffer.from(asBuffer(res.ciphertext, 'ciphertext'));
+    if (int64(res.ciphertextCrc32c) !== crc32c(blob)) throw integrityError('the ciphertext');
+    return { blob, kekVersion: res.name };
+  }
+
+  async unwrap(wrapped: WrappedKey, ctx: WrapContext): Promise<Buffer> {
+    const aad = wrapAad(ctx);
+    const res = await this.call('decrypt', () =>
+      this.port.decrypt(
+        {
+          name: this.keyName,
+          ciphertext: wrapped.blob,
+          additionalAuthenticatedData: aad,
+          ciphertextCrc32c: { value: crc32c(wrapped.blob) },
+          additionalAuthenticatedDataCrc32c: { value: crc32c(aad) },
+        },
+        { timeoutMs: this.timeoutMs, signal: ctx.signal },
+      ),
+    );
+    const dek = asBuffer(res.plaintext, 'plaintext');
+    if (int64(res.plaintextCrc32c) !== crc32c(dek)) {
+      dek.fill(0);
+      throw integrityError('the plaintext');
+    }
+    return dek;
+  }
+
+  private async call<T>(op: GcpOp, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof GatewayError) throw err;
+      throw classify(err, op);
+    }
+  }
+}
+
+/** Runs a google-gax call with a deadline, no gax-level retries, cancelled by `signal`. */
+function withLimits<T>(start: (options: CallOptions) => Promise<[T, ...unknown[]]> & { cancel?: () => void }, limits: CallLimits): Promise<T> {
+  const call = start({ timeout: limits.timeoutMs, retry: null as unknown as CallOptions['retry'] });
+  const cancel = () => call.cancel?.();
+  limits.signal.addEventListener('abort', cancel, { once: true });
+  return call.then(
+    ([res]) => {
+      limits.signal.removeEventListener('abort', cancel);
+      return res;
+    },
+    (err: unknown) => {
+      limits.signal.removeEventListener('abort', cancel);
+      throw err;
+    },
+  );
+}
+
+/** The SDK client behind the port. */
+export function sdkPort(client: KeyManagementServiceClient): GcpKmsPort {
+  return {
+    encrypt: (request, limits) => withLimits((o) => client.encrypt(request, o), limits),
+    decrypt: (request, limits) => withLimits((o) => client.decrypt(request, o), limits),
+  };
+}
+
+const clients = new Map<string, KeyManagementServiceClient>();
+
+function clientFor(settings: GcpSettings): KeyManagementServiceClient {
+  const key = JSON.stringify(settings);
+  let client = clients.get(key);
+  if (!client) {
+    const [host, port] = settings.endpoint ? settings.endpoint.split(':') : [undefined, undefined];
+    client = new KeyManagementServiceClient({
+      ...(host ? { apiEndpoint: host, port: Number(port) } : {}),
+      ...(settings.tls
+        ? settings.caFile
+          ? { sslCreds: grpc.credentials.createSsl(readFileSync(settings.caFile)) }
+          : {}
+        : { sslCreds: grpc.credentials.createInsecure() }),
+    });
+    clients.set(key, client);
+  }
+  return client;
+}
+
+export function createWrapper(kek: string, options: AdapterOptions): KeyWrapper {
+  const parsed = GcpSettingsSchema.safeParse(options.settings?.['gcp-kms'] ?? {});
+  if (!parsed.success) {
+    throw new GatewayError('INTERNAL', `invalid kms.adapters.gcp-kms settings: ${parsed.error.issues.map((i) => i.path.join('.')).join(', ')}`);
+  }
+  return new GcpKmsWrapper(kek, sdkPort(clientFor(parsed.data)), options.timeoutMs ?? 2000) satisfies KeyWrapper;
+}
+
+export default { createWrapper } satisfies AdapterModule;
