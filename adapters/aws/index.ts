@@ -10,7 +10,8 @@ import {
   type ReEncryptCommandInput,
 } from '@aws-sdk/client-kms';
 import { z } from 'zod';
-import { GatewayError, KmsError } from '../../src/protocol/errors.js';
+import { GatewayError } from '../../src/protocol/errors.js';
+import { classifying, responseBytes } from '../support.js';
 import type { AdapterModule, AdapterOptions, GeneratedKey, KeyWrapper, WrapContext, WrappedKey } from '../types.js';
 import { classify } from './classify.js';
 
@@ -73,11 +74,7 @@ export function sdkPort(client: KMSClient): AwsKmsPort {
   };
 }
 
-function bytes(value: Uint8Array | undefined, what: string): Buffer {
-  if (!(value instanceof Uint8Array) || value.length === 0) throw new KmsError('INTERNAL', `AWS KMS returned no ${what}`);
-  // A view, not a copy: the guard copies it into Buffer.alloc memory and zeroizes this view.
-  return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
-}
+const bytes = (value: unknown, what: string) => responseBytes(value, 'AWS KMS', what);
 
 /** A KEK in AWS KMS. New DEKs come from GenerateDataKey, so their entropy is the KMS's. */
 export class AwsKmsWrapper implements KeyWrapper {
@@ -140,13 +137,8 @@ export class AwsKmsWrapper implements KeyWrapper {
     return { blob: Buffer.from(bytes(out.CiphertextBlob, 'wrapped key')), ...(out.KeyId ? { kekVersion: out.KeyId } : {}) };
   }
 
-  private async call<T>(fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (err) {
-      if (err instanceof GatewayError) throw err;
-      throw classify(err);
-    }
+  private call<T>(fn: () => Promise<T>): Promise<T> {
+    return classifying(fn, classify);
   }
 }
 

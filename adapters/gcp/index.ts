@@ -4,6 +4,7 @@ import { grpc, type CallOptions } from 'google-gax';
 import { z } from 'zod';
 import { crc32c } from '../../src/crypto/crc32c.js';
 import { GatewayError, KmsError } from '../../src/protocol/errors.js';
+import { classifying, responseBytes } from '../support.js';
 import type { AdapterModule, AdapterOptions, KeyWrapper, WrapContext, WrappedKey } from '../types.js';
 import { classify, type GcpOp } from './classify.js';
 
@@ -71,10 +72,7 @@ function integrityError(what: string): KmsError {
   return new KmsError('KMS_UNAVAILABLE', `Cloud KMS: ${what} failed its integrity check`);
 }
 
-function asBuffer(value: Uint8Array | string | null | undefined, what: string): Buffer {
-  if (!(value instanceof Uint8Array) || value.length === 0) throw new KmsError('INTERNAL', `Cloud KMS returned no ${what}`);
-  return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
-}
+const asBuffer = (value: unknown, what: string) => responseBytes(value, 'Cloud KMS', what);
 
 /**
  * A CryptoKey in Cloud KMS. DEKs come from the gateway's CSPRNG (Cloud KMS has
@@ -139,13 +137,8 @@ export class GcpKmsWrapper implements KeyWrapper {
     return dek;
   }
 
-  private async call<T>(op: GcpOp, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (err) {
-      if (err instanceof GatewayError) throw err;
-      throw classify(err, op);
-    }
+  private call<T>(op: GcpOp, fn: () => Promise<T>): Promise<T> {
+    return classifying(fn, (err) => classify(err, op));
   }
 }
 
