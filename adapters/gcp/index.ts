@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { KeyManagementServiceClient, protos } from '@google-cloud/kms';
-import { grpc, type CallOptions } from 'google-gax';
+import { createBackoffSettings, createRetryOptions, grpc, type CallOptions } from 'google-gax';
 import { z } from 'zod';
 import { crc32c } from '../../src/crypto/crc32c.js';
 import { GatewayError, KmsError } from '../../src/protocol/errors.js';
@@ -39,6 +39,8 @@ export const GcpSettingsSchema = z
     tls: z.boolean().default(true),
     /** Extra CA certificate (PEM file) to trust for a private endpoint. */
     caFile: z.string().min(1).optional(),
+    /** Named so the client never probes a metadata server to learn it. */
+    universeDomain: z.string().min(1).default('googleapis.com'),
   })
   .strict();
 
@@ -144,7 +146,13 @@ export class GcpKmsWrapper implements KeyWrapper {
 
 /** Runs a google-gax call with a deadline, no gax-level retries, cancelled by `signal`. */
 function withLimits<T>(start: (options: CallOptions) => Promise<[T, ...unknown[]]> & { cancel?: () => void }, limits: CallLimits): Promise<T> {
-  const call = start({ timeout: limits.timeoutMs, retry: null as unknown as CallOptions['retry'] });
+  // The client's defaults retry for up to 600 s. Here the gateway's deadline is the whole budget:
+  // UNAVAILABLE (no connection yet, e.g. just after the KMS came back) is retried briefly within it.
+  const t = limits.timeoutMs;
+  const call = start({
+    timeout: t,
+    retry: createRetryOptions([grpc.status.UNAVAILABLE], createBackoffSettings(50, 2, 250, t, 1, t, t)),
+  });
   const cancel = () => call.cancel?.();
   limits.signal.addEventListener('abort', cancel, { once: true });
   return call.then(
@@ -175,6 +183,10 @@ function clientFor(settings: GcpSettings): KeyManagementServiceClient {
   if (!client) {
     const [host, port] = settings.endpoint ? settings.endpoint.split(':') : [undefined, undefined];
     client = new KeyManagementServiceClient({
+      universeDomain: settings.universeDomain,
+      // Reconnect soon after an outage ends (grpc-js would otherwise back off up to 120 s).
+      'grpc.initial_reconnect_backoff_ms': 100,
+      'grpc.max_reconnect_backoff_ms': 1000,
       ...(host ? { apiEndpoint: host, port: Number(port) } : {}),
       ...(settings.tls
         ? settings.caFile
