@@ -10,6 +10,7 @@ export const DEFAULT_LOADERS: Readonly<Record<string, AdapterLoader>> = {
   local: async () => (await import('./local/index.js')).default,
   'aws-kms': async () => (await import('./aws/index.js')).default,
   'gcp-kms': async () => (await import('./gcp/index.js')).default,
+  'azure-kv': async () => (await import('./azure/index.js')).default,
 };
 
 const SCHEME_RE = /^([a-z][a-z0-9+.-]*):\/\//;

@@ -1,0 +1,207 @@
+import { readFileSync } from 'node:fs';
+import { Agent } from 'node:https';
+import type { TokenCredential } from '@azure/core-auth';
+import { CryptographyClient, type CryptographyClientOptions, type KeyWrapAlgorithm } from '@azure/keyvault-keys';
+import { z } from 'zod';
+import { GatewayError, KmsError } from '../../src/protocol/errors.js';
+import { classifying, responseBytes } from '../support.js';
+import type { AdapterModule, AdapterOptions, KeyWrapper, WrapContext, WrappedKey } from '../types.js';
+import { classify, type AzureOp } from './classify.js';
+
+export { classify, retryAfterSeconds } from './classify.js';
+
+/** Wrap algorithms the adapter allows: RSA-OAEP-256 for vault keys, A256KW for Managed HSM keys. */
+export const WRAP_ALGORITHMS = ['RSA-OAEP-256', 'RSA-OAEP', 'A256KW'] as const satisfies readonly KeyWrapAlgorithm[];
+
+/** What the adapter needs from Key Vault: wrapKey and unwrapKey on a key id. */
+export interface AzureKeyPort {
+  wrapKey(kid: string, algorithm: KeyWrapAlgorithm, key: Uint8Array, limits: { timeoutMs: number; signal: AbortSignal }): Promise<{ result: Uint8Array; keyID?: string }>;
+  unwrapKey(kid: string, algorithm: KeyWrapAlgorithm, blob: Uint8Array, limits: { timeoutMs: number; signal: AbortSignal }): Promise<{ result: Uint8Array }>;
+}
+
+/** `kms.adapters.azure-kv` in the config. */
+export const AzureSettingsSchema = z
+  .object({
+    /** Key wrap algorithm (the key's type must support it). */
+    algorithm: z.enum(WRAP_ALGORITHMS).default('RSA-OAEP-256'),
+    /** Extra CA certificate (PEM) to trust for this vault (private endpoints, test vaults); never disables verification. */
+    caFile: z.string().min(1).optional(),
+  })
+  .strict();
+
+export type AzureSettings = z.output<typeof AzureSettingsSchema>;
+
+/** A parsed `azure-kv://` URI. */
+export interface AzureKek {
+  /** `https://<host>[:port]` */
+  readonly vaultUrl: string;
+  readonly name: string;
+  readonly version?: string;
+}
+
+const URI_RE = /^azure-kv:\/\/([A-Za-z0-9.-]+(?::\d{1,5})?)\/keys\/([A-Za-z0-9-]{1,127})(?:\/([A-Za-z0-9]{32}))?$/;
+
+/** `azure-kv://<vault host>[:port]/keys/<name>[/<version>]`. */
+export function parseAzureKek(kek: string): AzureKek {
+  const m = URI_RE.exec(kek);
+  if (!m) throw new GatewayError('BAD_REQUEST', 'azure-kv KEK URI must be azure-kv://<vault host>[:port]/keys/<name>[/<version>]');
+  return { vaultUrl: `https://${m[1]}`, name: m[2] as string, ...(m[3] ? { version: m[3] } : {}) };
+}
+
+/** The key URL (a kid without version, or with one) the SDK takes. */
+export function keyUrl(kek: AzureKek, version = kek.version): string {
+  return `${kek.vaultUrl}/keys/${kek.name}${version ? `/${version}` : ''}`;
+}
+
+/** True when `kid` is a version of exactly this vault's key (a stored kid is never trusted blindly). */
+export function kidBelongsTo(kid: string, kek: AzureKek): boolean {
+  const prefix = `${keyUrl(kek, undefined)}/`;
+  if (!kid.startsWith(prefix)) return false;
+  const version = kid.slice(prefix.length);
+  return /^[A-Za-z0-9]{32}$/.test(version) && (kek.version === undefined || kek.version === version);
+}
+
+/**
+ * A key in Azure Key Vault (or Managed HSM). Wrap has no associated data, so a
+ * blob's binding to its key id and version rests on the gateway's key-commitment
+ * tag. The exact key version that wrapped a blob (its kid) is stored with it, so
+ * unwrap keeps working after the key is rotated in the vault.
+ */
+export class AzureKeyVaultWrapper implements KeyWrapper {
+  private readonly target: AzureKek;
+
+  constructor(
+    readonly kek: string,
+    private readonly port: AzureKeyPort,
+    private readonly algorithm: KeyWrapAlgorithm,
+    private readonly timeoutMs: number,
+  ) {
+    this.target = parseAzureKek(kek);
+  }
+
+  async wrap(dek: Buffer, ctx: WrapContext): Promise<WrappedKey> {
+    const res = await this.call('wrap', () =>
+      this.port.wrapKey(keyUrl(this.target), this.algorithm, dek, { timeoutMs: this.timeoutMs, signal: ctx.signal }),
+    );
+    const kid = res.keyID;
+    if (typeof kid !== 'string' || !kidBelongsTo(kid, this.target)) {
+      throw new KmsError('INTERNAL', 'Azure Key Vault answered for another key');
+    }
+    return { blob: Buffer.from(responseBytes(res.result, 'Azure Key Vault', 'wrapped key')), kekVersion: kid };
+  }
+
+  async unwrap(wrapped: WrappedKey, ctx: WrapContext): Promise<Buffer> {
+    const kid = wrapped.kekVersion ?? keyUrl(this.target);
+    if (wrapped.kekVersion !== undefined && !kidBelongsTo(kid, this.target)) {
+      throw new KmsError('DECRYPT_FAILED', 'stored key version does not belong to this KEK');
+    }
+    const res = await this.call('unwrap', () =>
+      this.port.unwrapKey(kid, this.algorithm, wrapped.blob, { timeoutMs: this.timeoutMs, signal: ctx.signal }),
+    );
+    return responseBytes(res.result, 'Azure Key Vault', 'unwrapped key');
+  }
+
+  private call<T>(op: AzureOp, fn: () => Promise<T>): Promise<T> {
+    return classifying(fn, (err) => classify(err, op));
+  }
+}
+
+/** Options for the SDK clients: one attempt per call (the gateway's deadline is the budget; 429 is reported, not slept on). */
+export function sdkClientOptions(settings: AzureSettings, extra: CryptographyClientOptions = {}): CryptographyClientOptions {
+  const agent = settings.caFile ? new Agent({ ca: readFileSync(settings.caFile), keepAlive: true }) : undefined;
+  return {
+    retryOptions: { maxRetries: 0 },
+    ...(agent
+      ? {
+          additionalPolicies: [
+            {
+              position: 'perCall' as const,
+              policy: {
+                name: 'kmsgwTrustedCa',
+                sendRequest: (request, next) => {
+                  request.agent = agent;
+                  return next(request);
+                },
+              },
+            },
+          ],
+        }
+      : {}),
+    ...extra,
+  };
+}
+
+/** The SDK behind the port: one CryptographyClient per key URL. */
+export function sdkPort(credential: TokenCredential, options: CryptographyClientOptions): AzureKeyPort {
+  const clients = new Map<string, CryptographyClient>();
+  const client = (kid: string) => {
+    let c = clients.get(kid);
+    if (!c) {
+      c = new CryptographyClient(kid, credential, options);
+      clients.set(kid, c);
+    }
+    return c;
+  };
+  return {
+    wrapKey: (kid, algorithm, key, limits) =>
+      client(kid).wrapKey(algorithm, key, { abortSignal: limits.signal, requestOptions: { timeout: limits.timeoutMs } }),
+    unwrapKey: (kid, algorithm, blob, limits) =>
+      client(kid).unwrapKey(algorithm, blob, { abortSignal: limits.signal, requestOptions: { timeout: limits.timeoutMs } }),
+  };
+}
+
+/** What can be injected in place of production defaults (tests, embedding). */
+export interface AzureDeps {
+  /** Default: `DefaultAzureCredential` from @azure/identity, loaded on first use. */
+  readonly credential?: TokenCredential;
+  /** Extra SDK client options (tests: `disableChallengeResourceVerification`). */
+  readonly clientOptions?: CryptographyClientOptions;
+}
+
+let defaultCredential: TokenCredential | undefined;
+
+async function loadDefaultCredential(): Promise<TokenCredential> {
+  if (!defaultCredential) {
+    const { DefaultAzureCredential } = await import('@azure/identity');
+    defaultCredential = new DefaultAzureCredential();
+  }
+  return defaultCredential;
+}
+
+function settingsFrom(options: AdapterOptions): AzureSettings {
+  const parsed = AzureSettingsSchema.safeParse(options.settings?.['azure-kv'] ?? {});
+  if (!parsed.success) {
+    throw new GatewayError('INTERNAL', `invalid kms.adapters.azure-kv settings: ${parsed.error.issues.map((i) => i.path.join('.')).join(', ')}`);
+  }
+  return parsed.data;
+}
+
+/** An adapter module with injected dependencies (the default module uses DefaultAzureCredential). */
+export function azureModule(deps: AzureDeps = {}): AdapterModule {
+  const ports = new Map<string, AzureKeyPort>();
+  return {
+    createWrapper(kek: string, options: AdapterOptions): KeyWrapper {
+      const settings = settingsFrom(options);
+      const key = JSON.stringify(settings);
+      let port = ports.get(key);
+      if (!port) {
+        const clientOptions = sdkClientOptions(settings, deps.clientOptions);
+        // The credential is resolved lazily so merely naming an azure-kv KEK loads no identity code.
+        const lazy: TokenCredential = {
+          getToken: async (scopes, opts) => (deps.credential ?? (await loadDefaultCredential())).getToken(scopes, opts),
+        };
+        port = sdkPort(lazy, clientOptions);
+        ports.set(key, port);
+      }
+      return new AzureKeyVaultWrapper(kek, port, settings.algorithm, options.timeoutMs ?? 2000) satisfies KeyWrapper;
+    },
+  };
+}
+
+export function createWrapper(kek: string, options: AdapterOptions): KeyWrapper {
+  return defaultModule.createWrapper(kek, options);
+}
+
+const defaultModule = azureModule();
+
+export default { createWrapper } satisfies AdapterModule;
