@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Agent } from 'node:https';
 import type { TokenCredential } from '@azure/core-auth';
-import { CryptographyClient, type CryptographyClientOptions, type KeyWrapAlgorithm } from '@azure/keyvault-keys';
+import { CryptographyClient, KeyClient, type CryptographyClientOptions, type KeyWrapAlgorithm } from '@azure/keyvault-keys';
 import { z } from 'zod';
 import { GatewayError, KmsError } from '../../src/protocol/errors.js';
 import { classifying, responseBytes } from '../support.js';
@@ -13,8 +13,10 @@ export { classify, retryAfterSeconds } from './classify.js';
 /** Wrap algorithms the adapter allows: RSA-OAEP-256 for vault keys, A256KW for Managed HSM keys. */
 export const WRAP_ALGORITHMS = ['RSA-OAEP-256', 'RSA-OAEP', 'A256KW'] as const satisfies readonly KeyWrapAlgorithm[];
 
-/** What the adapter needs from Key Vault: wrapKey and unwrapKey on a key id. */
+/** What the adapter needs from Key Vault: the key's current version, wrapKey and unwrapKey on a kid. */
 export interface AzureKeyPort {
+  /** The versioned kid of the key's current version. */
+  currentKid(vaultUrl: string, name: string, limits: { timeoutMs: number; signal: AbortSignal }): Promise<string>;
   wrapKey(kid: string, algorithm: KeyWrapAlgorithm, key: Uint8Array, limits: { timeoutMs: number; signal: AbortSignal }): Promise<{ result: Uint8Array; keyID?: string }>;
   unwrapKey(kid: string, algorithm: KeyWrapAlgorithm, blob: Uint8Array, limits: { timeoutMs: number; signal: AbortSignal }): Promise<{ result: Uint8Array }>;
 }
@@ -55,7 +57,7 @@ export function keyUrl(kek: AzureKek, version = kek.version): string {
 
 /** True when `kid` is a version of exactly this vault's key (a stored kid is never trusted blindly). */
 export function kidBelongsTo(kid: string, kek: AzureKek): boolean {
-  const prefix = `${keyUrl(kek, undefined)}/`;
+  const prefix = `${kek.vaultUrl}/keys/${kek.name}/`;
   if (!kid.startsWith(prefix)) return false;
   const version = kid.slice(prefix.length);
   return /^[A-Za-z0-9]{32}$/.test(version) && (kek.version === undefined || kek.version === version);
@@ -80,13 +82,15 @@ export class AzureKeyVaultWrapper implements KeyWrapper {
   }
 
   async wrap(dek: Buffer, ctx: WrapContext): Promise<WrappedKey> {
-    const res = await this.call('wrap', () =>
-      this.port.wrapKey(keyUrl(this.target), this.algorithm, dek, { timeoutMs: this.timeoutMs, signal: ctx.signal }),
-    );
-    const kid = res.keyID;
-    if (typeof kid !== 'string' || !kidBelongsTo(kid, this.target)) {
-      throw new KmsError('INTERNAL', 'Azure Key Vault answered for another key');
-    }
+    const limits = { timeoutMs: this.timeoutMs, signal: ctx.signal };
+    // Wrap with an explicit version: the SDK reports for an unversioned key the kid it
+    // fetched when its client was made, which is stale once the key rotates in the vault.
+    const kid = this.target.version
+      ? keyUrl(this.target)
+      : await this.call('wrap', () => this.port.currentKid(this.target.vaultUrl, this.target.name, limits));
+    if (!kidBelongsTo(kid, this.target)) throw new KmsError('INTERNAL', 'Azure Key Vault answered for another key');
+    const res = await this.call('wrap', () => this.port.wrapKey(kid, this.algorithm, dek, limits));
+    if (res.keyID !== undefined && res.keyID !== kid) throw new KmsError('INTERNAL', 'Azure Key Vault answered for another key');
     return { blob: Buffer.from(responseBytes(res.result, 'Azure Key Vault', 'wrapped key')), kekVersion: kid };
   }
 
@@ -131,7 +135,7 @@ export function sdkClientOptions(settings: AzureSettings, extra: CryptographyCli
   };
 }
 
-/** The SDK behind the port: one CryptographyClient per key URL. */
+/** The SDK behind the port: one KeyClient per vault, one CryptographyClient per kid. */
 export function sdkPort(credential: TokenCredential, options: CryptographyClientOptions): AzureKeyPort {
   const clients = new Map<string, CryptographyClient>();
   const client = (kid: string) => {
@@ -142,7 +146,21 @@ export function sdkPort(credential: TokenCredential, options: CryptographyClient
     }
     return c;
   };
+  const keyClients = new Map<string, KeyClient>();
+  const keyClient = (vaultUrl: string) => {
+    let c = keyClients.get(vaultUrl);
+    if (!c) {
+      c = new KeyClient(vaultUrl, credential, options);
+      keyClients.set(vaultUrl, c);
+    }
+    return c;
+  };
   return {
+    currentKid: async (vaultUrl, name, limits) => {
+      const key = await keyClient(vaultUrl).getKey(name, { abortSignal: limits.signal, requestOptions: { timeout: limits.timeoutMs } });
+      if (typeof key.id !== 'string') throw new KmsError('INTERNAL', 'Azure Key Vault returned a key without an id');
+      return key.id;
+    },
     wrapKey: (kid, algorithm, key, limits) =>
       client(kid).wrapKey(algorithm, key, { abortSignal: limits.signal, requestOptions: { timeout: limits.timeoutMs } }),
     unwrapKey: (kid, algorithm, blob, limits) =>

@@ -68,9 +68,13 @@ describe('AzureKeyVaultWrapper', () => {
     const calls: string[] = [];
     return {
       calls,
+      currentKid: async (vaultUrl, name) => {
+        calls.push(`current ${vaultUrl} ${name}`);
+        return kid;
+      },
       wrapKey: async (k, alg, key) => {
         calls.push(`wrap ${k} ${alg}`);
-        return { result: Buffer.from(key).reverse(), keyID: kid };
+        return { result: Buffer.from(key).reverse(), keyID: k };
       },
       unwrapKey: async (k, alg, blob) => {
         calls.push(`unwrap ${k} ${alg}`);
@@ -79,7 +83,7 @@ describe('AzureKeyVaultWrapper', () => {
     };
   }
 
-  it('wraps with the current version, stores its kid, and unwraps with exactly that kid', async () => {
+  it('wraps with the current version named explicitly, stores its kid, and unwraps with exactly that kid', async () => {
     const kid = `https://v.vault.azure.net/keys/k1/${VER}`;
     const p = port(kid);
     const w = new AzureKeyVaultWrapper('azure-kv://v.vault.azure.net/keys/k1', p, 'RSA-OAEP-256', 1000);
@@ -87,7 +91,15 @@ describe('AzureKeyVaultWrapper', () => {
     const wrapped = await w.wrap(dek, ctx);
     expect(wrapped.kekVersion).toBe(kid);
     expect((await w.unwrap(wrapped, ctx)).equals(dek)).toBe(true);
-    expect(p.calls).toEqual(['wrap https://v.vault.azure.net/keys/k1 RSA-OAEP-256', `unwrap ${kid} RSA-OAEP-256`]);
+    expect(p.calls).toEqual(['current https://v.vault.azure.net k1', `wrap ${kid} RSA-OAEP-256`, `unwrap ${kid} RSA-OAEP-256`]);
+  });
+
+  it('a pinned KEK version wraps without a lookup', async () => {
+    const kid = `https://v.vault.azure.net/keys/k1/${VER}`;
+    const p = port(kid);
+    const w = new AzureKeyVaultWrapper(`azure-kv://v.vault.azure.net/keys/k1/${VER}`, p, 'A256KW', 1000);
+    expect((await w.wrap(Buffer.alloc(32, 1), ctx)).kekVersion).toBe(kid);
+    expect(p.calls).toEqual([`wrap ${kid} A256KW`]);
   });
 
   it('refuses an answer for another key, and a stored kid of another vault', async () => {
