@@ -1,4 +1,5 @@
 import { KmsError } from '../../src/protocol/errors.js';
+import { NETWORK_ERROR_CODES } from '../support.js';
 
 /** AWS exception names and what the gateway answers for each. */
 const BY_NAME: Readonly<Record<string, readonly [KmsError['code'], string]>> = {
@@ -23,19 +24,6 @@ const BY_NAME: Readonly<Record<string, readonly [KmsError['code'], string]>> = {
   AbortError: ['KMS_UNAVAILABLE', 'AWS KMS: request was cut off by its deadline'],
 };
 
-/** Node socket errors that mean "could not reach the endpoint". */
-const NETWORK_CODES: ReadonlySet<string> = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'EPIPE',
-  'ETIMEDOUT',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ECONNABORTED',
-  'UND_ERR_SOCKET',
-]);
 
 interface AwsLikeError {
   name?: unknown;
@@ -59,7 +47,7 @@ export function classify(err: unknown): KmsError {
     return new KmsError('KMS_DENIED', 'AWS KMS: no region for this KEK (use an ARN, kms.adapters.aws-kms.region or AWS_REGION)', { cause: err });
   }
   if (e.$retryable?.throttling === true) return new KmsError('THROTTLED', 'AWS KMS: request rate exceeded', { cause: err });
-  if (typeof e.code === 'string' && NETWORK_CODES.has(e.code)) {
+  if (typeof e.code === 'string' && NETWORK_ERROR_CODES.has(e.code)) {
     return new KmsError('KMS_UNAVAILABLE', 'AWS KMS: endpoint unreachable', { cause: err });
   }
   const status = e.$metadata?.httpStatusCode;

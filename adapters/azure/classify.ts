@@ -1,4 +1,5 @@
 import { KmsError } from '../../src/protocol/errors.js';
+import { NETWORK_ERROR_CODES } from '../support.js';
 
 /** Which call failed: a 400 means a bad blob on unwrap, a bad request on wrap. */
 export type AzureOp = 'wrap' | 'unwrap';
@@ -12,17 +13,6 @@ interface RestLike {
   details?: { error?: { code?: unknown; innererror?: { code?: unknown }; innerError?: { code?: unknown } } };
 }
 
-const NETWORK_CODES: ReadonlySet<string> = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'EPIPE',
-  'ETIMEDOUT',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ECONNABORTED',
-]);
 
 const TLS_CODES: ReadonlySet<string> = new Set([
   'DEPTH_ZERO_SELF_SIGNED_CERT',
@@ -71,7 +61,7 @@ export function classify(err: unknown, op: AzureOp): KmsError {
   }
   if (status !== undefined && status >= 500) return fail('KMS_UNAVAILABLE', 'service error');
   if (TLS_CODES.has(code)) return fail('KMS_DENIED', "the vault's TLS certificate is not trusted");
-  if (NETWORK_CODES.has(code) || name === 'TimeoutError' || code === 'REQUEST_SEND_ERROR') {
+  if (NETWORK_ERROR_CODES.has(code) || name === 'TimeoutError' || code === 'REQUEST_SEND_ERROR') {
     return fail('KMS_UNAVAILABLE', 'vault unreachable');
   }
   return fail('INTERNAL', 'unexpected error');
