@@ -1,7 +1,9 @@
 import { Command, CommanderError, Option } from 'commander';
-import { readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { open, rename, unlink, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { createClient, defaultSocketPath, KmsgwError, type KmsgwClient } from '../client/index.js';
+import { decryptStream, encryptStream, type ByteSink } from './stream.js';
 
 // Client commands are what PostgreSQL hooks run, once per call: keep their start-up
 // short by loading the server, config and logging code only for serve and init.
@@ -31,27 +33,38 @@ async function withClient<T>(flags: ClientFlags, fn: (c: KmsgwClient) => Promise
   }
 }
 
-async function readInput(path: string | undefined): Promise<Buffer> {
-  if (path !== undefined && path !== '-') return readFile(path);
-  const chunks: Buffer[] = [];
-  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
+/** The input bytes: a file read in 64 KiB pieces, or stdin. */
+function inputStream(path: string | undefined): AsyncIterable<Uint8Array> {
+  return path !== undefined && path !== '-' ? createReadStream(path, { highWaterMark: 64 * 1024 }) : process.stdin;
 }
 
-/** Writes all or nothing: an `-o` path never holds a partial result. */
-async function writeOutput(path: string | undefined, data: Uint8Array): Promise<void> {
-  if (path === undefined || path === '-') {
-    await new Promise<void>((ok, fail) => process.stdout.write(data, (err) => (err ? fail(err) : ok())));
-    return;
-  }
+/** Writes to stdout, honouring backpressure. */
+const stdoutSink: ByteSink = {
+  write: (bytes) => new Promise<void>((ok, fail) => process.stdout.write(bytes, (err) => (err ? fail(err) : ok()))),
+};
+
+/**
+ * Runs `produce` into `path` all or nothing: a temporary file, fsynced and renamed
+ * only on success, so an `-o` path never holds a partial or unauthenticated result.
+ */
+async function toFileAtomically(path: string, produce: (sink: ByteSink) => Promise<void>): Promise<void> {
   const tmp = `${path}.kmsgw-${process.pid}.tmp`;
+  const handle = await open(tmp, 'wx', 0o600);
   try {
-    await writeFile(tmp, data, { mode: 0o600 });
+    await produce({ write: async (bytes) => void (await handle.write(bytes)) });
+    await handle.sync();
+    await handle.close();
     await rename(tmp, path);
   } catch (err) {
+    await handle.close().catch(() => undefined);
     await unlink(tmp).catch(() => undefined);
     throw err;
   }
+}
+
+async function toOutput(path: string | undefined, produce: (sink: ByteSink) => Promise<void>): Promise<void> {
+  if (path === undefined || path === '-') await produce(stdoutSink);
+  else await toFileAtomically(path, produce);
 }
 
 function clientOptions(cmd: Command): Command {
@@ -122,7 +135,7 @@ export function buildProgram(): Command {
   ).action(async (keyId: string, opts: ClientFlags & { format: 'hex' | 'base64' | 'raw' }) => {
     const dek = await withClient(opts, (c) => c.get(keyId));
     try {
-      if (opts.format === 'raw') await writeOutput(undefined, dek);
+      if (opts.format === 'raw') await stdoutSink.write(dek);
       else process.stdout.write(`${dek.toString(opts.format)}\n`);
     } finally {
       dek.fill(0);
@@ -133,21 +146,22 @@ export function buildProgram(): Command {
     clientOptions(
       program
         .command(`${verb} <key-id>`)
-        .description(verb === 'enc' ? 'encrypt stdin (or -i) into an envelope on stdout (or -o)' : 'decrypt an envelope from stdin (or -i) to stdout (or -o)')
-        .option('--aad <text>', 'associated data (UTF-8) bound to the envelope')
+        .description(
+          verb === 'enc'
+            ? 'encrypt stdin (or -i) into a kmsgw stream on stdout (or -o); any size'
+            : 'decrypt a kmsgw stream from stdin (or -i) to stdout (or -o); refuses truncated, reordered or tampered streams',
+        )
+        .option('--aad <text>', 'associated data (UTF-8) bound to every chunk, e.g. a WAL file name')
         .option('-i, --in <file>', 'read from FILE instead of stdin')
-        .option('-o, --out <file>', 'write to FILE (all or nothing) instead of stdout'),
+        .option('-o, --out <file>', 'write to FILE, all or nothing, instead of stdout'),
     ).action(async (keyId: string, opts: ClientFlags & { aad?: string; in?: string; out?: string }) => {
-      const input = await readInput(opts.in);
       const aad = opts.aad === undefined ? undefined : Buffer.from(opts.aad, 'utf8');
       if (aad?.length === 0) throw new UsageError('--aad must not be empty');
-      const out = await withClient(opts, (c) => (verb === 'enc' ? c.enc(keyId, input, aad) : c.dec(keyId, input, aad)));
-      try {
-        await writeOutput(opts.out, out);
-      } finally {
-        if (verb === 'dec') out.fill(0);
-        input.fill(0);
-      }
+      await withClient(opts, (c) =>
+        toOutput(opts.out, (sink) =>
+          verb === 'enc' ? encryptStream(c, keyId, inputStream(opts.in), sink, aad) : decryptStream(c, keyId, inputStream(opts.in), sink, aad),
+        ),
+      );
     });
   }
 

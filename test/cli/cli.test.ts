@@ -75,8 +75,9 @@ describe('kmsgw CLI against a running gateway', () => {
     const data = Buffer.from(Array.from({ length: 5000 }, (_, i) => i & 0xff));
     const enc = await kmsgw(['enc', 'col/key', '--aad', 'users.email', ...sock], { input: data });
     expect(enc.code).toBe(0);
-    expect(enc.stdout[0]).toBe(1);
-    expect(enc.stdout.length).toBe(data.length + 33);
+    // A kmsgw stream: header, one chunk record, the trailer record.
+    expect(enc.stdout.subarray(0, 4).toString()).toBe('KGWS');
+    expect(enc.stdout.length).toBe(26 + (4 + data.length + 33) + (4 + 8 + 33));
     const dec = await kmsgw(['dec', 'col/key', '--aad', 'users.email', ...sock], { input: enc.stdout });
     expect(dec.code).toBe(0);
     expect(dec.stdout.equals(data)).toBe(true);
@@ -105,6 +106,64 @@ describe('kmsgw CLI against a running gateway', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^kmsgw: DECRYPT_FAILED /);
     expect(existsSync(bad)).toBe(false);
+  });
+
+  it('streams inputs larger than a protocol line (a 16 MiB WAL segment), and an empty one', async () => {
+    const { gw, sock } = await gateway();
+    const segment = Buffer.alloc(16 * 1024 * 1024);
+    for (let i = 0; i < segment.length; i += 4096) segment.writeUInt32BE(i, i); // not constant, not random
+    const plainPath = join(gw.dir, '000000010000000000000003');
+    const sealedPath = join(gw.dir, 'sealed');
+    const openedPath = join(gw.dir, 'opened');
+    await writeFile(plainPath, segment);
+    const enc = await kmsgw(['enc', 'pg/wal', '--aad', '000000010000000000000003', '-i', plainPath, '-o', sealedPath, ...sock]);
+    expect(enc).toMatchObject({ code: 0, stderr: '' });
+    const sealed = await readFile(sealedPath);
+    expect(sealed.length).toBe(26 + 256 * (4 + 65536 + 33) + (4 + 8 + 33));
+    expect(sealed.includes(segment.subarray(4096, 4096 + 64))).toBe(false);
+    const dec = await kmsgw(['dec', 'pg/wal', '--aad', '000000010000000000000003', '-i', sealedPath, '-o', openedPath, ...sock]);
+    expect(dec).toMatchObject({ code: 0, stderr: '' });
+    expect((await readFile(openedPath)).equals(segment)).toBe(true);
+    // The AAD (here the segment's file name) is bound: another name refuses it.
+    const renamed = await kmsgw(['dec', 'pg/wal', '--aad', '000000010000000000000004', '-i', sealedPath, ...sock]);
+    expect(renamed.code).toBe(1);
+    expect(renamed.stderr).toMatch(/^kmsgw: DECRYPT_FAILED /);
+
+    const empty = await kmsgw(['enc', 'pg/wal', ...sock], { input: Buffer.alloc(0) });
+    expect(empty.stdout.length).toBe(26 + 4 + 8 + 33);
+    const back = await kmsgw(['dec', 'pg/wal', ...sock], { input: empty.stdout });
+    expect(back).toMatchObject({ code: 0, stderr: '' });
+    expect(back.stdout.length).toBe(0);
+  });
+
+  it('dec refuses a truncated, reordered, spliced or tampered stream, with nothing left at -o', async () => {
+    const { gw, sock } = await gateway();
+    const data = Buffer.alloc(256 * 1024, 0x5a); // four full chunks, then the trailer
+    const a = (await kmsgw(['enc', 'k', ...sock], { input: data })).stdout;
+    const b = (await kmsgw(['enc', 'k', ...sock], { input: data })).stdout;
+    const rec = 4 + 65536 + 33;
+    expect(a.length).toBe(26 + 4 * rec + (4 + 8 + 33));
+    const head = (s: Buffer) => s.subarray(0, 26);
+    const record = (s: Buffer, i: number) => s.subarray(26 + i * rec, 26 + (i + 1) * rec);
+    const rest = (s: Buffer, from: number) => s.subarray(26 + from * rec);
+    const tampered = Buffer.from(a);
+    tampered[26 + rec + 100] = (tampered[26 + rec + 100] as number) ^ 1;
+    const cases: Array<[string, Buffer]> = [
+      ['truncated', a.subarray(0, a.length - 10)],
+      ['trailer dropped', a.subarray(0, 26 + 4 * rec)],
+      ['reordered', Buffer.concat([head(a), record(a, 1), record(a, 0), rest(a, 2)])],
+      ['spliced from another stream', Buffer.concat([head(a), record(a, 0), record(b, 1), rest(a, 2)])],
+      ['tampered', tampered],
+      ['not a stream', data],
+    ];
+    for (const [label, input] of cases) {
+      const out = join(gw.dir, `out-${label.replace(/ /g, '-')}`);
+      const r = await kmsgw(['dec', 'k', '-o', out, ...sock], { input });
+      expect(r.code, label).toBe(1);
+      expect(r.stderr, label).toMatch(/^kmsgw: DECRYPT_FAILED [^\n]+\n$/);
+      expect(existsSync(out), label).toBe(false);
+    }
+    expect((await kmsgw(['dec', 'k', ...sock], { input: a })).stdout.equals(data)).toBe(true);
   });
 
   it('administers keys: create, rotate, info, list, destroy', async () => {
