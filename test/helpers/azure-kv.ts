@@ -1,21 +1,17 @@
 // Starts/stops the Azure Key Vault emulator (test/emulators/azure-kv/server.mjs) as a child process, makes its
 // per-run TLS certificate, and builds real @azure/keyvault-keys clients that trust it. See
-// test/emulators/azure-kv/README.md.
-//
-// Every emulator runs with --exit-with-stdin on a pipe from this process, so it exits by itself when this
-// process dies without calling stop(); a process 'exit' hook also SIGKILLs whatever is still running.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+// test/emulators/azure-kv/README.md. The process handling (spawn, stop, restart, faults file, temp dir, exit hook)
+// is test/helpers/emulator-process.ts.
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { Agent, request as httpsRequest } from 'node:https';
-import type { Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CryptographyClient, KeyClient, type CryptographyClientOptions, type KeyVaultKey } from '@azure/keyvault-keys';
+import { createTempDir, spawnEmulator, startEmulatorProcess, type EmulatorProcess, type SpawnedEmulator } from './emulator-process.js';
 
 export const AZURE_KV_SERVER = fileURLToPath(new URL('../emulators/azure-kv/server.mjs', import.meta.url));
-const READY_TIMEOUT_MS = 15_000;
-const STOP_TIMEOUT_MS = 5_000;
+const NAME = 'Key Vault emulator';
 
 /** What a test needs to reach an emulator: the vault URL and the CA (= the self-signed server cert) to trust. */
 export interface AzureKvEndpoint {
@@ -63,45 +59,14 @@ export interface AzureKvRequest {
   status: number;
 }
 
-export interface AzureKvEmulator extends AzureKvEndpoint {
+export interface AzureKvEmulator extends AzureKvEndpoint, EmulatorProcess<AzureKvFaults> {
   port: number;
-  stateFile: string;
-  /** `${stateFile}.faults.json`, re-read by the emulator on every request. */
-  faultsFile: string;
   /** Restarts a stopped emulator on the same port, with the same certificate and state file. */
   start(): Promise<void>;
-  /** SIGTERM (SIGKILL after 5 s); resolves when the process has exited. Idempotent. */
-  stop(): Promise<void>;
-  /** Replaces the faults file (atomically); null or {} removes all faults. */
-  setFaults(faults: AzureKvFaults | null): void;
   /** The emulator's request log (last 2000 requests since its start). */
   requests(): Promise<AzureKvRequest[]>;
   /** stop(), then remove the temp dir (certificate, and the state unless a stateFile was given). */
   dispose(): Promise<void>;
-  /** What the emulator wrote to stderr so far (current process). */
-  stderr(): string;
-  readonly running: boolean;
-}
-
-/** Children still running, killed if this process exits under us. */
-const running = new Set<ChildProcess>();
-/** Temp dirs to remove at exit. */
-const tempDirs = new Set<string>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on('exit', () => {
-    for (const child of running) {
-      try {
-        child.kill('SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-    for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
-  });
 }
 
 /**
@@ -125,78 +90,17 @@ export function makeTestCertificate(dir: string): { certPath: string; keyPath: s
     );
   } catch (err) {
     const stderr = (err as { stderr?: Buffer }).stderr?.toString().trim();
-    throw new Error(`Key Vault emulator did not start: openssl could not make the test certificate: ${stderr || String(err)}`);
+    throw new Error(`${NAME} did not start: openssl could not make the test certificate: ${stderr || String(err)}`);
   }
   return { certPath, keyPath };
-}
-
-interface Spawned {
-  child: ChildProcess;
-  port: number;
-  stderr: () => string;
 }
 
 /**
  * Spawns server.mjs and waits for its "listening <port>" line. Throws "Key Vault emulator did not start: ..."
  * with its stderr if it exits or does not get ready within 15 s.
  */
-export function spawnAzureKvEmulator(port: number, stateFile: string, certPath: string, keyPath: string): Promise<Spawned> {
-  installExitHook();
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      [AZURE_KV_SERVER, '--port', String(port), '--state', stateFile, '--cert', certPath, '--key', keyPath, '--exit-with-stdin'],
-      { stdio: ['pipe', 'pipe', 'pipe'], env: process.env },
-    );
-    running.add(child);
-    let stderr = '';
-    let stdout = '';
-    let settled = false;
-    child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-    const fail = (why: string): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      child.kill('SIGKILL');
-      reject(new Error(`Key Vault emulator did not start: ${why}\n--- stderr ---\n${stderr.trimEnd() || '(empty)'}`));
-    };
-    const timer = setTimeout(() => fail(`no "listening" line within ${READY_TIMEOUT_MS / 1000} s`), READY_TIMEOUT_MS);
-    child.stdout!.setEncoding('utf8').on('data', (s: string) => {
-      stdout += s;
-      const m = /^listening (\d+)$/m.exec(stdout);
-      if (!m || settled) return;
-      settled = true;
-      clearTimeout(timer);
-      // Do not let a forgotten emulator keep this process alive; stdin stays open (it is the liveness pipe).
-      child.unref();
-      (child.stdout as unknown as Socket).unref();
-      (child.stderr as unknown as Socket).unref();
-      (child.stdin as unknown as Socket).unref();
-      resolve({ child, port: Number(m[1]), stderr: () => stderr });
-    });
-    child.on('error', (err) => fail(`spawn failed: ${err.message}`));
-    child.on('exit', (code, signal) => {
-      running.delete(child);
-      fail(`exited with ${code ?? signal} before it was ready`);
-    });
-  });
-}
-
-/** SIGTERM, then SIGKILL after 5 s; resolves when the child has exited. */
-function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) {
-    running.delete(child);
-    return Promise.resolve();
-  }
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      running.delete(child);
-      resolve();
-    });
-    child.kill('SIGTERM');
-  });
+export function spawnAzureKvEmulator(port: number, stateFile: string, certPath: string, keyPath: string): Promise<SpawnedEmulator> {
+  return spawnEmulator(NAME, AZURE_KV_SERVER, port, stateFile, ['--cert', certPath, '--key', keyPath]);
 }
 
 /**
@@ -204,65 +108,31 @@ function stopChild(child: ChildProcess): Promise<void> {
  * `stateFile`, the state goes to that temp dir too; dispose() (or process exit) removes it.
  */
 export async function startAzureKvEmulator(opts: { stateFile?: string; port?: number } = {}): Promise<AzureKvEmulator> {
-  const tempDir = mkdtempSync(join(tmpdir(), 'kg-azkv-'));
-  tempDirs.add(tempDir);
-  const removeTemp = (): void => {
-    rmSync(tempDir, { recursive: true, force: true });
-    tempDirs.delete(tempDir);
-  };
-  const stateFile = opts.stateFile ?? join(tempDir, 'state.json');
-  const faultsFile = `${stateFile}.faults.json`;
+  const tempDir = createTempDir('kg-azkv-');
+  const stateFile = opts.stateFile ?? join(tempDir.path, 'state.json');
   let cert: { certPath: string; keyPath: string };
-  let spawned: Spawned;
   try {
-    cert = makeTestCertificate(tempDir);
-    spawned = await spawnAzureKvEmulator(opts.port ?? 0, stateFile, cert.certPath, cert.keyPath);
+    cert = makeTestCertificate(tempDir.path);
   } catch (err) {
-    removeTemp();
+    tempDir.remove();
     throw err;
   }
-  const port = spawned.port;
-  const vaultUrl = `https://localhost:${port}`;
-  let current: Spawned | null = spawned;
-  let faultSeq = 0;
-  const emu: AzureKvEmulator = {
-    vaultUrl,
-    caCertPath: cert.certPath,
-    port,
+  return startEmulatorProcess<AzureKvFaults, Omit<AzureKvEmulator, keyof EmulatorProcess<AzureKvFaults>>>({
+    spawn: (port) => spawnAzureKvEmulator(port, stateFile, cert.certPath, cert.keyPath),
     stateFile,
-    faultsFile,
-    get running() {
-      return current !== null;
+    port: opts.port,
+    tempDir,
+    onDispose: () => releaseAgent(cert.certPath),
+    extend: (port) => {
+      const vaultUrl = `https://localhost:${port}`;
+      return {
+        vaultUrl,
+        caCertPath: cert.certPath,
+        port,
+        requests: () => emulatorRequests({ vaultUrl, caCertPath: cert.certPath }),
+      };
     },
-    async start() {
-      if (current) return;
-      current = await spawnAzureKvEmulator(port, stateFile, cert.certPath, cert.keyPath);
-      spawned = current;
-    },
-    async stop() {
-      const c = current;
-      current = null;
-      if (c) await stopChild(c.child);
-    },
-    setFaults(faults) {
-      if (!faults || Object.keys(faults).length === 0) {
-        rmSync(faultsFile, { force: true });
-        return;
-      }
-      // _seq makes every write distinct, so the emulator resets its `times` counters even for equal contents.
-      const tmp = `${faultsFile}.${process.pid}.tmp`;
-      writeFileSync(tmp, JSON.stringify({ ...faults, _seq: ++faultSeq }));
-      renameSync(tmp, faultsFile);
-    },
-    requests: () => emulatorRequests({ vaultUrl, caCertPath: cert.certPath }),
-    async dispose() {
-      await emu.stop();
-      releaseAgent(cert.certPath);
-      removeTemp();
-    },
-    stderr: () => spawned.stderr(),
-  };
-  return emu;
+  });
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -1,20 +1,23 @@
 // Starts/stops the Cloud KMS emulator (test/emulators/gcp-kms/server.mjs) as a child process and builds real
-// @google-cloud/kms clients for it. See test/emulators/gcp-kms/README.md.
-//
-// Every emulator runs with --exit-with-stdin on a pipe from this process, so it exits by itself when this
-// process dies without calling stop(); a process 'exit' hook also SIGKILLs whatever is still running.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import type { Socket } from 'node:net';
-import { tmpdir } from 'node:os';
+// @google-cloud/kms clients for it. See test/emulators/gcp-kms/README.md. The process handling (spawn, stop,
+// restart, faults file, temp dir, exit hook) is test/helpers/emulator-process.ts.
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { KeyManagementServiceClient } from '@google-cloud/kms';
 import { credentials, status } from '@grpc/grpc-js';
+import {
+  createTempDir,
+  spawnEmulator,
+  startEmulatorProcess,
+  stopChild,
+  type EmulatorProcess,
+  type SpawnedEmulator,
+} from './emulator-process.js';
+
+export { stopChild };
 
 export const GCP_KMS_SERVER = fileURLToPath(new URL('../emulators/gcp-kms/server.mjs', import.meta.url));
-const READY_TIMEOUT_MS = 15_000;
-const STOP_TIMEOUT_MS = 5_000;
+const NAME = 'Cloud KMS emulator';
 
 export interface GcpKmsEndpoint {
   host: '127.0.0.1';
@@ -38,112 +41,20 @@ export type GcpKmsFaults = Partial<Record<GrpcStatusName, GcpKmsFaultEntry[]>> &
   DELAY_KEYS?: string[];
 };
 
-export interface GcpKmsEmulator {
+export interface GcpKmsEmulator extends EmulatorProcess<GcpKmsFaults> {
   endpoint: GcpKmsEndpoint;
-  stateFile: string;
-  /** `${stateFile}.faults.json`, re-read by the emulator on every call. */
-  faultsFile: string;
   /** Restarts a stopped emulator on the same port with the same state file. */
   start(): Promise<void>;
-  /** SIGTERM (SIGKILL after 5 s); resolves when the process has exited. Idempotent. */
-  stop(): Promise<void>;
-  /** Replaces the faults file (atomically); null or {} removes all faults. */
-  setFaults(faults: GcpKmsFaults | null): void;
   /** stop(), then remove the temporary state dir if startGcpKmsEmulator created it. */
   dispose(): Promise<void>;
-  /** What the emulator wrote to stderr so far (current process). */
-  stderr(): string;
-  readonly running: boolean;
-}
-
-/** Children still running, killed if this process exits under us. */
-const running = new Set<ChildProcess>();
-/** Temp dirs to remove at exit. */
-const tempDirs = new Set<string>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on('exit', () => {
-    for (const child of running) {
-      try {
-        child.kill('SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-    for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
-  });
-}
-
-interface Spawned {
-  child: ChildProcess;
-  port: number;
-  stderr: () => string;
 }
 
 /**
  * Spawns server.mjs and waits for its "listening <port>" line. Throws "Cloud KMS emulator did not start: ..."
  * with its stderr if it exits or does not get ready within 15 s.
  */
-export function spawnGcpKmsEmulator(port: number, stateFile: string): Promise<Spawned> {
-  installExitHook();
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      [GCP_KMS_SERVER, '--port', String(port), '--state', stateFile, '--exit-with-stdin'],
-      { stdio: ['pipe', 'pipe', 'pipe'], env: process.env },
-    );
-    running.add(child);
-    let stderr = '';
-    let stdout = '';
-    let settled = false;
-    child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-    const fail = (why: string): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      child.kill('SIGKILL');
-      reject(new Error(`Cloud KMS emulator did not start: ${why}\n--- stderr ---\n${stderr.trimEnd() || '(empty)'}`));
-    };
-    const timer = setTimeout(() => fail(`no "listening" line within ${READY_TIMEOUT_MS / 1000} s`), READY_TIMEOUT_MS);
-    child.stdout!.setEncoding('utf8').on('data', (s: string) => {
-      stdout += s;
-      const m = /^listening (\d+)$/m.exec(stdout);
-      if (!m || settled) return;
-      settled = true;
-      clearTimeout(timer);
-      // Do not let a forgotten emulator keep this process alive; stdin stays open (it is the liveness pipe).
-      child.unref();
-      (child.stdout as unknown as Socket).unref();
-      (child.stderr as unknown as Socket).unref();
-      (child.stdin as unknown as Socket).unref();
-      resolve({ child, port: Number(m[1]), stderr: () => stderr });
-    });
-    child.on('error', (err) => fail(`spawn failed: ${err.message}`));
-    child.on('exit', (code, signal) => {
-      running.delete(child);
-      fail(`exited with ${code ?? signal} before it was ready`);
-    });
-  });
-}
-
-/** SIGTERM, then SIGKILL after 5 s; resolves when the child has exited. */
-export function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) {
-    running.delete(child);
-    return Promise.resolve();
-  }
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      running.delete(child);
-      resolve();
-    });
-    child.kill('SIGTERM');
-  });
+export function spawnGcpKmsEmulator(port: number, stateFile: string): Promise<SpawnedEmulator> {
+  return spawnEmulator(NAME, GCP_KMS_SERVER, port, stateFile);
 }
 
 /**
@@ -151,64 +62,15 @@ export function stopChild(child: ChildProcess): Promise<void> {
  * dispose() (or process exit) removes.
  */
 export async function startGcpKmsEmulator(opts: { stateFile?: string; port?: number } = {}): Promise<GcpKmsEmulator> {
-  let tempDir: string | null = null;
-  let stateFile = opts.stateFile;
-  if (!stateFile) {
-    tempDir = mkdtempSync(join(tmpdir(), 'kg-gcpkms-'));
-    tempDirs.add(tempDir);
-    stateFile = join(tempDir, 'state.json');
-  }
-  const faultsFile = `${stateFile}.faults.json`;
-  let spawned: Spawned;
-  try {
-    spawned = await spawnGcpKmsEmulator(opts.port ?? 0, stateFile);
-  } catch (err) {
-    if (tempDir) {
-      rmSync(tempDir, { recursive: true, force: true });
-      tempDirs.delete(tempDir);
-    }
-    throw err;
-  }
-  const endpoint: GcpKmsEndpoint = { host: '127.0.0.1', port: spawned.port };
-  let current: Spawned | null = spawned;
-  let faultSeq = 0;
-  const emu: GcpKmsEmulator = {
-    endpoint,
+  const tempDir = opts.stateFile ? null : createTempDir('kg-gcpkms-');
+  const stateFile = opts.stateFile || join(tempDir!.path, 'state.json');
+  return startEmulatorProcess<GcpKmsFaults, { endpoint: GcpKmsEndpoint }>({
+    spawn: (port) => spawnGcpKmsEmulator(port, stateFile),
     stateFile,
-    faultsFile,
-    get running() {
-      return current !== null;
-    },
-    async start() {
-      if (current) return;
-      current = await spawnGcpKmsEmulator(endpoint.port, stateFile);
-      spawned = current;
-    },
-    async stop() {
-      const c = current;
-      current = null;
-      if (c) await stopChild(c.child);
-    },
-    setFaults(faults) {
-      if (!faults || Object.keys(faults).length === 0) {
-        rmSync(faultsFile, { force: true });
-        return;
-      }
-      // _seq makes every write distinct, so the emulator resets its `times` counters even for equal contents.
-      const tmp = `${faultsFile}.${process.pid}.tmp`;
-      writeFileSync(tmp, JSON.stringify({ ...faults, _seq: ++faultSeq }));
-      renameSync(tmp, faultsFile);
-    },
-    async dispose() {
-      await emu.stop();
-      if (tempDir) {
-        rmSync(tempDir, { recursive: true, force: true });
-        tempDirs.delete(tempDir);
-      }
-    },
-    stderr: () => spawned.stderr(),
-  };
-  return emu;
+    port: opts.port,
+    tempDir,
+    extend: (port) => ({ endpoint: { host: '127.0.0.1', port } }),
+  });
 }
 
 /**

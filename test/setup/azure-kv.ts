@@ -7,7 +7,8 @@
 // Tests that need faults (setFaults) or stop/start should start their own emulator with
 // test/helpers/azure-kv.ts instead: this one is shared by all test files running in parallel.
 import type { TestProject } from 'vitest/node';
-import { startAzureKvEmulator, type AzureKvEmulator, type AzureKvEndpoint } from '../helpers/azure-kv.js';
+import { startAzureKvEmulator, type AzureKvEndpoint } from '../helpers/azure-kv.js';
+import { startOrExplain } from '../helpers/emulator-process.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -20,16 +21,8 @@ declare module 'vitest' {
 }
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  let emu: AzureKvEmulator;
-  try {
-    emu = await startAzureKvEmulator();
-  } catch (err) {
-    const msg = err instanceof Error ? err.message : String(err);
-    throw new Error(msg.startsWith('Key Vault emulator did not start') ? msg : `Key Vault emulator did not start: ${msg}`);
-  }
+  const emu = await startOrExplain('Key Vault emulator', () => startAzureKvEmulator());
   console.log(`[azure-kv] emulator listening on ${emu.vaultUrl}`);
   project.provide('azureKv', { vaultUrl: emu.vaultUrl, caCertPath: emu.caCertPath });
-  return async () => {
-    await emu.dispose();
-  };
+  return () => emu.dispose();
 }

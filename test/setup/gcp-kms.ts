@@ -5,10 +5,8 @@
 //
 // Tests that need faults (setFaults) or stop/start should start their own emulator with
 // test/helpers/gcp-kms.ts instead: this one is shared by all test files running in parallel.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
+import { startOrExplain } from '../helpers/emulator-process.js';
 import { startGcpKmsEmulator, type GcpKmsEndpoint } from '../helpers/gcp-kms.js';
 
 declare module 'vitest' {
@@ -19,22 +17,8 @@ declare module 'vitest' {
 }
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  const dir = mkdtempSync(join(tmpdir(), 'kg-gcpkms-shared-'));
-  let emu;
-  try {
-    emu = await startGcpKmsEmulator({ stateFile: join(dir, 'state.json') });
-  } catch (err) {
-    rmSync(dir, { recursive: true, force: true });
-    const msg = err instanceof Error ? err.message : String(err);
-    throw new Error(msg.startsWith('Cloud KMS emulator did not start') ? msg : `Cloud KMS emulator did not start: ${msg}`);
-  }
+  const emu = await startOrExplain('Cloud KMS emulator', () => startGcpKmsEmulator());
   console.log(`[gcp-kms] emulator listening on 127.0.0.1:${emu.endpoint.port}`);
   project.provide('gcpKms', { host: emu.endpoint.host, port: emu.endpoint.port });
-  return async () => {
-    try {
-      await emu.stop();
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  };
+  return () => emu.dispose();
 }

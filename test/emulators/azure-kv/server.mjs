@@ -18,10 +18,10 @@
 //
 // SIGTERM / SIGINT: close the listener and every open (keep-alive) connection, exit 0.
 import { constants, createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, generateKeyPair, privateDecrypt, publicEncrypt, randomBytes, randomUUID } from 'node:crypto';
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:https';
 import { promisify } from 'node:util';
-import { parseArgs } from 'node:util';
+import { faultsFile, fatal, handleShutdown, openStateFile, parseEmulatorArgs, printListening } from '../common.mjs';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
 
@@ -60,23 +60,19 @@ const generateKeyPairAsync = promisify(generateKeyPair);
 // ---------------------------------------------------------------------------------------------------------------
 // Arguments
 
-const { values: args } = parseArgs({
-  options: {
-    port: { type: 'string', default: '0' },
-    cert: { type: 'string' },
-    key: { type: 'string' },
-    state: { type: 'string' },
-    faults: { type: 'string' },
-    tenant: { type: 'string', default: '00000000-0000-0000-0000-000000000000' },
-    'exit-with-stdin': { type: 'boolean', default: false },
-  },
-  strict: true,
+const NAME = 'azure-kv';
+const {
+  args,
+  port: PORT,
+  stateFile: STATE_FILE,
+  faultsFile: FAULTS_FILE,
+  exitWithStdin,
+} = parseEmulatorArgs(NAME, {
+  cert: { type: 'string' },
+  key: { type: 'string' },
+  tenant: { type: 'string', default: '00000000-0000-0000-0000-000000000000' },
 });
-const PORT = Number(args.port);
-if (!Number.isInteger(PORT) || PORT < 0 || PORT > 65535) fatal(`invalid --port ${args.port}`);
-if (!args.cert || !args.key) fatal('--cert <pem> and --key <pem> are required (HTTPS only)');
-const STATE_FILE = args.state ?? null;
-const FAULTS_FILE = args.faults ?? (STATE_FILE ? `${STATE_FILE}.faults.json` : null);
+if (!args.cert || !args.key) fatal(NAME, '--cert <pem> and --key <pem> are required (HTTPS only)');
 const TENANT = args.tenant;
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -110,27 +106,14 @@ const LOG_LIMIT = 2000;
 // ---------------------------------------------------------------------------------------------------------------
 // State
 
-/** @type {State} */
-let state = { format: 1, keys: {} };
-if (STATE_FILE && existsSync(STATE_FILE)) {
-  try {
-    const loaded = JSON.parse(readFileSync(STATE_FILE, 'utf8'));
-    if (loaded?.format !== 1 || typeof loaded.keys !== 'object' || loaded.keys === null) {
-      throw new Error('not an azure-kv emulator state file (format 1)');
-    }
-    state = loaded;
-  } catch (err) {
-    fatal(`cannot load state file ${STATE_FILE}: ${err instanceof Error ? err.message : String(err)}`);
-  }
-}
-
-let saveSeq = 0;
-function save() {
-  if (!STATE_FILE) return;
-  const tmp = `${STATE_FILE}.${process.pid}.${++saveSeq}.tmp`;
-  writeFileSync(tmp, JSON.stringify(state, null, 2) + '\n', { mode: 0o600 });
-  renameSync(tmp, STATE_FILE);
-}
+const { state, save } = openStateFile({
+  name: NAME,
+  file: STATE_FILE,
+  /** @type {State} */
+  initial: { format: 1, keys: {} },
+  isValid: (loaded) => loaded?.format === 1 && typeof loaded.keys === 'object' && loaded.keys !== null,
+  invalid: 'not an azure-kv emulator state file (format 1)',
+});
 
 /** @type {LogEntry[]} */
 const requestLog = [];
@@ -560,71 +543,21 @@ function notImplemented(method, pathname) {
 // ---------------------------------------------------------------------------------------------------------------
 // Faults (test hooks): <state>.faults.json, re-read on every request. See README.md.
 
-/**
- * @typedef {{ name: string, times?: number, retryAfter?: number, ops?: string[] }} FaultEntry
- * @typedef {{ status: number | 'RESET', entry: FaultEntry, id: string }} FaultRule
- * @typedef {{ raw: string, rules: FaultRule[], delayMs: number, delayKeys: string[] | null, used: Map<string, number> }} Faults
- */
+/** @typedef {{ name: string, times?: number, retryAfter?: number, ops?: string[] }} FaultEntry */
 
-/** @type {Faults} */
-let faults = { raw: '', rules: [], delayMs: 0, delayKeys: null, used: new Map() };
-
-/** @returns {Faults} */
-function loadFaults() {
-  if (!FAULTS_FILE) return faults;
-  let raw = '';
-  try {
-    raw = readFileSync(FAULTS_FILE, 'utf8');
-  } catch {
-    raw = ''; // no faults file: no faults
-  }
-  if (raw === faults.raw) return faults; // unchanged: keep the "times" counters
-  /** @type {Faults} */
-  const next = { raw, rules: [], delayMs: 0, delayKeys: null, used: new Map() };
-  if (raw.trim() !== '') {
-    /** @type {Record<string, unknown>} */
-    let obj;
-    try {
-      obj = JSON.parse(raw);
-    } catch (err) {
-      process.stderr.write(`azure-kv emulator: ignoring unparsable faults file ${FAULTS_FILE}: ${String(err)}\n`);
-      faults = next;
-      return next;
-    }
-    for (const [k, v] of Object.entries(obj)) {
-      if (k.startsWith('_')) continue; // comments, and the helper's write counter
-      if (k === 'DELAY_MS') next.delayMs = Number(v) || 0;
-      else if (k === 'DELAY_KEYS') next.delayKeys = Array.isArray(v) ? v.map(String) : null;
-      else if ((k === 'RESET' || /^[45]\d\d$/.test(k)) && Array.isArray(v)) {
-        v.forEach((e, i) => {
-          /** @type {FaultEntry} */
-          const entry =
-            typeof e === 'string'
-              ? { name: e }
-              : {
-                  name: String(e?.name ?? '*'),
-                  ...(e?.times !== undefined ? { times: Number(e.times) } : {}),
-                  ...(e?.retryAfter !== undefined ? { retryAfter: Number(e.retryAfter) } : {}),
-                  ...(Array.isArray(e?.ops) ? { ops: e.ops.map(String) } : {}),
-                };
-          next.rules.push({ status: k === 'RESET' ? 'RESET' : Number(k), entry, id: `${k}#${i}` });
-        });
-      } else {
-        process.stderr.write(`azure-kv emulator: ignoring unknown faults entry ${JSON.stringify(k)}\n`);
-      }
-    }
-  }
-  faults = next;
-  return next;
-}
-
-/**
- * @param {string} pattern key name, "name/version", or "*"
- * @param {string} resource "name" or "name/version" ("" for GET /keys)
- */
-function matches(pattern, resource) {
-  return pattern === '*' || resource === pattern || resource.startsWith(`${pattern}/`);
-}
+const faults = faultsFile({
+  name: NAME,
+  file: FAULTS_FILE,
+  // An HTTP status 400-599, or RESET.
+  isFaultKey: (k) => k === 'RESET' || /^[45]\d\d$/.test(k),
+  /** @returns {FaultEntry} */
+  parseEntry: (e) => ({
+    name: String(e?.name ?? '*'),
+    ...(e?.times !== undefined ? { times: Number(e.times) } : {}),
+    ...(e?.retryAfter !== undefined ? { retryAfter: Number(e.retryAfter) } : {}),
+    ...(Array.isArray(e?.ops) ? { ops: e.ops.map(String) } : {}),
+  }),
+});
 
 /**
  * The error a faults-file rule answers with.
@@ -674,21 +607,10 @@ function faultError(status, entry) {
  * @returns {Promise<KvError | 'RESET' | null>}
  */
 async function applyFaults(op, resource) {
-  const f = loadFaults();
-  if (f.delayMs > 0 && (f.delayKeys === null || f.delayKeys.some((p) => matches(p, resource)))) {
-    await new Promise((r) => setTimeout(r, f.delayMs));
-  }
-  for (const rule of f.rules) {
-    if (!matches(rule.entry.name, resource)) continue;
-    if (rule.entry.ops && !rule.entry.ops.includes(op)) continue;
-    if (rule.entry.times !== undefined) {
-      const used = f.used.get(rule.id) ?? 0;
-      if (used >= rule.entry.times) continue;
-      f.used.set(rule.id, used + 1);
-    }
-    return rule.status === 'RESET' ? 'RESET' : faultError(rule.status, rule.entry);
-  }
-  return null;
+  // resource: "name" or "name/version" ("" for GET /keys)
+  const rule = await faults.apply(resource, (r) => !r.entry.ops || r.entry.ops.includes(op));
+  if (!rule) return null;
+  return rule.key === 'RESET' ? 'RESET' : faultError(Number(rule.key), rule.entry);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -829,7 +751,7 @@ let tlsOptions;
 try {
   tlsOptions = { cert: readFileSync(args.cert), key: readFileSync(args.key) };
 } catch (err) {
-  fatal(`cannot read --cert/--key: ${err instanceof Error ? err.message : String(err)}`);
+  fatal(NAME, `cannot read --cert/--key: ${err instanceof Error ? err.message : String(err)}`);
 }
 
 const server = createServer(/** @type {import('node:https').ServerOptions} */ (tlsOptions), (req, res) => {
@@ -842,31 +764,16 @@ const server = createServer(/** @type {import('node:https').ServerOptions} */ (t
 server.on('tlsClientError', () => {
   // A client that does not trust our certificate aborts the handshake: expected in tests, not worth a log line.
 });
-server.on('error', (err) => fatal(`cannot listen on 127.0.0.1:${PORT}: ${err.message}`));
+server.on('error', (err) => fatal(NAME, `cannot listen on 127.0.0.1:${PORT}: ${err.message}`));
 server.listen(PORT, '127.0.0.1', () => {
   const addr = server.address();
-  process.stdout.write(`listening ${typeof addr === 'object' && addr ? addr.port : PORT}\n`);
+  printListening(typeof addr === 'object' && addr ? addr.port : PORT);
 });
 
-let stopping = false;
-function shutdown() {
-  if (stopping) return;
-  stopping = true;
-  const force = setTimeout(() => process.exit(0), 2000);
-  force.unref();
-  server.close(() => process.exit(0));
-  server.closeAllConnections(); // keep-alive connections would otherwise hold close() open
-}
-process.on('SIGTERM', shutdown);
-process.on('SIGINT', shutdown);
-if (args['exit-with-stdin']) {
-  process.stdin.on('end', shutdown);
-  process.stdin.on('error', shutdown);
-  process.stdin.resume();
-}
-
-/** @param {string} message */
-function fatal(message) {
-  process.stderr.write(`azure-kv emulator: ${message}\n`);
-  process.exit(1);
-}
+handleShutdown({
+  exitWithStdin,
+  close: (done) => {
+    server.close(done);
+    server.closeAllConnections(); // keep-alive connections would otherwise hold close() open
+  },
+});

@@ -13,12 +13,11 @@
 //
 // SIGTERM / SIGINT shut it down (exit 0).
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { faultsFile, fatal, handleShutdown, openStateFile, parseEmulatorArgs, printListening } from '../common.mjs';
 import { crc32c } from './crc32c.mjs';
 
 const { status: Status } = grpc;
@@ -58,19 +57,8 @@ const { status: Status } = grpc;
 // ---------------------------------------------------------------------------------------------------------------
 // Arguments
 
-const { values: args } = parseArgs({
-  options: {
-    port: { type: 'string', default: '0' },
-    state: { type: 'string' },
-    faults: { type: 'string' },
-    'exit-with-stdin': { type: 'boolean', default: false },
-  },
-  strict: true,
-});
-const PORT = Number(args.port);
-if (!Number.isInteger(PORT) || PORT < 0 || PORT > 65535) fatal(`invalid --port ${args.port}`);
-const STATE_FILE = args.state ?? null;
-const FAULTS_FILE = args.faults ?? (STATE_FILE ? `${STATE_FILE}.faults.json` : null);
+const NAME = 'gcp-kms';
+const { port: PORT, stateFile: STATE_FILE, faultsFile: FAULTS_FILE, exitWithStdin } = parseEmulatorArgs(NAME, {});
 
 // ---------------------------------------------------------------------------------------------------------------
 // Constants
@@ -92,27 +80,14 @@ const VERSION_RE = /^(projects\/[^/]+\/locations\/[^/]+\/keyRings\/[^/]+\/crypto
 // ---------------------------------------------------------------------------------------------------------------
 // State
 
-/** @type {State} */
-let state = { format: 1, keyRings: {}, cryptoKeys: {} };
-if (STATE_FILE && existsSync(STATE_FILE)) {
-  try {
-    const loaded = JSON.parse(readFileSync(STATE_FILE, 'utf8'));
-    if (loaded?.format !== 1 || typeof loaded.keyRings !== 'object' || typeof loaded.cryptoKeys !== 'object') {
-      throw new Error('not a gcp-kms emulator state file (format 1)');
-    }
-    state = loaded;
-  } catch (err) {
-    fatal(`cannot load state file ${STATE_FILE}: ${err instanceof Error ? err.message : String(err)}`);
-  }
-}
-
-let saveSeq = 0;
-function save() {
-  if (!STATE_FILE) return;
-  const tmp = `${STATE_FILE}.${process.pid}.${++saveSeq}.tmp`;
-  writeFileSync(tmp, JSON.stringify(state, null, 2) + '\n', { mode: 0o600 });
-  renameSync(tmp, STATE_FILE);
-}
+const { state, save } = openStateFile({
+  name: NAME,
+  file: STATE_FILE,
+  /** @type {State} */
+  initial: { format: 1, keyRings: {}, cryptoKeys: {} },
+  isValid: (loaded) => loaded?.format === 1 && typeof loaded.keyRings === 'object' && typeof loaded.cryptoKeys === 'object',
+  invalid: 'not a gcp-kms emulator state file (format 1)',
+});
 
 /** Moves versions whose scheduled destruction time has passed to DESTROYED (and drops their key material). */
 function advanceDestruction() {
@@ -311,63 +286,16 @@ function sortedVersionIds(obj) {
 // ---------------------------------------------------------------------------------------------------------------
 // Faults (test hooks): <state>.faults.json, re-read on every call. See README.md.
 
-/**
- * @typedef {{ name: string, times?: number }} FaultEntry
- * @typedef {{ code: number, codeName: string, entry: FaultEntry, index: number }} FaultRule
- * @typedef {{ raw: string, rules: FaultRule[], delayMs: number, delayKeys: string[] | null, used: Map<string, number> }} Faults
- */
+/** @typedef {{ name: string, times?: number }} FaultEntry */
 
-/** @type {Faults} */
-let faults = { raw: '', rules: [], delayMs: 0, delayKeys: null, used: new Map() };
-
-/** @returns {Faults} */
-function loadFaults() {
-  if (!FAULTS_FILE) return faults;
-  let raw = '';
-  try {
-    raw = readFileSync(FAULTS_FILE, 'utf8');
-  } catch {
-    raw = ''; // no faults file: no faults
-  }
-  if (raw === faults.raw) return faults; // unchanged: keep the "times" counters
-  /** @type {Faults} */
-  const next = { raw, rules: [], delayMs: 0, delayKeys: null, used: new Map() };
-  if (raw.trim() !== '') {
-    /** @type {Record<string, unknown>} */
-    let obj;
-    try {
-      obj = JSON.parse(raw);
-    } catch (err) {
-      process.stderr.write(`gcp-kms emulator: ignoring unparsable faults file ${FAULTS_FILE}: ${String(err)}\n`);
-      faults = next;
-      return next;
-    }
-    for (const [k, v] of Object.entries(obj)) {
-      if (k.startsWith('_')) continue; // comments, and the helper's write counter
-      if (k === 'DELAY_MS') next.delayMs = Number(v) || 0;
-      else if (k === 'DELAY_KEYS') next.delayKeys = Array.isArray(v) ? v.map(String) : null;
-      else if (k in Status && Array.isArray(v) && k !== 'OK') {
-        v.forEach((e, i) => {
-          /** @type {FaultEntry} */
-          const entry = typeof e === 'string' ? { name: e } : { name: String(e?.name), times: e?.times };
-          next.rules.push({ code: /** @type {Record<string, number>} */ (/** @type {unknown} */ (Status))[k] ?? Status.UNKNOWN, codeName: k, entry, index: i });
-        });
-      } else {
-        process.stderr.write(`gcp-kms emulator: ignoring unknown faults entry ${JSON.stringify(k)}\n`);
-      }
-    }
-  }
-  faults = next;
-  return next;
-}
-
-/**
- * @param {string} pattern
- * @param {string} resource
- */
-function matches(pattern, resource) {
-  return pattern === '*' || resource === pattern || resource.startsWith(`${pattern}/`);
-}
+const faults = faultsFile({
+  name: NAME,
+  file: FAULTS_FILE,
+  // Any gRPC status name except OK.
+  isFaultKey: (k) => k in Status && k !== 'OK',
+  /** @returns {FaultEntry} */
+  parseEntry: (e) => ({ name: String(e?.name), times: e?.times }),
+});
 
 /** @type {Record<string, string>} */
 const PERMISSIONS = {
@@ -380,27 +308,28 @@ const PERMISSIONS = {
 };
 
 /**
- * @param {FaultRule} rule
+ * @param {string} codeName the faults-file key, a gRPC status name
  * @param {string} method
  * @param {string} resource
  * @returns {RpcError}
  */
-function faultError(rule, method, resource) {
-  switch (rule.code) {
+function faultError(codeName, method, resource) {
+  const code = /** @type {Record<string, number>} */ (/** @type {unknown} */ (Status))[codeName] ?? Status.UNKNOWN;
+  switch (code) {
     case Status.PERMISSION_DENIED:
       return rpcError(
-        rule.code,
+        code,
         `Permission '${PERMISSIONS[method] ?? 'cloudkms.cryptoKeyVersions.use'}' denied on resource '${resource}' (or it may not exist).`,
       );
     case Status.RESOURCE_EXHAUSTED:
       return rpcError(
-        rule.code,
+        code,
         "Quota exceeded for quota metric 'Cryptographic requests' and limit 'Cryptographic requests per minute' of service 'cloudkms.googleapis.com' for consumer 'project_number:0'.",
       );
     case Status.UNAVAILABLE:
-      return rpcError(rule.code, 'The service is currently unavailable.');
+      return rpcError(code, 'The service is currently unavailable.');
     default:
-      return rpcError(rule.code, `Injected ${rule.codeName} (gcp-kms emulator faults file).`);
+      return rpcError(code, `Injected ${codeName} (gcp-kms emulator faults file).`);
   }
 }
 
@@ -411,21 +340,8 @@ function faultError(rule, method, resource) {
  * @returns {Promise<RpcError | null>}
  */
 async function applyFaults(method, resource) {
-  const f = loadFaults();
-  if (f.delayMs > 0 && (f.delayKeys === null || f.delayKeys.some((p) => matches(p, resource)))) {
-    await new Promise((r) => setTimeout(r, f.delayMs));
-  }
-  for (const rule of f.rules) {
-    if (!matches(rule.entry.name, resource)) continue;
-    const id = `${rule.codeName}#${rule.index}`;
-    if (rule.entry.times !== undefined) {
-      const used = f.used.get(id) ?? 0;
-      if (used >= rule.entry.times) continue;
-      f.used.set(id, used + 1);
-    }
-    return faultError(rule, method, resource);
-  }
-  return null;
+  const rule = await faults.apply(resource);
+  return rule ? faultError(rule.key, method, resource) : null;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -795,31 +711,12 @@ for (const [method, handler] of Object.entries(handlers)) {
 const server = new grpc.Server();
 server.addService(serviceDefinition, implementation);
 server.bindAsync(`127.0.0.1:${PORT}`, grpc.ServerCredentials.createInsecure(), (err, port) => {
-  if (err) fatal(`cannot listen on 127.0.0.1:${PORT}: ${err.message}`);
-  process.stdout.write(`listening ${port}\n`);
+  if (err) fatal(NAME, `cannot listen on 127.0.0.1:${PORT}: ${err.message}`);
+  printListening(port);
 });
 
-let stopping = false;
-function shutdown() {
-  if (stopping) return;
-  stopping = true;
-  const force = setTimeout(() => {
-    server.forceShutdown();
-    process.exit(0);
-  }, 2000);
-  force.unref();
-  server.tryShutdown(() => process.exit(0));
-}
-process.on('SIGTERM', shutdown);
-process.on('SIGINT', shutdown);
-if (args['exit-with-stdin']) {
-  process.stdin.on('end', shutdown);
-  process.stdin.on('error', shutdown);
-  process.stdin.resume();
-}
-
-/** @param {string} message */
-function fatal(message) {
-  process.stderr.write(`gcp-kms emulator: ${message}\n`);
-  process.exit(1);
-}
+handleShutdown({
+  exitWithStdin,
+  close: (done) => server.tryShutdown(done),
+  force: () => server.forceShutdown(),
+});
