@@ -1,5 +1,5 @@
 import { Command, CommanderError, Option } from 'commander';
-import { createReadStream } from 'node:fs';
+import { createReadStream, existsSync } from 'node:fs';
 import { open, rename, unlink, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { createClient, defaultSocketPath, KmsgwError, type KmsgwClient } from '../client/index.js';
@@ -12,9 +12,29 @@ const DEFAULT_CONFIG_FILE = 'kmsgw.yaml';
 /** Exit statuses: 0 success, 1 the gateway said ERR (or was unreachable), 2 usage error. */
 const EXIT_ERR = 1;
 const EXIT_USAGE = 2;
+/**
+ * `dec --restore`: any failure but a missing input file. PostgreSQL reads a
+ * restore_command status above 125 as fatal and stops recovery; 1 would mean
+ * "not in the archive" and end recovery early, silently, on tampering or an outage.
+ */
+const EXIT_RESTORE_FATAL = 255;
 
 class UsageError extends Error {
   override readonly name = 'UsageError';
+}
+
+/** A failure that must stop PostgreSQL's recovery (see EXIT_RESTORE_FATAL). */
+class FatalForRestore extends Error {
+  override readonly name = 'FatalForRestore';
+}
+
+/** The one line a failure prints, without repeating a Node error code already in the message. */
+function describeError(err: unknown): string {
+  if (err instanceof KmsgwError) return `${err.code} ${err.message}`;
+  const e = err as NodeJS.ErrnoException;
+  const message = e?.message ?? String(err);
+  if (e?.code === 'ENOENT' && typeof e.path === 'string') return `NOT_FOUND no such file ${e.path}`;
+  return e?.code && !message.startsWith(e.code) ? `${e.code} ${message}` : message;
 }
 
 interface ClientFlags {
@@ -153,15 +173,31 @@ export function buildProgram(): Command {
         )
         .option('--aad <text>', 'associated data (UTF-8) bound to every chunk, e.g. a WAL file name')
         .option('-i, --in <file>', 'read from FILE instead of stdin')
-        .option('-o, --out <file>', 'write to FILE, all or nothing, instead of stdout'),
-    ).action(async (keyId: string, opts: ClientFlags & { aad?: string; in?: string; out?: string }) => {
+        .option('-o, --out <file>', 'write to FILE, all or nothing, instead of stdout')
+        .option(
+          '--restore',
+          verb === 'dec'
+            ? 'as PostgreSQL restore_command: exit 1 only when the input file is missing, 255 (stop recovery) on any other failure'
+            : 'accepted for symmetry; no effect on enc',
+        ),
+    ).action(async (keyId: string, opts: ClientFlags & { aad?: string; in?: string; out?: string; restore?: boolean }) => {
       const aad = opts.aad === undefined ? undefined : Buffer.from(opts.aad, 'utf8');
       if (aad?.length === 0) throw new UsageError('--aad must not be empty');
-      await withClient(opts, (c) =>
-        toOutput(opts.out, (sink) =>
-          verb === 'enc' ? encryptStream(c, keyId, inputStream(opts.in), sink, aad) : decryptStream(c, keyId, inputStream(opts.in), sink, aad),
-        ),
-      );
+      if (verb === 'dec' && opts.restore && opts.in === undefined) throw new UsageError('--restore needs -i FILE');
+      if (verb === 'dec' && opts.restore && opts.in !== undefined && !existsSync(opts.in)) {
+        // The archive does not have it: a normal answer to PostgreSQL, which asks for files that may not exist.
+        throw Object.assign(new Error(`no such file ${opts.in}`), { code: 'ENOENT', path: opts.in });
+      }
+      try {
+        await withClient(opts, (c) =>
+          toOutput(opts.out, (sink) =>
+            verb === 'enc' ? encryptStream(c, keyId, inputStream(opts.in), sink, aad) : decryptStream(c, keyId, inputStream(opts.in), sink, aad),
+          ),
+        );
+      } catch (err) {
+        if (verb === 'dec' && opts.restore) throw new FatalForRestore(describeError(err), { cause: err });
+        throw err;
+      }
     });
   }
 
@@ -212,16 +248,11 @@ export async function main(argv: readonly string[]): Promise<number> {
       process.stderr.write(`kmsgw: ${err.message}\n`);
       return EXIT_USAGE;
     }
-    if (err instanceof KmsgwError) {
-      process.stderr.write(`kmsgw: ${err.code} ${err.message}\n`);
-      return EXIT_ERR;
+    if (err instanceof FatalForRestore) {
+      process.stderr.write(`kmsgw: ${err.message} (recovery must stop)\n`);
+      return EXIT_RESTORE_FATAL;
     }
-    if (err instanceof Error && (err.name === 'ConfigError' || err.name === 'KeyStoreError')) {
-      process.stderr.write(`kmsgw: ${err.message}\n`);
-      return EXIT_ERR;
-    }
-    const e = err as NodeJS.ErrnoException;
-    process.stderr.write(`kmsgw: ${e.code ? `${e.code} ` : ''}${e.message ?? String(err)}\n`);
+    process.stderr.write(`kmsgw: ${describeError(err)}\n`);
     return EXIT_ERR;
   }
 }

@@ -166,6 +166,23 @@ describe('kmsgw CLI against a running gateway', () => {
     expect((await kmsgw(['dec', 'k', ...sock], { input: a })).stdout.equals(data)).toBe(true);
   });
 
+  it('dec --restore (PostgreSQL restore_command): 1 only for a missing file, 255 for anything else', async () => {
+    const { gw, sock } = await gateway();
+    const sealed = join(gw.dir, 'seg');
+    await writeFile(sealed, (await kmsgw(['enc', 'pg/wal', '--aad', 'seg', ...sock], { input: 'wal bytes' })).stdout);
+    const ok = await kmsgw(['dec', 'pg/wal', '--restore', '--aad', 'seg', '-i', sealed, ...sock]);
+    expect(ok).toMatchObject({ code: 0, stderr: '' });
+    const missing = await kmsgw(['dec', 'pg/wal', '--restore', '--aad', 'x', '-i', join(gw.dir, 'absent'), ...sock]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toBe(`kmsgw: NOT_FOUND no such file ${join(gw.dir, 'absent')}\n`);
+    const wrong = await kmsgw(['dec', 'pg/wal', '--restore', '--aad', 'other', '-i', sealed, ...sock]);
+    expect(wrong.code).toBe(255);
+    expect(wrong.stderr).toMatch(/^kmsgw: DECRYPT_FAILED .* \(recovery must stop\)\n$/);
+    const down = await kmsgw(['dec', 'pg/wal', '--restore', '--aad', 'seg', '-i', sealed, '--socket', join(gw.dir, 'nope.sock')]);
+    expect(down.code).toBe(255);
+    expect(down.stderr).toMatch(/^kmsgw: UNAVAILABLE cannot reach the gateway/);
+  });
+
   it('administers keys: create, rotate, info, list, destroy', async () => {
     const { sock } = await gateway();
     expect((await kmsgw(['key', 'create', 'admin/k', ...sock])).stdout.toString()).toBe('1\n');
