@@ -151,7 +151,8 @@ export function buildProgram(): Command {
     program
       .command('get <key-id>')
       .description('print a DEK (key-id[@version]; newest version by default)')
-      .addOption(new Option('-f, --format <format>', 'output encoding').choices(['hex', 'base64', 'raw']).default('base64')),
+      .addOption(new Option('-f, --format <format>', 'output encoding').choices(['hex', 'base64', 'raw']).default('base64'))
+      .option('--prompt <text>', "ignored: lets ssl_passphrase_command pass --prompt '%p'"),
   ).action(async (keyId: string, opts: ClientFlags & { format: 'hex' | 'base64' | 'raw' }) => {
     const dek = await withClient(opts, (c) => c.get(keyId));
     try {

@@ -59,6 +59,10 @@ describe('kmsgw CLI against a running gateway', () => {
     expect(b.stdout.toString()).toBe(a.stdout.toString());
     const raw = await kmsgw(['get', 'demo/key', '--format', 'raw', ...sock]);
     expect(raw.stdout.toString('hex')).toBe(a.stdout.toString().trim());
+    // As ssl_passphrase_command with --prompt '%p': the prompt is ignored; a stray argument is refused.
+    const prompted = await kmsgw(['get', 'demo/key', '--format', 'hex', '--prompt', 'Enter PEM pass phrase:', ...sock]);
+    expect(prompted.stdout.toString()).toBe(a.stdout.toString());
+    expect((await kmsgw(['get', 'demo/key', 'Enter', ...sock])).code).toBe(2);
     const b64 = await kmsgw(['get', 'demo/key', ...sock]);
     expect(Buffer.from(b64.stdout.toString().trim(), 'base64').toString('hex')).toBe(a.stdout.toString().trim());
   });
