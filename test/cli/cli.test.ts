@@ -29,6 +29,8 @@ function kmsgw(args: string[], opts: { input?: Buffer | string; env?: NodeJS.Pro
     child.stderr.on('data', (c: Buffer) => (err += c.toString()));
     child.on('error', fail);
     child.on('close', (code) => done({ code, stdout: Buffer.concat(out), stderr: err }));
+    // A command that fails early stops reading: our write then gets EPIPE, as any writer would.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(opts.input ?? '');
   });
 }
