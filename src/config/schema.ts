@@ -44,9 +44,11 @@ export const ConfigSchema = z
         maxInFlight: z.number().int().min(1).max(1_000_000).default(1024),
         /** Idle connections are closed after this many ms (0: never). */
         idleTimeoutMs: z.number().int().min(0).default(300_000),
+        /** A request line must arrive whole within this many ms of its first byte (slow senders; 0: never). */
+        requestTimeoutMs: z.number().int().min(0).default(30_000),
       })
       .strict()
-      .default({ maxLineBytes: 1024 * 1024, maxConnections: 1024, maxInFlight: 1024, idleTimeoutMs: 300_000 }),
+      .default({ maxLineBytes: 1024 * 1024, maxConnections: 1024, maxInFlight: 1024, idleTimeoutMs: 300_000, requestTimeoutMs: 30_000 }),
     cache: z
       .object({
         /** Most unwrapped DEKs held in memory. */

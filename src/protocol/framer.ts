@@ -34,6 +34,11 @@ export class LineFramer {
     return this.pendingBytes;
   }
 
+  /** True while the rest of an oversize line is being dropped (its LF has not come yet). */
+  get discardingLine(): boolean {
+    return this.discarding;
+  }
+
   push(chunk: Buffer, sink: FrameSink): void {
     const text = chunk.toString('latin1');
     let start = 0;

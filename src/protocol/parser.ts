@@ -9,6 +9,7 @@ export interface KeyRef {
 /** Every request the protocol knows; `verb` discriminates. Payloads stay base64 text. */
 export type Command =
   | { readonly verb: 'PING' }
+  | { readonly verb: 'AUTH'; readonly token: string }
   | { readonly verb: 'GET'; readonly key: KeyRef }
   | { readonly verb: 'ENC'; readonly key: KeyRef; readonly data: string; readonly aad?: string }
   | { readonly verb: 'DEC'; readonly key: KeyRef; readonly data: string; readonly aad?: string }
@@ -30,6 +31,8 @@ export type ParseResult =
 
 /** Longest key id, in characters, without the `@version` suffix. */
 export const MAX_KEY_ID_LENGTH = 256;
+/** Longest bearer token accepted by AUTH. */
+export const MAX_TOKEN_LENGTH = 512;
 /** Highest DEK version: it is a uint32 in the envelope header. */
 export const MAX_VERSION = 0xffff_ffff;
 
@@ -127,6 +130,12 @@ export function parseRequest(line: string): ParseResult {
     case 'PING':
       if ((bad = arity(verb, tokens, 0, 0))) return fail('BAD_REQUEST', bad);
       return ok({ verb });
+    case 'AUTH': {
+      if ((bad = arity(verb, tokens, 1, 1))) return fail('BAD_REQUEST', bad);
+      const token = tokens[1] as string;
+      if (token.length > MAX_TOKEN_LENGTH) return fail('BAD_REQUEST', 'token too long');
+      return ok({ verb, token });
+    }
     case 'LIST': {
       if ((bad = arity(verb, tokens, 0, 1))) return fail('BAD_REQUEST', bad);
       const prefix = tokens[1];

@@ -11,6 +11,11 @@ export interface ConnectionLimits {
   readonly maxInFlight: number;
   /** Close the connection after this many ms without any traffic (0: never). */
   readonly idleTimeoutMs: number;
+  /**
+   * Close the connection when a request line has been arriving for this many ms
+   * without its LF (a slow sender holding a connection open; 0: never).
+   */
+  readonly requestTimeoutMs: number;
 }
 
 interface Slot {
@@ -44,6 +49,7 @@ export class Connection implements FrameSink {
       socket.setTimeout(limits.idleTimeoutMs, () => socket.destroy());
     }
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.once('close', () => clearTimeout(this.lineTimer));
     socket.on('drain', () => {
       this.writeBlocked = false;
       this.maybeResume();
@@ -72,7 +78,26 @@ export class Connection implements FrameSink {
     } finally {
       this.inChunk = false;
     }
+    this.watchPartialLine();
     this.flush();
+  }
+
+  // A partial line starts the clock; the line must be complete before it runs out.
+  private lineTimer: NodeJS.Timeout | undefined;
+
+  private watchPartialLine(): void {
+    if (this.limits.requestTimeoutMs <= 0) return;
+    if (this.framer.buffered === 0 && !this.framer.discardingLine) {
+      clearTimeout(this.lineTimer);
+      this.lineTimer = undefined;
+      return;
+    }
+    if (this.lineTimer !== undefined) return;
+    this.lineTimer = setTimeout(() => {
+      this.lineTimer = undefined;
+      if (this.framer.buffered > 0 || this.framer.discardingLine) this.socket.destroy();
+    }, this.limits.requestTimeoutMs);
+    this.lineTimer.unref();
   }
 
   private enqueue(reply: Reply): void {

@@ -7,8 +7,10 @@ import { envelopeVersion, open, seal } from '../crypto/envelope.js';
 import { NoncePool } from '../crypto/nonce.js';
 import { allocSecret, zeroize } from '../crypto/secret.js';
 import { decodeBase64 } from '../protocol/base64.js';
-import { GatewayError, toGatewayError } from '../protocol/errors.js';
+import { GatewayError, toGatewayError, type ErrorCode } from '../protocol/errors.js';
 import { parseRequest, type Command, type KeyRef } from '../protocol/parser.js';
+import type { AccessControl } from '../policy/types.js';
+import { describeClient, type RequestContext, type RequestObserver, type RequestTrace } from './context.js';
 import { formatError, formatOk } from '../protocol/reply.js';
 import { findVersion, newestEnabled, type KeyRecord, type KeyStore, type VersionRecord } from '../keystore/types.js';
 
@@ -24,6 +26,10 @@ export interface GatewayOptions {
   readonly cacheTtlMs: number;
   /** Injected clock for the cache (tests). */
   readonly clock?: Clock;
+  /** Authentication and per-key authorization; absent: everyone may do everything (development). */
+  readonly access?: AccessControl;
+  /** Sees one record per request (the audit log); when unavailable, requests are refused. */
+  readonly observer?: RequestObserver;
 }
 
 /** A reply line without its LF: synchronous when served from cache. */
@@ -54,16 +60,66 @@ export class Gateway {
     });
   }
 
-  /** Parses and runs one request line. Never throws: failures become `ERR` lines. */
-  handleLine(line: string): Reply {
-    const parsed = parseRequest(line);
-    if (!parsed.ok) return formatError(parsed.code, parsed.text);
-    return this.handle(parsed.command);
+  /**
+   * Parses, authorizes and runs one request line for the connection `ctx`.
+   * Never throws: failures become `ERR` lines.
+   */
+  handleLine(line: string, ctx?: RequestContext): Reply {
+    const observer = this.options.observer;
+    if (observer === undefined) return this.run(line, ctx, undefined);
+    const started = performance.now();
+    if (!observer.available) return formatError('INTERNAL', 'audit log unavailable; requests are refused');
+    const trace: RequestTrace & { verb: string } = { verb: '-' };
+    const reply = this.run(line, ctx, trace);
+    const done = (text: string) => {
+      const code = text.startsWith('OK') ? 'OK' : (text.split(' ', 2)[1] as ErrorCode);
+      observer.record({
+        time: new Date().toISOString(),
+        client: describeClient(ctx),
+        verb: trace.verb,
+        ...(trace.keyId !== undefined ? { keyId: trace.keyId } : {}),
+        ...(trace.version !== undefined ? { version: trace.version } : {}),
+        outcome: code,
+        latencyMs: Math.round((performance.now() - started) * 1000) / 1000,
+        ...(trace.kek !== undefined ? { kek: trace.kek } : {}),
+      });
+      return text;
+    };
+    return typeof reply === 'string' ? done(reply) : reply.then(done);
   }
 
-  handle(command: Command): Reply {
+  private run(line: string, ctx: RequestContext | undefined, trace: (RequestTrace & { verb: string }) | undefined): Reply {
+    const parsed = parseRequest(line);
+    if (!parsed.ok) return formatError(parsed.code, parsed.text);
+    const command = parsed.command;
+    if (trace) {
+      trace.verb = command.verb;
+      if ('key' in command) {
+        trace.keyId = command.key.id;
+        if (command.key.version !== undefined) trace.version = command.key.version;
+      }
+      if ('kek' in command && command.kek !== undefined) trace.kek = command.kek;
+    }
+    const access = this.options.access;
+    if (command.verb === 'AUTH') return this.authenticate(command.token, ctx);
+    if (access && command.verb !== 'PING' && !access.authorize(ctx?.client, command.verb, 'key' in command ? command.key.id : undefined)) {
+      return formatError('FORBIDDEN', `not allowed to ${command.verb}${'key' in command ? ' this key' : ''}`);
+    }
+    return this.handle(command, trace);
+  }
+
+  private authenticate(token: string, ctx: RequestContext | undefined): string {
+    const access = this.options.access;
+    if (!access || !ctx) return formatError('BAD_REQUEST', 'AUTH is not in use on this gateway');
+    const client = access.authenticate(token, ctx.identity);
+    if (client === undefined) return formatError('FORBIDDEN', 'authentication failed');
+    ctx.client = client;
+    return formatOk(client);
+  }
+
+  handle(command: Command, trace?: RequestTrace): Reply {
     try {
-      const reply = this.dispatch(command);
+      const reply = this.dispatch(command, trace);
       if (typeof reply === 'string') return reply;
       return reply.catch((err: unknown) => this.fail(command, err));
     } catch (err) {
@@ -86,19 +142,27 @@ export class Gateway {
     return formatError(error.code, error.message);
   }
 
-  private dispatch(command: Command): Reply {
+  private dispatch(command: Command, trace: RequestTrace | undefined): Reply {
     switch (command.verb) {
       case 'PING':
         return 'OK PONG';
+      case 'AUTH':
+        return formatError('BAD_REQUEST', 'AUTH is handled per connection');
       case 'GET':
-        return this.get(command.key);
+        return this.get(command.key, trace);
       case 'ENC':
-        return this.enc(command.key, command.data, command.aad);
+        return this.enc(command.key, command.data, command.aad, trace);
       case 'DEC':
-        return this.dec(command.key, command.data, command.aad);
+        return this.dec(command.key, command.data, command.aad, trace);
       case 'CREATE':
+        if (trace) trace.kek = command.kek ?? this.options.defaultKek;
         return this.create(command.key.id, command.kek).then((v) => formatOk(String(v)));
       case 'ROTATE':
+        if (trace && command.kek === undefined) {
+          const record = this.store.get(command.key.id);
+          const kek = record && (newestEnabled(record) ?? record.versions[record.versions.length - 1])?.kek;
+          if (kek !== undefined) trace.kek = kek;
+        }
         return this.rotate(command.key.id, command.kek).then((v) => formatOk(String(v)));
       case 'REWRAP':
         return this.rewrap(command.key.id, command.kek, command.key.version).then((n) => formatOk(String(n)));
@@ -113,11 +177,11 @@ export class Gateway {
 
   // --- key use -------------------------------------------------------------
 
-  private get(ref: KeyRef): Reply {
-    return this.withDek(ref, 'use', (dek) => formatOk(dek.toString('base64')));
+  private get(ref: KeyRef, trace: RequestTrace | undefined): Reply {
+    return this.withDek(ref, 'use', (dek) => formatOk(dek.toString('base64')), trace);
   }
 
-  private enc(ref: KeyRef, data: string, aadText: string | undefined): Reply {
+  private enc(ref: KeyRef, data: string, aadText: string | undefined, trace: RequestTrace | undefined): Reply {
     // Decode first: bad base64 is the caller's fault and must not create a key.
     const plaintext = decodeBase64(data, 'plaintext');
     let aad: Buffer | undefined;
@@ -132,7 +196,7 @@ export class Gateway {
       reply = this.withDek(ref, 'use', (dek, keyId, version) => {
         const envelope = seal({ dek, keyId, version, ...(aad ? { aad } : {}) }, plaintext, this.nonces);
         return formatOk(envelope.toString('base64'));
-      });
+      }, trace);
       return typeof reply === 'string' ? reply : reply.finally(() => zeroize(plaintext));
     } finally {
       // Synchronous outcomes (a hit, or an error) are done with the plaintext now.
@@ -140,7 +204,7 @@ export class Gateway {
     }
   }
 
-  private dec(ref: KeyRef, data: string, aadText: string | undefined): Reply {
+  private dec(ref: KeyRef, data: string, aadText: string | undefined, trace: RequestTrace | undefined): Reply {
     const envelope = decodeBase64(data, 'envelope');
     const aad = aadText === undefined ? undefined : decodeBase64(aadText, 'aad');
     const version = envelopeVersion(envelope);
@@ -154,7 +218,7 @@ export class Gateway {
       } finally {
         zeroize(plaintext);
       }
-    });
+    }, trace);
   }
 
   /**
@@ -165,15 +229,17 @@ export class Gateway {
     ref: KeyRef,
     purpose: 'use' | 'decrypt',
     use: (dek: Buffer, keyId: string, version: number) => string,
+    trace?: RequestTrace,
   ): Reply {
     const record = this.store.get(ref.id);
     if (record === undefined) {
       if (purpose === 'use' && this.options.autoCreate && ref.version === undefined) {
-        return this.ensureKey(ref.id).then(() => this.withDek(ref, purpose, use));
+        return this.ensureKey(ref.id).then(() => this.withDek(ref, purpose, use, trace));
       }
       throw new GatewayError('NOT_FOUND', 'no such key');
     }
     const version = this.pickVersion(record, ref, purpose);
+    if (trace) trace.version = version;
     const hit = this.cache.peek(ref.id, version);
     if (hit !== undefined) return use(hit, ref.id, version);
     return this.cache.acquire(ref.id, version).then((dek) => use(dek, ref.id, version));

@@ -4,6 +4,10 @@ import type { Logger } from 'pino';
 import { formatError } from '../protocol/reply.js';
 import { Connection, type ConnectionLimits } from './connection.js';
 import type { Reply } from './gateway.js';
+import type { ClientIdentity, RequestContext } from './context.js';
+
+/** Runs one request line for a connection. */
+export type LineHandler = (line: string, ctx: RequestContext) => Reply;
 
 /** Where and how the gateway listens. */
 export interface ListenOptions extends ConnectionLimits {
@@ -32,12 +36,18 @@ export class Listener {
 
   private constructor(
     private readonly options: ListenOptions,
-    private readonly handle: (line: string) => Reply,
+    private readonly handle: LineHandler,
     private readonly log: Logger,
+    private readonly identify: (identity: ClientIdentity) => string | undefined,
   ) {}
 
-  static async start(options: ListenOptions, handle: (line: string) => Reply, log: Logger): Promise<Listener> {
-    const listener = new Listener(options, handle, log);
+  static async start(
+    options: ListenOptions,
+    handle: LineHandler,
+    log: Logger,
+    identify: (identity: ClientIdentity) => string | undefined = () => undefined,
+  ): Promise<Listener> {
+    const listener = new Listener(options, handle, log, identify);
     try {
       if (options.socketPath !== undefined) await listener.listenUnix(options.socketPath);
       if (options.tcp !== undefined) await listener.listenTcp(options.tcp.host, options.tcp.port);
@@ -86,7 +96,9 @@ export class Listener {
     }
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
-    new Connection(socket, this.handle, this.options);
+    const identity = identityOf(socket);
+    const ctx: RequestContext = { identity, client: this.identify(identity) };
+    new Connection(socket, (line) => this.handle(line, ctx), this.options);
   }
 
   private async listenUnix(path: string): Promise<void> {
@@ -137,4 +149,10 @@ async function removeStaleSocket(path: string): Promise<void> {
   });
   if (alive) throw new Error(`another gateway is already listening on ${path}`);
   await unlink(path);
+}
+
+/** What the transport says about a connection (peer credentials and certificates come with the security work). */
+function identityOf(socket: Socket): ClientIdentity {
+  if (socket.remoteAddress === undefined) return { transport: 'unix' };
+  return { transport: 'tcp', address: socket.remoteAddress };
 }

@@ -81,8 +81,9 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
         maxLineBytes: config.limits.maxLineBytes,
         maxInFlight: config.limits.maxInFlight,
         idleTimeoutMs: config.limits.idleTimeoutMs,
+        requestTimeoutMs: config.limits.requestTimeoutMs,
       },
-      (line) => gateway.handleLine(line),
+      (line, ctx) => gateway.handleLine(line, ctx),
       log,
     );
   } catch (err) {
