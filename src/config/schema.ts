@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { PolicySchema } from '../policy/policy.js';
 
 const octalMode = z
   .union([z.number().int().min(0).max(0o777), z.string().regex(/^0?[0-7]{3}$/, 'must be an octal mode such as "0600"')])
@@ -23,11 +24,30 @@ export const ConfigSchema = z
           .strict()
           .nullable()
           .default({ path: '.kmsgw/kmsgw.sock', mode: 0o600 }),
-        /** Optional plain TCP listener, loopback only (TLS arrives with the security work). */
+        /**
+         * Optional plain TCP listener: refused unless `insecure: true` and on loopback
+         * (no authentication of the peer, no encryption); a warning is logged at start.
+         */
         tcp: z
           .object({
             host: z.string().default('127.0.0.1'),
             port: z.number().int().min(0).max(65535),
+            /** Must be true: an explicit acknowledgement that this listener has no TLS. */
+            insecure: z.boolean().default(false),
+          })
+          .strict()
+          .optional(),
+        /** TLS 1.3 listener with client certificates (mTLS); the identity is the certificate's CN or first SAN. */
+        tls: z
+          .object({
+            host: z.string().default('127.0.0.1'),
+            port: z.number().int().min(0).max(65535),
+            /** Server certificate chain (PEM file). */
+            cert: z.string().min(1),
+            /** Server private key (PEM file). */
+            key: z.string().min(1),
+            /** CA (PEM file) that client certificates must chain to. */
+            ca: z.string().min(1),
           })
           .strict()
           .optional(),
@@ -76,6 +96,8 @@ export const ConfigSchema = z
       })
       .strict()
       .default({ timeoutMs: 2000, adapters: {} }),
+    /** Who may use which key. Absent: every client may do everything (the development default; a warning is logged). */
+    policy: PolicySchema.optional(),
     log: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

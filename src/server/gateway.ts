@@ -105,21 +105,23 @@ export class Gateway {
     if (access && command.verb !== 'PING' && !access.authorize(ctx?.client, command.verb, 'key' in command ? command.key.id : undefined)) {
       return formatError('FORBIDDEN', `not allowed to ${command.verb}${'key' in command ? ' this key' : ''}`);
     }
-    return this.handle(command, trace);
+    return this.handle(command, trace, ctx?.client);
   }
 
   private authenticate(token: string, ctx: RequestContext | undefined): string {
     const access = this.options.access;
     if (!access || !ctx) return formatError('BAD_REQUEST', 'AUTH is not in use on this gateway');
-    const client = access.authenticate(token, ctx.identity);
-    if (client === undefined) return formatError('FORBIDDEN', 'authentication failed');
-    ctx.client = client;
-    return formatOk(client);
+    const result = access.authenticate(token, ctx.identity);
+    if (!result.ok) {
+      return formatError('FORBIDDEN', result.reason === 'rate-limited' ? 'too many failed attempts; try again later' : 'authentication failed');
+    }
+    ctx.client = result.client;
+    return formatOk(result.client);
   }
 
-  handle(command: Command, trace?: RequestTrace): Reply {
+  handle(command: Command, trace?: RequestTrace, client?: string): Reply {
     try {
-      const reply = this.dispatch(command, trace);
+      const reply = this.dispatch(command, trace, client);
       if (typeof reply === 'string') return reply;
       return reply.catch((err: unknown) => this.fail(command, err));
     } catch (err) {
@@ -142,7 +144,7 @@ export class Gateway {
     return formatError(error.code, error.message);
   }
 
-  private dispatch(command: Command, trace: RequestTrace | undefined): Reply {
+  private dispatch(command: Command, trace: RequestTrace | undefined, client?: string): Reply {
     switch (command.verb) {
       case 'PING':
         return 'OK PONG';
@@ -170,8 +172,12 @@ export class Gateway {
         return this.destroy(command.key.id, command.key.version as number).then((v) => formatOk(String(v)));
       case 'INFO':
         return formatOk(JSON.stringify(this.info(command.key.id)));
-      case 'LIST':
-        return formatOk(JSON.stringify(this.store.list(command.prefix)));
+      case 'LIST': {
+        const ids = this.store.list(command.prefix);
+        const access = this.options.access;
+        // Under a policy a client sees only the ids it may LIST.
+        return formatOk(JSON.stringify(access ? ids.filter((id) => access.authorize(client, 'LIST', id)) : ids));
+      }
     }
   }
 

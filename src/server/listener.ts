@@ -1,5 +1,6 @@
 import { chmod, lstat, unlink } from 'node:fs/promises';
 import { connect, createServer, isIP, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { formatError } from '../protocol/reply.js';
 import { Connection, type ConnectionLimits } from './connection.js';
@@ -15,8 +16,10 @@ export interface ListenOptions extends ConnectionLimits {
   readonly socketPath?: string;
   /** Unix socket file mode (default 0o600: only the gateway's user). */
   readonly socketMode: number;
-  /** Optional plain TCP listener; must be on a loopback address. */
-  readonly tcp?: { readonly host: string; readonly port: number };
+  /** Optional plain TCP listener; must be on a loopback address and marked insecure. */
+  readonly tcp?: { readonly host: string; readonly port: number; readonly insecure: boolean };
+  /** Optional TLS 1.3 listener requiring client certificates (PEM contents, not paths). */
+  readonly tls?: { readonly host: string; readonly port: number; readonly cert: Buffer; readonly key: Buffer; readonly ca: Buffer };
   /** Most connections open at once across all listeners; more get `ERR THROTTLED` and are closed. */
   readonly maxConnections: number;
 }
@@ -33,6 +36,8 @@ export class Listener {
   private readonly sockets = new Set<Socket>();
   /** TCP port actually bound (useful with port 0). */
   tcpPort: number | undefined;
+  /** TLS port actually bound (useful with port 0). */
+  tlsPort: number | undefined;
 
   private constructor(
     private readonly options: ListenOptions,
@@ -50,7 +55,8 @@ export class Listener {
     const listener = new Listener(options, handle, log, identify);
     try {
       if (options.socketPath !== undefined) await listener.listenUnix(options.socketPath);
-      if (options.tcp !== undefined) await listener.listenTcp(options.tcp.host, options.tcp.port);
+      if (options.tcp !== undefined) await listener.listenTcp(options.tcp.host, options.tcp.port, options.tcp.insecure);
+      if (options.tls !== undefined) await listener.listenTls(options.tls);
     } catch (err) {
       await listener.close();
       throw err;
@@ -81,13 +87,13 @@ export class Listener {
   }
 
   private newServer(): Server {
-    const server = createServer({ pauseOnConnect: false }, (socket) => this.accept(socket));
+    const server = createServer({ pauseOnConnect: false }, (socket) => this.accept(socket, identityOf(socket)));
     server.on('error', (err) => this.log.error({ err: err.message }, 'listener error'));
     this.servers.push(server);
     return server;
   }
 
-  private accept(socket: Socket): void {
+  private accept(socket: Socket, identity: ClientIdentity): void {
     if (this.sockets.size >= this.options.maxConnections) {
       socket.on('error', () => socket.destroy());
       socket.end(`${formatError('THROTTLED', 'too many connections; try again later')}\n`);
@@ -96,7 +102,6 @@ export class Listener {
     }
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
-    const identity = identityOf(socket);
     const ctx: RequestContext = { identity, client: this.identify(identity) };
     new Connection(socket, (line) => this.handle(line, ctx), this.options);
   }
@@ -116,21 +121,38 @@ export class Listener {
     this.log.info({ socket: path, mode: this.options.socketMode.toString(8) }, 'listening on unix socket');
   }
 
-  private async listenTcp(host: string, port: number): Promise<void> {
+  private async listenTcp(host: string, port: number, insecure: boolean): Promise<void> {
+    if (!insecure) {
+      throw new Error('listen.tcp is plain TCP without TLS: set listen.tcp.insecure: true to accept that (loopback only), or use listen.tls');
+    }
     if (!isLoopback(host)) {
       throw new Error(`listen.tcp.host ${host} is not a loopback address; plain TCP is only allowed on loopback`);
     }
     const server = this.newServer();
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => {
-        server.off('error', reject);
-        resolve();
-      });
+    this.tcpPort = await bind(server, port, host);
+    this.log.warn({ host, port: this.tcpPort }, 'listening on plain TCP without TLS (listen.tcp.insecure): any local process can connect');
+  }
+
+  private async listenTls(tls: NonNullable<ListenOptions['tls']>): Promise<void> {
+    const server = createTlsServer(
+      {
+        cert: tls.cert,
+        key: tls.key,
+        ca: tls.ca,
+        minVersion: 'TLSv1.3',
+        requestCert: true,
+        rejectUnauthorized: true,
+        handshakeTimeout: 10_000,
+      },
+      (socket) => this.accept(socket, tlsIdentityOf(socket)),
+    );
+    server.on('error', (err) => this.log.error({ err: err.message }, 'listener error'));
+    server.on('tlsClientError', (err, socket) => {
+      this.log.warn({ err: err.message, address: socket.remoteAddress }, 'TLS handshake refused');
     });
-    const address = server.address();
-    this.tcpPort = typeof address === 'object' && address ? address.port : port;
-    this.log.info({ host, port: this.tcpPort }, 'listening on tcp (loopback, no TLS)');
+    this.servers.push(server);
+    this.tlsPort = await bind(server, tls.port, tls.host);
+    this.log.info({ host: tls.host, port: this.tlsPort }, 'listening on TLS 1.3 with client certificates');
   }
 }
 
@@ -151,8 +173,34 @@ async function removeStaleSocket(path: string): Promise<void> {
   await unlink(path);
 }
 
-/** What the transport says about a connection (peer credentials and certificates come with the security work). */
+/** What a plain socket says about its peer. */
 function identityOf(socket: Socket): ClientIdentity {
   if (socket.remoteAddress === undefined) return { transport: 'unix' };
   return { transport: 'tcp', address: socket.remoteAddress };
+}
+
+/** A verified client certificate's identity: its subject CN, else its first DNS or URI SAN. */
+export function certificateIdentity(cert: { subject?: { CN?: string | string[] }; subjectaltname?: string }): string | undefined {
+  const cn = cert.subject?.CN;
+  if (typeof cn === 'string' && cn.length > 0) return cn;
+  if (Array.isArray(cn) && typeof cn[0] === 'string') return cn[0];
+  const san = cert.subjectaltname?.split(', ').find((s) => s.startsWith('DNS:') || s.startsWith('URI:'));
+  return san?.slice(4);
+}
+
+function tlsIdentityOf(socket: TLSSocket): ClientIdentity {
+  const cert = socket.getPeerCertificate();
+  const id = socket.authorized && cert ? certificateIdentity(cert) : undefined;
+  return { transport: 'tls', ...(socket.remoteAddress ? { address: socket.remoteAddress } : {}), ...(id ? { cert: id } : {}) };
+}
+
+function bind(server: Server, port: number, host: string): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      const address = server.address();
+      resolve(typeof address === 'object' && address ? address.port : port);
+    });
+  });
 }

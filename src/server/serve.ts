@@ -1,4 +1,4 @@
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { AdapterRegistry, DEFAULT_LOADERS, kekScheme, type AdapterLoader } from '../../adapters/registry.js';
 import { ensureLocalKek, localKekPath } from '../../adapters/local/index.js';
@@ -8,6 +8,7 @@ import type { Config } from '../config/schema.js';
 import { FileKeyStore } from '../keystore/file-store.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { Gateway } from './gateway.js';
+import { Policy } from '../policy/policy.js';
 import { Listener } from './listener.js';
 
 /** What `startGateway` needs besides the config; all optional, for tests and embedding. */
@@ -55,6 +56,9 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     },
     loaders,
   );
+  const access = config.policy ? new Policy(config.policy) : undefined;
+  if (access) log.info({ clients: config.policy?.clients.map((c) => c.name) }, 'policy loaded: default deny');
+  else log.warn('no policy configured: every client that can connect may use every key and admin verb (development default)');
   const gateway = new Gateway(
     store,
     adapters,
@@ -63,6 +67,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       defaultKek: config.keys.defaultKek,
       cacheMaxEntries: config.cache.maxEntries,
       cacheTtlMs: config.cache.ttlMs,
+      ...(access ? { access } : {}),
       ...(options.clock ? { clock: options.clock } : {}),
     },
     log,
@@ -77,6 +82,17 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
         ...(socketPath !== undefined ? { socketPath } : {}),
         socketMode: config.listen.socket?.mode ?? 0o600,
         ...(config.listen.tcp ? { tcp: config.listen.tcp } : {}),
+        ...(config.listen.tls
+          ? {
+              tls: {
+                host: config.listen.tls.host,
+                port: config.listen.tls.port,
+                cert: await readFile(resolve(baseDir, config.listen.tls.cert)),
+                key: await readFile(resolve(baseDir, config.listen.tls.key)),
+                ca: await readFile(resolve(baseDir, config.listen.tls.ca)),
+              },
+            }
+          : {}),
         maxConnections: config.limits.maxConnections,
         maxLineBytes: config.limits.maxLineBytes,
         maxInFlight: config.limits.maxInFlight,
@@ -85,6 +101,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       },
       (line, ctx) => gateway.handleLine(line, ctx),
       log,
+      (identity) => access?.identify(identity),
     );
   } catch (err) {
     await store.close();

@@ -42,7 +42,7 @@ describe('configuration', () => {
     expect(c.keys).toEqual({ autoCreate: false, defaultKek: 'local:///etc/kek' });
     expect(c.cache.ttlMs).toBe(1000);
     expect(c.listen.socket?.path).toBe('/run/kmsgw/kmsgw.sock');
-    expect(c.listen.tcp).toEqual({ host: '127.0.0.1', port: 7878 });
+    expect(c.listen.tcp).toEqual({ host: '127.0.0.1', port: 7878, insecure: false });
   });
 
   it('loads YAML and JSON, resolves relative to the file, and falls back to the dev default', async () => {

@@ -355,12 +355,14 @@ describe('protocol v1 over a Unix socket', () => {
     await cl2.close();
   });
 
-  it('serves on an optional loopback TCP listener and refuses a non-loopback one', async () => {
-    const gw = await gateway({ listen: { socket: null, tcp: { host: '127.0.0.1', port: 0 } } });
+  it('serves plain TCP only when marked insecure and on loopback, with a warning', async () => {
+    await expect(gateway({ listen: { socket: null, tcp: { host: '127.0.0.1', port: 0 } } })).rejects.toThrow(/listen\.tcp\.insecure: true/);
+    const gw = await gateway({ listen: { socket: null, tcp: { host: '127.0.0.1', port: 0, insecure: true } } });
+    expect(gw.logLines.join('')).toContain('listening on plain TCP without TLS');
     const cl = await createClient({ tcp: { host: '127.0.0.1', port: gw.listener.tcpPort as number } });
     await cl.ping();
     expect(await cl.get('tcp/key')).toHaveLength(32);
     await cl.close();
-    await expect(gateway({ listen: { socket: null, tcp: { host: '0.0.0.0', port: 0 } } })).rejects.toThrow(/not a loopback/);
+    await expect(gateway({ listen: { socket: null, tcp: { host: '0.0.0.0', port: 0, insecure: true } } })).rejects.toThrow(/not a loopback/);
   });
 });
