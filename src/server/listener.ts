@@ -6,6 +6,7 @@ import { formatError } from '../protocol/reply.js';
 import { Connection, type ConnectionLimits } from './connection.js';
 import type { Reply } from './gateway.js';
 import type { ClientIdentity, RequestContext } from './context.js';
+import { peerCredOf, peerCredUnavailable } from './peercred.js';
 
 /** Runs one request line for a connection. */
 export type LineHandler = (line: string, ctx: RequestContext) => Reply;
@@ -118,6 +119,10 @@ export class Listener {
     });
     // The data folder is 0700, so the moment between bind and chmod exposes nothing.
     await chmod(path, this.options.socketMode);
+    const noPeerCred = peerCredUnavailable();
+    if (noPeerCred) {
+      this.log.warn({ reason: noPeerCred }, 'SO_PEERCRED addon unavailable: Unix socket clients are governed by the socket file permissions only (no per-uid policy)');
+    }
     this.log.info({ socket: path, mode: this.options.socketMode.toString(8) }, 'listening on unix socket');
   }
 
@@ -173,9 +178,12 @@ async function removeStaleSocket(path: string): Promise<void> {
   await unlink(path);
 }
 
-/** What a plain socket says about its peer. */
+/** What a plain socket says about its peer: SO_PEERCRED on a Unix socket, the address on TCP. */
 function identityOf(socket: Socket): ClientIdentity {
-  if (socket.remoteAddress === undefined) return { transport: 'unix' };
+  if (socket.remoteAddress === undefined) {
+    const peer = peerCredOf(socket);
+    return peer ? { transport: 'unix', peer } : { transport: 'unix' };
+  }
   return { transport: 'tcp', address: socket.remoteAddress };
 }
 
