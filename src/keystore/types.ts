@@ -20,6 +20,8 @@ export const VersionRecordSchema = z
     created: z.string(),
     state: z.enum(VERSION_STATES),
     destroyed: z.string().optional(),
+    /** Encryptions reserved for this DEK (an upper bound of ENC calls made with it). */
+    encryptions: z.number().int().min(0).optional(),
   })
   .strict();
 

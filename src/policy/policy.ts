@@ -8,6 +8,8 @@ import type { AccessControl, AuthResult } from './types.js';
 export const GRANT_VERBS = ['GET', 'ENC', 'DEC', 'CREATE', 'ROTATE', 'REWRAP', 'DESTROY', 'INFO', 'LIST', 'admin'] as const;
 
 const TOKEN_HASH_RE = /^sha256:[0-9a-f]{64}$/;
+/** Sources with recent AUTH failures tracked before expired ones are pruned. */
+const MAX_TRACKED_SOURCES = 10_000;
 
 /** `policy` in the config: named clients, how each is recognized, and what each may do. */
 export const PolicySchema = z
@@ -141,10 +143,22 @@ export class Policy implements AccessControl {
         if (timingSafeEqual(h, presented) && found === undefined) found = c.name;
       }
     }
-    if (found !== undefined) return { ok: true, client: found };
+    if (found !== undefined) {
+      this.failures.delete(source);
+      return { ok: true, client: found };
+    }
     recent.push(now);
     this.failures.set(source, recent);
+    if (this.failures.size > MAX_TRACKED_SOURCES) this.forgetExpired(now);
     return { ok: false, reason: 'denied' };
+  }
+
+  /** Keeps the failure table bounded: sources whose failures all aged out are dropped. */
+  private forgetExpired(now: number): void {
+    const { windowMs } = this.config.authFailures;
+    for (const [source, times] of this.failures) {
+      if (times.every((t) => now - t >= windowMs)) this.failures.delete(source);
+    }
   }
 
   authorize(client: string | undefined, verb: Verb, keyId: string | undefined): boolean {

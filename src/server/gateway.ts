@@ -5,6 +5,7 @@ import { DekCache, type Clock } from '../cache/dek-cache.js';
 import { commitTag, verifyCommitTag } from '../crypto/commit.js';
 import { envelopeVersion, open, seal } from '../crypto/envelope.js';
 import { NoncePool } from '../crypto/nonce.js';
+import { EncryptionBudget } from '../crypto/budget.js';
 import { allocSecret, zeroize } from '../crypto/secret.js';
 import { decodeBase64 } from '../protocol/base64.js';
 import { GatewayError, toGatewayError, type ErrorCode } from '../protocol/errors.js';
@@ -30,10 +31,16 @@ export interface GatewayOptions {
   readonly access?: AccessControl;
   /** Sees one record per request (the audit log); when unavailable, requests are refused. */
   readonly observer?: RequestObserver;
+  /** Most ENC calls per DEK version (default 2^32, NIST's bound for random 96-bit nonces). */
+  readonly maxEncryptionsPerVersion?: number;
+  /** Encryptions reserved per key-store write (default: the limit / 1024, between 1 and 65536). */
+  readonly encryptionReservationBlock?: number;
 }
 
 /** A reply line without its LF: synchronous when served from cache. */
 export type Reply = string | Promise<string>;
+
+
 
 /**
  * The protocol's meaning, apart from any socket: turns one request line into
@@ -46,12 +53,38 @@ export class Gateway {
   // Per key id: the tail of its chain of changes, so versions are allocated one at a time.
   private readonly keyLocks = new Map<string, Promise<unknown>>();
 
+  private readonly budget: EncryptionBudget;
+
   constructor(
     private readonly store: KeyStore,
     private readonly adapters: AdapterRegistry,
     private readonly options: GatewayOptions,
     private readonly log: Logger,
   ) {
+    const limit = options.maxEncryptionsPerVersion ?? 2 ** 32;
+    this.budget = new EncryptionBudget({
+      limit,
+      // A restart forfeits at most one block, so small limits get small blocks.
+      block: options.encryptionReservationBlock ?? Math.min(65_536, Math.max(1, Math.floor(limit / 1024))),
+      reserved: (keyId, version) => {
+        const record = this.store.get(keyId);
+        return (record && findVersion(record, version)?.encryptions) ?? 0;
+      },
+      reserve: (keyId, version, upTo) =>
+        this.exclusive(keyId, async () => {
+          const record = this.store.get(keyId);
+          if (!record) throw new GatewayError('NOT_FOUND', 'no such key');
+          await this.store.put({
+            ...record,
+            versions: record.versions.map((v) => (v.version === version ? { ...v, encryptions: Math.max(v.encryptions ?? 0, upTo) } : v)),
+          });
+        }),
+      warn: (keyId, version, used, fraction) =>
+        this.log.warn(
+          { keyId, version, encryptions: used, limit: options.maxEncryptionsPerVersion ?? 2 ** 32, fraction },
+          `DEK version has used ${Math.round(fraction * 100)} % of its encryption budget: ROTATE the key soon`,
+        ),
+    });
     this.cache = new DekCache({
       maxEntries: options.cacheMaxEntries,
       ttlMs: options.cacheTtlMs,
@@ -199,10 +232,20 @@ export class Gateway {
     }
     let reply: Reply | undefined;
     try {
-      reply = this.withDek(ref, 'use', (dek, keyId, version) => {
-        const envelope = seal({ dek, keyId, version, ...(aad ? { aad } : {}) }, plaintext, this.nonces);
-        return formatOk(envelope.toString('base64'));
-      }, trace);
+      const sealWith = (dek: Buffer, keyId: string, version: number) =>
+        formatOk(seal({ dek, keyId, version, ...(aad ? { aad } : {}) }, plaintext, this.nonces).toString('base64'));
+      reply = this.withDek(
+        ref,
+        'use',
+        (dek, keyId, version) => {
+          const counted = this.budget.take(keyId, version);
+          if (counted === undefined) return sealWith(dek, keyId, version);
+          // Rare: the stored reservation is being raised. The DEK is not held across the
+          // wait (it may be evicted and zeroized); it is fetched again afterwards.
+          return counted.then(() => this.withDek({ id: keyId, version }, 'use', sealWith));
+        },
+        trace,
+      );
       return typeof reply === 'string' ? reply : reply.finally(() => zeroize(plaintext));
     } finally {
       // Synchronous outcomes (a hit, or an error) are done with the plaintext now.
@@ -234,7 +277,7 @@ export class Gateway {
   private withDek(
     ref: KeyRef,
     purpose: 'use' | 'decrypt',
-    use: (dek: Buffer, keyId: string, version: number) => string,
+    use: (dek: Buffer, keyId: string, version: number) => Reply,
     trace?: RequestTrace,
   ): Reply {
     const record = this.store.get(ref.id);
@@ -411,6 +454,8 @@ export class Gateway {
         created: v.created,
         state: v.state,
         ...(v.destroyed === undefined ? {} : { destroyed: v.destroyed }),
+        // An upper bound: ENC calls are reserved a block at a time.
+        ...(v.encryptions === undefined ? {} : { encryptionsReserved: v.encryptions }),
       })),
     };
   }
