@@ -23,6 +23,11 @@ class UsageError extends Error {
   override readonly name = 'UsageError';
 }
 
+/** The command printed its own verdict; only the exit status (1) is left to give. */
+class AlreadyReported extends Error {
+  override readonly name = 'AlreadyReported';
+}
+
 /** A failure that must stop PostgreSQL's recovery (see EXIT_RESTORE_FATAL). */
 class FatalForRestore extends Error {
   override readonly name = 'FatalForRestore';
@@ -142,6 +147,50 @@ export function buildProgram(): Command {
       process.stdout.write(`${made ? 'created' : 'kept existing'} local KEK ${kekPath} (mode 0600)\n`);
     });
 
+  program
+    .command('audit')
+    .description('work with the audit log')
+    .command('verify <file>')
+    .description('check an audit log\'s hash chain; exit 0 when intact, 1 naming the first line altered, removed, inserted or reordered')
+    .action(async (file: string) => {
+      const { verifyAuditFile, describeResult } = await import('../audit/verify.js');
+      const result = await verifyAuditFile(file);
+      if (!result.ok) throw new Error(`${file}: ${describeResult(result)}`);
+      process.stdout.write(`${describeResult(result)}\n`);
+    });
+
+  const policy = program.command('policy').description('inspect the access policy (reads the config; no gateway needed)');
+  policy
+    .command('check <client> <verb> <key-id>')
+    .description('explain whether CLIENT may use VERB on KEY-ID under the configured policy; exit 0 allowed, 1 denied')
+    .option('-c, --config <file>', `config file (default: $KMSGW_CONFIG, else ./${DEFAULT_CONFIG_FILE} if present)`)
+    .action(async (client: string, verbText: string, keyId: string, opts: { config?: string }) => {
+      const { loadConfig } = await import('../config/load.js');
+      const { Policy } = await import('../policy/policy.js');
+      const verb = verbText.toUpperCase();
+      const verbs = ['GET', 'ENC', 'DEC', 'CREATE', 'ROTATE', 'REWRAP', 'DESTROY', 'INFO', 'LIST', 'PING', 'AUTH'];
+      if (!verbs.includes(verb)) throw new UsageError(`verb must be one of ${verbs.join(' ')}`);
+      const { config, file } = await loadConfig(opts.config);
+      if (!config.policy) {
+        process.stdout.write(`allowed: ${file ?? 'the embedded default'} has no policy, so every client may do everything\n`);
+        return;
+      }
+      const decision = new Policy(config.policy).explain(client, verb as never, keyId);
+      process.stdout.write(`${decision.allowed ? 'allowed' : 'denied'}: ${decision.reason}\n`);
+      if (!decision.allowed) throw new AlreadyReported('denied');
+    });
+  policy
+    .command('hash-token')
+    .description('read a bearer token on stdin and print the sha256:<hex> form the config stores')
+    .action(async () => {
+      const { hashToken } = await import('../policy/policy.js');
+      const chunks: Buffer[] = [];
+      for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+      const token = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+      if (token.length === 0) throw new UsageError('no token on stdin');
+      process.stdout.write(`${hashToken(token)}\n`);
+    });
+
   clientOptions(program.command('ping').description('check that the gateway answers')).action(async (opts: ClientFlags) => {
     await withClient(opts, (c) => c.ping());
     process.stdout.write('PONG\n');
@@ -249,6 +298,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       process.stderr.write(`kmsgw: ${err.message}\n`);
       return EXIT_USAGE;
     }
+    if (err instanceof AlreadyReported) return EXIT_ERR;
     if (err instanceof FatalForRestore) {
       process.stderr.write(`kmsgw: ${err.message} (recovery must stop)\n`);
       return EXIT_RESTORE_FATAL;

@@ -85,7 +85,7 @@ export function validateConfig(raw: unknown, source: string, env: NodeJS.Process
  * embedded development default. YAML or JSON (JSON is YAML).
  */
 export async function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Promise<LoadedConfig> {
-  const chosen = file ?? env['KMSGW_CONFIG'] ?? (existsSync(resolve(cwd, DEFAULT_CONFIG_FILE)) ? DEFAULT_CONFIG_FILE : undefined);
+  const chosen = file ?? (env['KMSGW_CONFIG'] || undefined) ?? (existsSync(resolve(cwd, DEFAULT_CONFIG_FILE)) ? DEFAULT_CONFIG_FILE : undefined);
   if (chosen === undefined) {
     return { config: validateConfig(DEV_DEFAULT, 'the embedded default', env), file: undefined, baseDir: cwd };
   }

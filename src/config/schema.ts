@@ -82,11 +82,16 @@ export const ConfigSchema = z
       .object({
         /** Create unknown keys on first GET/ENC (the development default); off means CREATE first. */
         autoCreate: z.boolean().default(false),
+        /**
+         * Most ENC calls per DEK version (AES-GCM with random nonces: NIST's bound is 2^32).
+         * Warnings are logged at 50 %, 75 % and 90 %; past it ENC is refused until ROTATE.
+         */
+        maxEncryptionsPerVersion: z.number().int().min(1).max(2 ** 32).default(2 ** 32),
         /** KEK for keys created without one. */
         defaultKek: z.string().regex(/^[a-z][a-z0-9+.-]*:\/\/\S+$/, 'must be a KEK URI such as local://local-kek').default('local://local-kek'),
       })
       .strict()
-      .default({ autoCreate: false, defaultKek: 'local://local-kek' }),
+      .default({ autoCreate: false, maxEncryptionsPerVersion: 2 ** 32, defaultKek: 'local://local-kek' }),
     kms: z
       .object({
         /** Deadline of each KMS call in ms; a dead KMS never hangs a client longer. */
@@ -98,6 +103,29 @@ export const ConfigSchema = z
       .default({ timeoutMs: 2000, adapters: {} }),
     /** Who may use which key. Absent: every client may do everything (the development default; a warning is logged). */
     policy: PolicySchema.optional(),
+    audit: z
+      .object({
+        /**
+         * The audit log: one hash-chained JSON line per request (docs/audit.md), appended to
+         * this file, created with mode 0600. Relative to the config file's folder. Absent: no audit log.
+         */
+        file: z.string().min(1).optional(),
+        /**
+         * When appended records are forced to disk: `always` (after every batch, before the next
+         * is written), `interval` (every `fsyncIntervalMs`), `never` (left to the OS; still on close).
+         */
+        fsync: z.enum(['always', 'interval', 'never']).default('interval'),
+        /** Period of the `interval` fsync policy, in ms: at most this much of the log is lost on a power cut. */
+        fsyncIntervalMs: z.number().int().min(1).max(3_600_000).default(1000),
+        /**
+         * When records cannot be kept (a write or fsync fails, too much waits for the disk): `false`
+         * refuses every request from then on (fail closed); `true` serves on, dropping and counting
+         * records and logging warnings (fail open: availability over a complete audit trail).
+         */
+        failOpen: z.boolean().default(false),
+      })
+      .strict()
+      .default({ fsync: 'interval', fsyncIntervalMs: 1000, failOpen: false }),
     log: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -18,6 +18,9 @@ export interface ConnectionLimits {
   readonly requestTimeoutMs: number;
 }
 
+/** Marks an oversize line's place among deferred lines. */
+const TOO_LARGE = Symbol('too large');
+
 interface Slot {
   reply: string | undefined;
 }
@@ -37,6 +40,10 @@ export class Connection implements FrameSink {
   private flushQueued = false;
   private writeBlocked = false;
   private closed = false;
+  // Lines framed while maxInFlight requests were running: run as slots free up.
+  // At most one read's worth, since reading is paused meanwhile.
+  private readonly deferred: Array<string | typeof TOO_LARGE> = [];
+  private lineCompleted = false;
 
   constructor(
     private readonly socket: Socket,
@@ -59,16 +66,46 @@ export class Connection implements FrameSink {
       this.closed = true;
       this.framer.reset();
       this.pending.length = 0;
+      this.deferred.length = 0;
       this.batch = '';
     });
   }
 
   line(text: string): void {
+    this.lineCompleted = true;
+    if (this.deferred.length > 0 || this.pending.length >= this.limits.maxInFlight) {
+      this.deferred.push(text);
+      this.socket.pause();
+      return;
+    }
     this.enqueue(this.handle(text));
   }
 
   tooLarge(): void {
-    this.enqueue(formatError('TOO_LARGE', `request line exceeds ${this.limits.maxLineBytes} bytes`));
+    this.lineCompleted = true;
+    if (this.deferred.length > 0 || this.pending.length >= this.limits.maxInFlight) {
+      this.deferred.push(TOO_LARGE);
+      return;
+    }
+    this.enqueue(this.tooLargeReply());
+  }
+
+  private tooLargeReply(): string {
+    return formatError('TOO_LARGE', `request line exceeds ${this.limits.maxLineBytes} bytes`);
+  }
+
+  /** Runs deferred lines while there is room, in order. */
+  private runDeferred(): void {
+    const wasInChunk = this.inChunk;
+    this.inChunk = true; // batch their synchronous replies into one write
+    try {
+      while (this.deferred.length > 0 && this.pending.length < this.limits.maxInFlight && !this.closed) {
+        const next = this.deferred.shift() as string | typeof TOO_LARGE;
+        this.enqueue(next === TOO_LARGE ? this.tooLargeReply() : this.handle(next));
+      }
+    } finally {
+      this.inChunk = wasInChunk;
+    }
   }
 
   private onData(chunk: Buffer): void {
@@ -87,10 +124,12 @@ export class Connection implements FrameSink {
 
   private watchPartialLine(): void {
     if (this.limits.requestTimeoutMs <= 0) return;
-    if (this.framer.buffered === 0 && !this.framer.discardingLine) {
+    // Each completed line restarts the clock for the next one.
+    if (this.lineCompleted || (this.framer.buffered === 0 && !this.framer.discardingLine)) {
+      this.lineCompleted = false;
       clearTimeout(this.lineTimer);
       this.lineTimer = undefined;
-      return;
+      if (this.framer.buffered === 0 && !this.framer.discardingLine) return;
     }
     if (this.lineTimer !== undefined) return;
     this.lineTimer = setTimeout(() => {
@@ -136,6 +175,13 @@ export class Connection implements FrameSink {
       head++;
     }
     if (head > 0) this.pending.splice(0, head);
+    if (head > 0 && this.deferred.length > 0) {
+      this.runDeferred();
+      // Deferred lines answered synchronously may now be at the head.
+      while (this.pending.length > 0 && this.pending[0]?.reply !== undefined) {
+        this.batch += `${(this.pending.shift() as Slot).reply}\n`;
+      }
+    }
     if (this.batch.length === 0) return;
     const out = this.batch;
     this.batch = '';
@@ -148,7 +194,13 @@ export class Connection implements FrameSink {
   }
 
   private maybeResume(): void {
-    if (!this.closed && !this.writeBlocked && this.pending.length < this.limits.maxInFlight && this.socket.isPaused()) {
+    if (
+      !this.closed &&
+      !this.writeBlocked &&
+      this.deferred.length === 0 &&
+      this.pending.length < this.limits.maxInFlight &&
+      this.socket.isPaused()
+    ) {
       this.socket.resume();
     }
   }

@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { AdapterRegistry, DEFAULT_LOADERS, kekScheme, type AdapterLoader } from '../../adapters/registry.js';
 import { ensureLocalKek, localKekPath } from '../../adapters/local/index.js';
 import type { AdapterOp } from '../../adapters/guard.js';
+import { AuditLog } from '../audit/log.js';
 import type { Clock } from '../cache/dek-cache.js';
 import type { Config } from '../config/schema.js';
 import { FileKeyStore } from '../keystore/file-store.js';
@@ -46,7 +47,23 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     if (await ensureLocalKek(path)) log.warn({ path }, 'created a new local KEK (development only: the KEK is on this host)');
   }
 
-  const store = await FileKeyStore.open(dataDir);
+  // The audit log is opened before anything is served: a file that cannot be used stops start-up.
+  const audit = config.audit.file === undefined
+    ? undefined
+    : await AuditLog.open({
+        file: resolve(baseDir, config.audit.file),
+        fsync: config.audit.fsync,
+        fsyncIntervalMs: config.audit.fsyncIntervalMs,
+        failOpen: config.audit.failOpen,
+        logger: log,
+      });
+  let store: FileKeyStore;
+  try {
+    store = await FileKeyStore.open(dataDir);
+  } catch (err) {
+    await audit?.close();
+    throw err;
+  }
   const adapters = new AdapterRegistry(
     {
       dataDir,
@@ -67,8 +84,10 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       defaultKek: config.keys.defaultKek,
       cacheMaxEntries: config.cache.maxEntries,
       cacheTtlMs: config.cache.ttlMs,
+      maxEncryptionsPerVersion: config.keys.maxEncryptionsPerVersion,
       ...(access ? { access } : {}),
       ...(options.clock ? { clock: options.clock } : {}),
+      ...(audit ? { observer: audit } : {}),
     },
     log,
   );
@@ -105,6 +124,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     );
   } catch (err) {
     await store.close();
+    await audit?.close();
     throw err;
   }
   if (config.keys.autoCreate) {
@@ -121,9 +141,14 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     close() {
       closing ??= (async () => {
         await listener.close();
-        gateway.close();
-        await adapters.close();
-        await store.close();
+        try {
+          gateway.close();
+          await adapters.close();
+          await store.close();
+        } finally {
+          // Last, so requests that were still running when the listener closed are recorded.
+          await audit?.close();
+        }
       })();
       return closing;
     },

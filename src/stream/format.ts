@@ -111,7 +111,10 @@ export interface StreamRecord {
  * trailer is known. Memory held: at most two records.
  */
 export class StreamReader {
-  private buffered: Buffer = Buffer.alloc(0);
+  // Unconsumed input, kept as pieces and joined only once enough bytes for the next
+  // header or record are there: linear in the input however small the reads.
+  private parts: Buffer[] = [];
+  private partsBytes = 0;
   private header: StreamHeader | undefined;
   private pending: Buffer | undefined;
   private index = 0;
@@ -124,7 +127,10 @@ export class StreamReader {
   /** Adds bytes; returns the records now known not to be last. */
   push(chunk: Uint8Array): StreamRecord[] {
     if (this.ended) throw new StreamFormatError('bytes after the end of the stream');
-    this.buffered = this.buffered.length === 0 ? Buffer.from(chunk) : Buffer.concat([this.buffered, chunk]);
+    if (chunk.length > 0) {
+      this.parts.push(Buffer.from(chunk));
+      this.partsBytes += chunk.length;
+    }
     return this.drain();
   }
 
@@ -132,27 +138,46 @@ export class StreamReader {
   end(): StreamRecord {
     this.ended = true;
     if (this.header === undefined) throw new StreamFormatError('stream is truncated: no header');
-    if (this.buffered.length > 0) throw new StreamFormatError('stream is truncated inside a record');
+    if (this.partsBytes > 0) throw new StreamFormatError('stream is truncated inside a record');
     if (this.pending === undefined) throw new StreamFormatError('stream is truncated: no trailer');
     const record = { index: this.index, envelope: this.pending, last: true };
     this.pending = undefined;
     return record;
   }
 
+  /** The first `n` unconsumed bytes as one buffer, or undefined until there are that many. */
+  private peek(n: number): Buffer | undefined {
+    if (this.partsBytes < n) return undefined;
+    if ((this.parts[0] as Buffer).length < n) this.parts = [Buffer.concat(this.parts, this.partsBytes)];
+    return (this.parts[0] as Buffer).subarray(0, n);
+  }
+
+  private consume(n: number): void {
+    const first = this.parts[0] as Buffer;
+    this.partsBytes -= n;
+    if (first.length === n) this.parts.shift();
+    else this.parts[0] = first.subarray(n);
+  }
+
   private drain(): StreamRecord[] {
     const out: StreamRecord[] = [];
     if (this.header === undefined) {
-      if (this.buffered.length < STREAM_HEADER_BYTES) return out;
-      this.header = decodeHeader(this.buffered.subarray(0, STREAM_HEADER_BYTES));
-      this.buffered = this.buffered.subarray(STREAM_HEADER_BYTES);
+      const bytes = this.peek(STREAM_HEADER_BYTES);
+      if (bytes === undefined) return out;
+      this.header = decodeHeader(bytes);
+      this.consume(STREAM_HEADER_BYTES);
     }
-    const maxEnvelope = this.header.chunkBytes + ENVELOPE_OVERHEAD;
-    while (this.buffered.length >= 4) {
-      const length = this.buffered.readUInt32BE(0);
+    // A data chunk holds at most chunkBytes; the trailer always holds 8.
+    const maxEnvelope = Math.max(this.header.chunkBytes, TRAILER_PLAINTEXT_BYTES) + ENVELOPE_OVERHEAD;
+    for (;;) {
+      const prefix = this.peek(4);
+      if (prefix === undefined) break;
+      const length = prefix.readUInt32BE(0);
       if (length < ENVELOPE_OVERHEAD + 1 || length > maxEnvelope) throw new StreamFormatError('stream record has an invalid length');
-      if (this.buffered.length < 4 + length) break;
-      const envelope = Buffer.from(this.buffered.subarray(4, 4 + length));
-      this.buffered = this.buffered.subarray(4 + length);
+      const record = this.peek(4 + length);
+      if (record === undefined) break;
+      const envelope = Buffer.from(record.subarray(4));
+      this.consume(4 + length);
       if (this.pending !== undefined) {
         out.push({ index: this.index, envelope: this.pending, last: false });
         this.index++;

@@ -39,7 +39,7 @@ describe('configuration', () => {
       KMSGW_DEFAULT_KEK: 'local:///etc/kek',
       KMSGW_TCP_PORT: '7878',
     });
-    expect(c.keys).toEqual({ autoCreate: false, defaultKek: 'local:///etc/kek' });
+    expect(c.keys).toEqual({ autoCreate: false, maxEncryptionsPerVersion: 2 ** 32, defaultKek: 'local:///etc/kek' });
     expect(c.cache.ttlMs).toBe(1000);
     expect(c.listen.socket?.path).toBe('/run/kmsgw/kmsgw.sock');
     expect(c.listen.tcp).toEqual({ host: '127.0.0.1', port: 7878, insecure: false });

@@ -1,0 +1,50 @@
+import { spawnSync } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { hashToken } from '../../src/policy/policy.js';
+import { useTmpDirs } from '../helpers/tmp.js';
+
+const BIN = resolve(import.meta.dirname, '../../bin/kmsgw.js');
+const tmp = useTmpDirs();
+const kmsgw = (args: string[], cwd: string, input = '') =>
+  spawnSync(process.execPath, [BIN, ...args], { cwd, input, encoding: 'utf8', env: { ...process.env, KMSGW_CONFIG: '' } });
+
+describe('kmsgw policy', () => {
+  it('check explains a decision and exits 0 when allowed, 1 when denied', async () => {
+    const dir = await tmp();
+    await writeFile(
+      join(dir, 'kmsgw.yaml'),
+      [
+        'policy:',
+        '  clients:',
+        '    - name: postgres',
+        '      match: { uids: [101] }',
+        '      grants:',
+        '        - { verbs: [GET], keys: ["pg/cluster-1/*"] }',
+        '    - name: ops',
+        `      match: { tokens: ["${hashToken('t')}"] }`,
+        '      grants:',
+        '        - { verbs: [admin], keys: ["*"] }',
+      ].join('\n'),
+    );
+    const allowed = kmsgw(['policy', 'check', 'postgres', 'get', 'pg/cluster-1/tls'], dir);
+    expect(allowed).toMatchObject({ status: 0, stdout: 'allowed: grant #1 of postgres (verbs GET on pg/cluster-1/*)\n' });
+    const other = kmsgw(['policy', 'check', 'postgres', 'GET', 'pg/cluster-2/tls'], dir);
+    expect(other).toMatchObject({ status: 1, stdout: 'denied: no grant of postgres allows GET on pg/cluster-2/tls (default deny)\n' });
+    expect(kmsgw(['policy', 'check', 'ops', 'GET', 'pg/cluster-1/tls'], dir).status).toBe(1); // admin is not GET
+    expect(kmsgw(['policy', 'check', 'ops', 'ROTATE', 'anything'], dir).status).toBe(0);
+    expect(kmsgw(['policy', 'check', 'stranger', 'PING', 'x'], dir).status).toBe(0);
+    expect(kmsgw(['policy', 'check', 'postgres', 'FROB', 'x'], dir).status).toBe(2);
+    const none = await tmp();
+    expect(kmsgw(['policy', 'check', 'anyone', 'GET', 'x'], none).stdout).toMatch(/^allowed: .* no policy/);
+  });
+
+  it('hash-token prints the sha256: form the config stores', async () => {
+    const dir = await tmp();
+    const r = kmsgw(['policy', 'hash-token'], dir, 's3cret\n');
+    expect(r).toMatchObject({ status: 0, stdout: `${hashToken('s3cret')}\n` });
+    expect(r.stdout).not.toContain('s3cret');
+    expect(kmsgw(['policy', 'hash-token'], dir, '').status).toBe(2);
+  });
+});
