@@ -10,16 +10,25 @@ listen:
   socket:
     path: .kmsgw/kmsgw.sock
     mode: "0600"
-  # Optional plain TCP listener, loopback only (no TLS yet).
+  # Optional plain TCP listener: loopback only, and only with insecure: true (no TLS).
   # tcp:
   #   host: 127.0.0.1
   #   port: 7878
+  #   insecure: true
+  # TLS 1.3 with client certificates; a client's identity is its certificate's CN.
+  # tls:
+  #   host: 127.0.0.1
+  #   port: 7879
+  #   cert: tls/server.crt
+  #   key: tls/server.key
+  #   ca: tls/clients-ca.crt
 
 limits:
   maxLineBytes: 1048576     # longer request lines get ERR TOO_LARGE
   maxConnections: 1024      # more are answered ERR THROTTLED and closed
   maxInFlight: 1024         # pipelined requests per connection before reading pauses
   idleTimeoutMs: 300000     # idle connections are closed
+  requestTimeoutMs: 30000   # a request line must arrive whole within this (slow senders)
 
 cache:
   maxEntries: 10000         # unwrapped DEKs in memory (zeroized on eviction)
@@ -32,9 +41,35 @@ keys:
   # KEK for keys created without one. local:// is for development only:
   # the KEK file then sits on this host. Relative paths are inside dataDir.
   defaultKek: local://local-kek
+  # ENC per DEK version before ROTATE is required (AES-GCM random nonces: NIST bound 2^32).
+  maxEncryptionsPerVersion: 4294967296
 
 kms:
   timeoutMs: 2000           # deadline of every KMS call
+
+# Who may use which key. Without a policy every client that can reach the socket may do
+# everything (fine for development; the gateway warns at start). With one: default deny.
+# policy:
+#   clients:
+#     - name: postgres
+#       match:
+#         uids: [101]                 # Unix socket peer uid (SO_PEERCRED)
+#         # certs: [pg-cluster-1]     # TLS client certificate CN
+#         # tokens: ["sha256:..."]    # AUTH <token>; store only hashes: kmsgw policy hash-token
+#       grants:
+#         - verbs: [GET, ENC, DEC]
+#           keys: ["pg/*"]
+#     - name: ops
+#       match: { uids: [0] }
+#       grants:
+#         - verbs: [admin]            # CREATE ROTATE REWRAP DESTROY INFO LIST
+#           keys: ["*"]
+
+# Hash-chained audit log, one JSON line per request (docs/audit.md).
+# audit:
+#   file: .kmsgw/audit.log
+#   fsync: interval           # always | interval | never
+#   failOpen: false           # false: refuse requests when the log cannot be written
 
 log:
   level: info               # JSON lines on stderr; never key material

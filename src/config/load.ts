@@ -36,6 +36,7 @@ export const ENV_OVERRIDES = {
   KMSGW_TCP_PORT: ['listen', 'tcp', 'port'],
   KMSGW_CACHE_TTL_MS: ['cache', 'ttlMs'],
   KMSGW_KMS_TIMEOUT_MS: ['kms', 'timeoutMs'],
+  KMSGW_AUDIT_FILE: ['audit', 'file'],
 } as const satisfies Record<string, readonly string[]>;
 
 /** Embedded development default: local KEK, keys created on first use. */

@@ -191,14 +191,14 @@ export class Gateway {
         return this.dec(command.key, command.data, command.aad, trace);
       case 'CREATE':
         if (trace) trace.kek = command.kek ?? this.options.defaultKek;
-        return this.create(command.key.id, command.kek).then((v) => formatOk(String(v)));
+        return this.create(command.key.id, command.kek).then((v) => this.madeVersion(v, trace));
       case 'ROTATE':
         if (trace && command.kek === undefined) {
           const record = this.store.get(command.key.id);
           const kek = record && (newestEnabled(record) ?? record.versions[record.versions.length - 1])?.kek;
           if (kek !== undefined) trace.kek = kek;
         }
-        return this.rotate(command.key.id, command.kek).then((v) => formatOk(String(v)));
+        return this.rotate(command.key.id, command.kek).then((v) => this.madeVersion(v, trace));
       case 'REWRAP':
         return this.rewrap(command.key.id, command.kek, command.key.version).then((n) => formatOk(String(n)));
       case 'DESTROY':
@@ -212,6 +212,12 @@ export class Gateway {
         return formatOk(JSON.stringify(access ? ids.filter((id) => access.authorize(client, 'LIST', id)) : ids));
       }
     }
+  }
+
+  /** `OK <version>` for CREATE/ROTATE, and the new version into the request's audit record. */
+  private madeVersion(version: number, trace: RequestTrace | undefined): string {
+    if (trace) trace.version = version;
+    return formatOk(String(version));
   }
 
   // --- key use -------------------------------------------------------------
