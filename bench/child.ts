@@ -84,7 +84,7 @@ async function main(): Promise<void> {
   if (role === 'enc') {
     const running = await startBenchGateway(join(dir as string, 'enc'));
     try {
-      const result = runEncBench(running.gateway, Number(roundsArg), Number(msArg));
+      const result = await runEncBench(running.gateway, Number(roundsArg), Number(msArg));
       send({ type: 'enc-result', result });
     } finally {
       await running.close();

@@ -56,22 +56,28 @@ export class EncryptionBudget {
     if (c.used < c.reserved) {
       c.used++;
       this.checkWarn(keyId, version, c);
+      // Raise the reservation half a block ahead, so ENC stays synchronous while it is written.
+      if (c.reserved - c.used <= this.options.block / 2 && c.reserved < this.options.limit && c.pending === undefined) {
+        this.raise(keyId, version, c).catch(() => undefined); // retried when the block runs out
+      }
       return;
     }
-    const counter = c;
-    counter.pending ??= this.options
-      .reserve(keyId, version, Math.min(counter.reserved + this.options.block, this.options.limit))
-      .then(
-        () => {
-          counter.reserved = Math.min(counter.reserved + this.options.block, this.options.limit);
-          counter.pending = undefined;
-        },
-        (err: unknown) => {
-          counter.pending = undefined;
-          throw err;
-        },
-      );
-    return counter.pending.then(() => this.take(keyId, version));
+    return (c.pending ?? this.raise(keyId, version, c)).then(() => this.take(keyId, version));
+  }
+
+  private raise(keyId: string, version: number, c: Counter): Promise<void> {
+    const upTo = Math.min(c.reserved + this.options.block, this.options.limit);
+    c.pending = this.options.reserve(keyId, version, upTo).then(
+      () => {
+        c.reserved = Math.max(c.reserved, upTo);
+        c.pending = undefined;
+      },
+      (err: unknown) => {
+        c.pending = undefined;
+        throw err;
+      },
+    );
+    return c.pending;
   }
 
   /** Encryptions counted so far for a version (an upper bound after a restart). */

@@ -1,3 +1,5 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { EncryptionBudget } from '../../src/crypto/budget.js';
 import { rawConnect, startTestGateway } from '../helpers/gateway.js';
@@ -27,10 +29,11 @@ async function takeN(b: EncryptionBudget, n: number) {
 }
 
 describe('EncryptionBudget', () => {
-  it('reserves a block before using it, one store write per block', async () => {
+  it('reserves a block before using it, the next one half a block ahead: one store write per block', async () => {
     const { b, reservations } = budget(1000, 100);
     await takeN(b, 250);
-    expect(reservations).toEqual([100, 200, 300]);
+    // 100, 200, 300 as each block ran low, and 400 already asked for (300 - 250 <= 50).
+    expect(reservations).toEqual([100, 200, 300, 400]);
     expect(b.used('k', 1)).toBe(250);
     // Inside a reservation a take is synchronous.
     expect(b.take('k', 1)).toBeUndefined();
@@ -72,7 +75,7 @@ describe('EncryptionBudget', () => {
   it('concurrent takes at a block boundary share one reservation', async () => {
     const { b, reservations } = budget(1000, 10);
     await Promise.all(Array.from({ length: 25 }, () => b.take('k', 1)));
-    expect(reservations).toEqual([10, 20, 30]);
+    expect(reservations).toEqual([10, 20, 30, 40]);
     expect(b.used('k', 1)).toBe(25);
   });
 });
@@ -94,12 +97,17 @@ describe('encryption budget through the gateway', () => {
     expect(await enc()).toMatch(/^OK /);
     c.close();
     await gw.close();
+    // What the store holds for version 2: the 1 used plus what was reserved ahead of use.
+    const stored = JSON.parse(await readFile(join(dir, 'data', 'keys', 'k%2Fbudget.json'), 'utf8'));
+    const reservedV2 = stored.versions[1].encryptions as number;
+    expect(reservedV2).toBeGreaterThanOrEqual(1);
+    expect(reservedV2).toBeLessThanOrEqual(4);
 
     const gw2 = await startTestGateway(dir, { keys: { autoCreate: true, maxEncryptionsPerVersion: 4 } });
     const c2 = await rawConnect(gw2.socketPath as string);
     expect(await c2.ask('ENC k/budget@1 aGk=')).toMatch(/^ERR FORBIDDEN .*ROTATE/);
-    // Version 2 had 1 ENC; with a limit this small the reservation block is 1, so 3 remain.
-    for (let i = 0; i < 3; i++) expect(await c2.ask('ENC k/budget aGk=')).toMatch(/^OK /);
+    // After a restart counting resumes from the reservation: never fewer than were made.
+    for (let i = reservedV2; i < 4; i++) expect(await c2.ask('ENC k/budget aGk=')).toMatch(/^OK /);
     expect(await c2.ask('ENC k/budget aGk=')).toMatch(/^ERR FORBIDDEN key version 2 /);
     c2.close();
     await gw2.close();
