@@ -55,8 +55,8 @@ describe('audit log through a real gateway', () => {
       { seq: 1, verb: 'GET', keyId: 'demo/key', version: 1, outcome: 'OK', kek: undefined }, // version resolved though not asked for
       { seq: 2, verb: 'ENC', keyId: 'demo/key', version: 1, outcome: 'OK', kek: undefined },
       { seq: 3, verb: 'DEC', keyId: 'demo/key', version: 1, outcome: 'OK', kek: undefined },
-      { seq: 4, verb: 'CREATE', keyId: 'admin/key', version: undefined, outcome: 'OK', kek: 'local://local-kek' },
-      { seq: 5, verb: 'ROTATE', keyId: 'admin/key', version: undefined, outcome: 'OK', kek: 'local://local-kek' },
+      { seq: 4, verb: 'CREATE', keyId: 'admin/key', version: 1, outcome: 'OK', kek: 'local://local-kek' },
+      { seq: 5, verb: 'ROTATE', keyId: 'admin/key', version: 2, outcome: 'OK', kek: 'local://local-kek' },
       { seq: 6, verb: 'INFO', keyId: 'admin/key', version: undefined, outcome: 'OK', kek: undefined },
       { seq: 7, verb: 'GET', keyId: 'demo/key', version: 7, outcome: 'NOT_FOUND', kek: undefined },
       { seq: 8, verb: '-', keyId: undefined, version: undefined, outcome: 'UNKNOWN_VERB', kek: undefined },
