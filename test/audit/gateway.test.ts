@@ -3,16 +3,12 @@ import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { verifyAuditFile } from '../../src/audit/verify.js';
-import { rawConnect, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { rawConnect, startTestGateway, type TestGateway, useRunningGateways } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 import { fileLines } from './util.js';
 
 const tmp = useTmpDirs();
-const running: TestGateway[] = [];
-
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((g) => g.close()));
-});
+const running = useRunningGateways();
 
 async function gateway(...args: Parameters<typeof startTestGateway> extends [unknown, ...infer R] ? R : never) {
   const gw = await startTestGateway(await tmp(), ...args);

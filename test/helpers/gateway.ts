@@ -5,7 +5,8 @@ import { DEFAULT_LOADERS } from '../../adapters/registry.js';
 import { validateConfig } from '../../src/config/load.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { startGateway, type RunningGateway, type StartOptions } from '../../src/server/serve.js';
-import { fakeLoader } from './fake-adapter.js';
+import { afterEach } from 'vitest';
+import { fakeKms, fakeLoader } from './fake-adapter.js';
 
 export interface TestGateway extends RunningGateway {
   readonly dir: string;
@@ -96,4 +97,17 @@ export async function rawConnect(path: string): Promise<RawConn> {
     closed: () => isClosed,
     close: () => socket.destroy(),
   };
+}
+
+/**
+ * A list to push started gateways into; each test's gateways are closed after it
+ * (and the fake KMS reset), whether it passed or not.
+ */
+export function useRunningGateways(): TestGateway[] {
+  const running: TestGateway[] = [];
+  afterEach(async () => {
+    fakeKms.reset();
+    await Promise.all(running.splice(0).map((g) => g.close()));
+  });
+  return running;
 }

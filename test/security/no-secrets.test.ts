@@ -16,15 +16,11 @@ import { ConfigSchema, type ConfigInput } from '../../src/config/schema.js';
 import { fileNameFor } from '../../src/keystore/file-store.js';
 import { ERROR_CODES } from '../../src/protocol/errors.js';
 import { fakeKms, type FakeMode } from '../helpers/fake-adapter.js';
-import { rawConnect, startTestGateway, type RawConn, type TestGateway } from '../helpers/gateway.js';
+import { rawConnect, startTestGateway, type RawConn, type TestGateway, useRunningGateways } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 
 const tmp = useTmpDirs();
-const running: TestGateway[] = [];
-afterEach(async () => {
-  fakeKms.reset();
-  await Promise.all(running.splice(0).map((g) => g.close()));
-});
+const running = useRunningGateways();
 
 const MAX_LINE = 4096;
 const AUDIT_FILE = 'audit.log';

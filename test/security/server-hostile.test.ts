@@ -14,17 +14,13 @@ import { ERROR_CODES } from '../../src/protocol/errors.js';
 import { parseRequest } from '../../src/protocol/parser.js';
 import { formatError } from '../../src/protocol/reply.js';
 import { fakeKms } from '../helpers/fake-adapter.js';
-import { rawConnect, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { rawConnect, startTestGateway, type TestGateway, useRunningGateways } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 import { arbitraryLineArb, mutatedRequestArb, mutationArb, mutate, payloadArb, tokenSoupArb } from './arbitraries.js';
 import { checkAsync } from './seed.js';
 
 const tmp = useTmpDirs();
-const running: TestGateway[] = [];
-afterEach(async () => {
-  fakeKms.reset();
-  await Promise.all(running.splice(0).map((g) => g.close()));
-});
+const running = useRunningGateways();
 
 const MAX_LINE = 4096;
 const PRECIOUS = 'precious';

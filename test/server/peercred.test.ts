@@ -3,14 +3,11 @@ import { chmod } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { peerCredUnavailable } from '../../src/server/peercred.js';
-import { rawConnect, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { rawConnect, startTestGateway, type TestGateway, useRunningGateways } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 
 const tmp = useTmpDirs();
-const running: TestGateway[] = [];
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((g) => g.close()));
-});
+const running = useRunningGateways();
 
 const BIN = resolve(import.meta.dirname, '../../bin/kmsgw.js');
 const me = process.getuid?.() ?? -1;

@@ -9,10 +9,10 @@ import {
 } from '@aws-sdk/client-kms';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createClient } from '../../../src/client/index.js';
 import { fileNameFor } from '../../../src/keystore/file-store.js';
-import { rawConnect, startTestGateway, type TestGateway } from '../../helpers/gateway.js';
+import { rawConnect, startTestGateway, useRunningGateways, type TestGateway } from '../../helpers/gateway.js';
 import { createKek, startLocalStack, type LocalStackInstance } from '../../helpers/localstack.js';
 import { useTmpDirs } from '../../helpers/tmp.js';
 
@@ -22,12 +22,9 @@ process.env['AWS_SECRET_ACCESS_KEY'] ??= 'test';
 
 const ls = inject('localstack');
 const tmp = useTmpDirs();
-const running: TestGateway[] = [];
+const running = useRunningGateways();
 const sdk = new KMSClient({ endpoint: ls.endpoint, region: ls.region, credentials: { accessKeyId: 'test', secretAccessKey: 'test' } });
 
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((g) => g.close()));
-});
 afterAll(() => sdk.destroy());
 
 /** A manual clock for the DEK cache's TTL. */

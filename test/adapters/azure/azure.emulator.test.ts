@@ -6,16 +6,12 @@ import { DEFAULT_LOADERS } from '../../../adapters/registry.js';
 import { createClient } from '../../../src/client/index.js';
 import { fileNameFor } from '../../../src/keystore/file-store.js';
 import { fakeCredential, keyClient, startAzureKvEmulator, type AzureKvEmulator, type AzureKvEndpoint } from '../../helpers/azure-kv.js';
-import { rawConnect, startTestGateway, type TestGateway } from '../../helpers/gateway.js';
+import { rawConnect, startTestGateway, type TestGateway, useRunningGateways } from '../../helpers/gateway.js';
 import { useTmpDirs } from '../../helpers/tmp.js';
 
 const shared = inject('azureKv');
 const tmp = useTmpDirs();
-const running: TestGateway[] = [];
-
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((g) => g.close()));
-});
+const running = useRunningGateways();
 
 /** The adapter with a fake token credential; challenge-resource checks off (test vault only). */
 const azureLoader = async () => azureModule({ credential: fakeCredential, clientOptions: { disableChallengeResourceVerification: true } });

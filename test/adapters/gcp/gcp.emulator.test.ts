@@ -7,19 +7,16 @@ import { createClient } from '../../../src/client/index.js';
 import { crc32c } from '../../../src/crypto/crc32c.js';
 import { fileNameFor } from '../../../src/keystore/file-store.js';
 import { adminClient, createKey, grpcCode, startGcpKmsEmulator, type GcpKmsEmulator, type GcpKmsEndpoint } from '../../helpers/gcp-kms.js';
-import { rawConnect, startTestGateway, type TestGateway } from '../../helpers/gateway.js';
+import { rawConnect, startTestGateway, useRunningGateways, type TestGateway } from '../../helpers/gateway.js';
 import { useTmpDirs } from '../../helpers/tmp.js';
 
 process.env['METADATA_SERVER_DETECTION'] = 'none';
 
 const shared = inject('gcpKms');
 const tmp = useTmpDirs();
-const running: TestGateway[] = [];
+const running = useRunningGateways();
 const admins: KeyManagementServiceClient[] = [];
 
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((g) => g.close()));
-});
 afterAll(async () => {
   await Promise.all(admins.map((a) => a.close()));
 });
