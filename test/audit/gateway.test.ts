@@ -3,7 +3,7 @@ import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { verifyAuditFile } from '../../src/audit/verify.js';
-import { rawConnect, startTestGateway, type TestGateway, useRunningGateways } from '../helpers/gateway.js';
+import { b64, rawConnect, startTestGateway, type TestGateway, useRunningGateways } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 import { fileLines } from './util.js';
 
@@ -16,7 +16,6 @@ async function gateway(...args: Parameters<typeof startTestGateway> extends [unk
   return gw;
 }
 
-const b64 = (s: string) => Buffer.from(s).toString('base64');
 const payload = (reply: string) => {
   expect(reply).toMatch(/^OK /);
   return reply.slice(3);

@@ -5,7 +5,7 @@ import { DEFAULT_LOADERS } from '../../adapters/registry.js';
 import { validateConfig } from '../../src/config/load.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { startGateway, type RunningGateway, type StartOptions } from '../../src/server/serve.js';
-import { afterEach } from 'vitest';
+import { afterEach, expect } from 'vitest';
 import { fakeKms, fakeLoader } from './fake-adapter.js';
 
 export interface TestGateway extends RunningGateway {
@@ -110,4 +110,13 @@ export function useRunningGateways(): TestGateway[] {
     await Promise.all(running.splice(0).map((g) => g.close()));
   });
   return running;
+}
+
+/** Standard base64 of a UTF-8 string, as request arguments want it. */
+export const b64 = (s: string): string => Buffer.from(s).toString('base64');
+
+/** Asserts an `OK <payload>` reply and returns the payload. */
+export function okPayload(reply: string): string {
+  expect(reply).toMatch(/^OK /);
+  return reply.slice(3);
 }

@@ -4,7 +4,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { hashToken } from '../../src/policy/policy.js';
 import { makeTestPki, type TestPki } from '../helpers/certs.js';
-import { rawConnect, startTestGateway, type RawConn, type TestGateway } from '../helpers/gateway.js';
+import { b64, rawConnect, startTestGateway, type RawConn, type TestGateway } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 
 const tmp = useTmpDirs();
@@ -28,7 +28,6 @@ afterEach(async () => {
   await Promise.all(running.splice(0).map((g) => g.close()));
 });
 
-const b64 = (s: string) => Buffer.from(s).toString('base64');
 const payload = (reply: string) => {
   expect(reply).toMatch(/^OK /);
   return reply.slice(3);

@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createClient } from '../../src/client/index.js';
 import { ERROR_CODES } from '../../src/protocol/errors.js';
 import { FAKE_FAILURES, fakeKms } from '../helpers/fake-adapter.js';
-import { rawConnect, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { okPayload, b64, rawConnect, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 
 const tmp = useTmpDirs();
@@ -22,11 +22,6 @@ afterEach(async () => {
   await Promise.all(running.splice(0).map((g) => g.close()));
 });
 
-const b64 = (s: string) => Buffer.from(s).toString('base64');
-const okPayload = (reply: string) => {
-  expect(reply).toMatch(/^OK /);
-  return reply.slice(3);
-};
 
 describe('protocol v1 over a Unix socket', () => {
   it('answers every verb', async () => {

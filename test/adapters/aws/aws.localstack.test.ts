@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createClient } from '../../../src/client/index.js';
 import { fileNameFor } from '../../../src/keystore/file-store.js';
-import { rawConnect, startTestGateway, useRunningGateways, type TestGateway } from '../../helpers/gateway.js';
+import { okPayload as ok, b64, rawConnect, startTestGateway, useRunningGateways, type TestGateway } from '../../helpers/gateway.js';
 import { createKek, startLocalStack, type LocalStackInstance } from '../../helpers/localstack.js';
 import { useTmpDirs } from '../../helpers/tmp.js';
 
@@ -50,11 +50,6 @@ async function freshKek(endpoint = ls.endpoint): Promise<string> {
   return createKek(endpoint);
 }
 
-const b64 = (s: string) => Buffer.from(s).toString('base64');
-const ok = (reply: string) => {
-  expect(reply).toMatch(/^OK /);
-  return reply.slice(3);
-};
 
 describe('AWS KMS adapter against LocalStack', () => {
   it('CREATE, GET, restart with an empty cache, GET: same DEK, one adapter call per restart', async () => {

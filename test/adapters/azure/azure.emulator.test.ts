@@ -6,7 +6,7 @@ import { DEFAULT_LOADERS } from '../../../adapters/registry.js';
 import { createClient } from '../../../src/client/index.js';
 import { fileNameFor } from '../../../src/keystore/file-store.js';
 import { fakeCredential, keyClient, startAzureKvEmulator, type AzureKvEmulator, type AzureKvEndpoint } from '../../helpers/azure-kv.js';
-import { rawConnect, startTestGateway, type TestGateway, useRunningGateways } from '../../helpers/gateway.js';
+import { okPayload as ok, b64, rawConnect, startTestGateway, type TestGateway, useRunningGateways } from '../../helpers/gateway.js';
 import { useTmpDirs } from '../../helpers/tmp.js';
 
 const shared = inject('azureKv');
@@ -39,11 +39,6 @@ async function newKey(vault: AzureKvEndpoint = shared): Promise<{ name: string; 
   return { name, uri: `azure-kv://${new URL(vault.vaultUrl).host}/keys/${name}`, kid: key.id as string };
 }
 
-const b64 = (s: string) => Buffer.from(s).toString('base64');
-const ok = (reply: string) => {
-  expect(reply).toMatch(/^OK /);
-  return reply.slice(3);
-};
 
 describe('Azure Key Vault adapter against the Key Vault emulator', () => {
   it('CREATE, GET, restart with an empty cache, GET: same DEK, one unwrap per restart; the kid is stored', async () => {

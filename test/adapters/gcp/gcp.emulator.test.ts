@@ -7,7 +7,7 @@ import { createClient } from '../../../src/client/index.js';
 import { crc32c } from '../../../src/crypto/crc32c.js';
 import { fileNameFor } from '../../../src/keystore/file-store.js';
 import { adminClient, createKey, grpcCode, startGcpKmsEmulator, type GcpKmsEmulator, type GcpKmsEndpoint } from '../../helpers/gcp-kms.js';
-import { rawConnect, startTestGateway, useRunningGateways, type TestGateway } from '../../helpers/gateway.js';
+import { okPayload as ok, b64, rawConnect, startTestGateway, useRunningGateways, type TestGateway } from '../../helpers/gateway.js';
 import { useTmpDirs } from '../../helpers/tmp.js';
 
 process.env['METADATA_SERVER_DETECTION'] = 'none';
@@ -42,11 +42,6 @@ async function gateway(dir: string, endpoint: GcpKmsEndpoint = shared, timeoutMs
   return gw;
 }
 
-const b64 = (s: string) => Buffer.from(s).toString('base64');
-const ok = (reply: string) => {
-  expect(reply).toMatch(/^OK /);
-  return reply.slice(3);
-};
 
 describe('Google Cloud KMS adapter against the emulator', () => {
   it('CREATE, GET, restart with an empty cache, GET: same DEK, one unwrap per restart; INFO names the CryptoKeyVersion', async () => {
