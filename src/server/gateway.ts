@@ -190,15 +190,9 @@ export class Gateway {
       case 'DEC':
         return this.dec(command.key, command.data, command.aad, trace);
       case 'CREATE':
-        if (trace) trace.kek = command.kek ?? this.options.defaultKek;
-        return this.create(command.key.id, command.kek).then((v) => this.madeVersion(v, trace));
+        return this.create(command.key.id, command.kek, trace).then((v) => this.madeVersion(v, trace));
       case 'ROTATE':
-        if (trace && command.kek === undefined) {
-          const record = this.store.get(command.key.id);
-          const kek = record && (newestEnabled(record) ?? record.versions[record.versions.length - 1])?.kek;
-          if (kek !== undefined) trace.kek = kek;
-        }
-        return this.rotate(command.key.id, command.kek).then((v) => this.madeVersion(v, trace));
+        return this.rotate(command.key.id, command.kek, trace).then((v) => this.madeVersion(v, trace));
       case 'REWRAP':
         return this.rewrap(command.key.id, command.kek, command.key.version).then((n) => formatOk(String(n)));
       case 'DESTROY':
@@ -340,11 +334,13 @@ export class Gateway {
   // --- administration --------------------------------------------------------
 
   /** Creates `keyId` with version 1 under `kek` (or the default KEK). */
-  create(keyId: string, kek?: string): Promise<number> {
+  create(keyId: string, kek?: string, trace?: RequestTrace): Promise<number> {
+    const chosen = kek ?? this.options.defaultKek;
+    if (trace) trace.kek = chosen;
     return this.exclusive(keyId, async () => {
       if (this.store.get(keyId) !== undefined) throw new GatewayError('EXISTS', 'key already exists');
       const now = new Date().toISOString();
-      const first = await this.newVersion(keyId, 1, kek ?? this.options.defaultKek, now);
+      const first = await this.newVersion(keyId, 1, chosen, now);
       await this.commitVersion({ format: 1, id: keyId, created: now, versions: [first.record] }, first);
       this.log.info({ keyId, version: 1, kek: first.record.kek }, 'key created');
       return 1;
@@ -352,14 +348,16 @@ export class Gateway {
   }
 
   /** Adds a DEK version; ENC then uses it, DEC still reads the older ones. */
-  rotate(keyId: string, kek?: string): Promise<number> {
+  rotate(keyId: string, kek?: string, trace?: RequestTrace): Promise<number> {
     return this.exclusive(keyId, async () => {
       const record = this.store.get(keyId);
       if (record === undefined) throw new GatewayError('NOT_FOUND', 'no such key');
       const last = record.versions[record.versions.length - 1] as VersionRecord;
       if (last.version >= 0xffff_ffff) throw new GatewayError('BAD_REQUEST', 'key has used every version number');
       const version = last.version + 1;
-      const made = await this.newVersion(keyId, version, kek ?? (newestEnabled(record) ?? last).kek, new Date().toISOString());
+      const chosen = kek ?? (newestEnabled(record) ?? last).kek;
+      if (trace) trace.kek = chosen;
+      const made = await this.newVersion(keyId, version, chosen, new Date().toISOString());
       await this.commitVersion({ ...record, versions: [...record.versions, made.record] }, made);
       this.log.info({ keyId, version, kek: made.record.kek }, 'key rotated');
       return version;
