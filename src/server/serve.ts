@@ -4,7 +4,7 @@ import { AdapterRegistry, DEFAULT_LOADERS, kekScheme, type AdapterLoader } from 
 import { ensureLocalKek, localKekPath } from '../../adapters/local/index.js';
 import type { AdapterOp } from '../../adapters/guard.js';
 import { AuditLog } from '../audit/log.js';
-import type { Clock } from '../cache/dek-cache.js';
+import type { Clock, DekCache } from '../cache/dek-cache.js';
 import type { Config } from '../config/schema.js';
 import { FileKeyStore } from '../keystore/file-store.js';
 import { createLogger, type Logger } from '../log/logger.js';
@@ -27,6 +27,8 @@ export interface StartOptions {
 /** A running gateway. */
 export interface RunningGateway {
   readonly gateway: Gateway;
+  /** The unwrapped-DEK cache (tests clear or evict it to force an unwrap). */
+  readonly cache: DekCache;
   readonly listener: Listener;
   readonly socketPath: string | undefined;
   readonly log: Logger;
@@ -135,6 +137,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   let closing: Promise<void> | undefined;
   return {
     gateway,
+    cache: gateway.cache,
     listener,
     socketPath,
     log,

@@ -83,7 +83,7 @@ describe('resource limits', () => {
     const gw = await gateway({ maxInFlight: MAX_IN_FLIGHT }, { kms: { timeoutMs: KMS_TIMEOUT } });
     const admin = await connect(gw);
     expect(await admin.ask('CREATE h fake://kek')).toBe('OK 1');
-    gw.gateway.cache.clear();
+    gw.cache.clear();
     fakeKms.mode = 'hang';
 
     const s = sample(gw.listener);
@@ -126,7 +126,7 @@ describe('resource limits', () => {
     const gw = await gateway({ maxInFlight: 16 }, { kms: { timeoutMs: 300 } });
     const c = await connect(gw);
     expect(await c.ask('CREATE h fake://kek')).toBe('OK 1');
-    gw.gateway.cache.clear();
+    gw.cache.clear();
     fakeKms.mode = 'hang';
     const arrivals: number[] = [];
     c.socket.on('data', (chunk: string) => {

@@ -222,7 +222,7 @@ describe('no key material or payload in logs, errors, INFO/LIST or the audit log
       ['hang', 'KMS_UNAVAILABLE'],
       ['short-dek', 'INTERNAL'],
     ] as Array<[FakeMode, string]>) {
-      gw.gateway.cache.clear();
+      gw.cache.clear();
       fakeKms.mode = mode;
       const want = new RegExp(`^ERR ${code} \\S`);
       await ask('GET fk', want);
@@ -235,7 +235,7 @@ describe('no key material or payload in logs, errors, INFO/LIST or the audit log
       }
     }
     fakeKms.mode = 'ok';
-    gw.gateway.cache.clear();
+    gw.cache.clear();
     await getDek('fk@1');
 
     // --- rewrap and destroy --------------------------------------------------------

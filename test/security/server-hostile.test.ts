@@ -149,7 +149,7 @@ describe('hostile request lines over a real socket', () => {
     // The precious key is unchanged: same DEKs, old envelopes open, the stored record is byte for byte the same.
     expect(await admin.ask(`GET ${PRECIOUS}@1`)).toBe(dek1);
     expect(await admin.ask(`GET ${PRECIOUS}`)).toBe(dek2);
-    gw.gateway.cache.clear();
+    gw.cache.clear();
     expect(await admin.ask(`GET ${PRECIOUS}@1`)).toBe(dek1);
     expect(await admin.ask(`GET ${PRECIOUS}@2`)).toBe(dek2);
     expect(await admin.ask(`DEC ${PRECIOUS} ${env} ${aad}`)).toBe(`OK ${plain}`);

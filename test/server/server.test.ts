@@ -140,7 +140,7 @@ describe('protocol v1 over a Unix socket', () => {
     await expectErr('CREATE other nope://x', 'BAD_REQUEST');
 
     await c.ask('CREATE f fake://kek');
-    gw.gateway.cache.clear();
+    gw.cache.clear();
     for (const [mode, code] of FAKE_FAILURES) {
       fakeKms.mode = mode;
       await expectErr('GET f', code);
@@ -165,7 +165,7 @@ describe('protocol v1 over a Unix socket', () => {
     const c = await rawConnect(gw.socketPath as string);
     await c.ask('CREATE warm fake://kek');
     await c.ask('CREATE cold fake://kek');
-    gw.gateway.cache.evict('cold', 1);
+    gw.cache.evict('cold', 1);
     fakeKms.mode = 'hang';
     const started = performance.now();
     expect(await c.ask('GET cold')).toBe('ERR KMS_UNAVAILABLE KMS did not answer within 100 ms');
@@ -249,7 +249,7 @@ describe('protocol v1 over a Unix socket', () => {
     const gw = await gateway();
     const cl = await createClient({ socketPath: gw.socketPath as string });
     await cl.create('cold/key');
-    gw.gateway.cache.clear();
+    gw.cache.clear();
     const before = gw.adapterCalls.length;
     await Promise.all(Array.from({ length: 100 }, () => cl.get('cold/key')));
     expect(gw.adapterCalls.slice(before)).toEqual([{ op: 'unwrap', kek: 'local://local-kek' }]);

@@ -135,7 +135,7 @@ describe('AWS KMS adapter against LocalStack', () => {
     await sdk.send(new RotateKeyOnDemandCommand({ KeyId: arn }));
     expect(await cl.rotate('rot/key')).toBe(2);
     const v2 = await cl.get('rot/key');
-    gw.gateway.cache.clear();
+    gw.cache.clear();
     expect((await cl.get('rot/key@1')).equals(v1)).toBe(true);
     expect((await cl.get('rot/key@2')).equals(v2)).toBe(true);
     expect((await cl.dec('rot/key', env1)).toString()).toBe('before rotation');
@@ -161,7 +161,7 @@ describe('AWS KMS adapter against LocalStack', () => {
     ]);
     expect(calls.filter((x) => x.op === 'unwrap' && x.kek === `aws-kms://${oldKek}`)).toEqual([]);
     await sdk.send(new DisableKeyCommand({ KeyId: oldKek }));
-    gw.gateway.cache.clear();
+    gw.cache.clear();
     expect((await cl.get('move/me@1')).equals(deks[0] as Buffer)).toBe(true);
     expect((await cl.get('move/me@2')).equals(deks[1] as Buffer)).toBe(true);
     const info = (await cl.info('move/me')) as { versions: Array<{ kek: string; kekVersion: string }> };
@@ -177,7 +177,7 @@ describe('AWS KMS adapter against LocalStack', () => {
     const c = await rawConnect(gw.socketPath as string);
     await c.ask(`CREATE warm/key aws-kms://${arn}`);
     await c.ask(`CREATE cold/key aws-kms://${arn}`);
-    gw.gateway.cache.evict('cold/key', 1);
+    gw.cache.evict('cold/key', 1);
     await sdk.send(new DisableKeyCommand({ KeyId: arn }));
     expect(await c.ask('GET cold/key')).toBe('ERR KMS_DENIED AWS KMS: the KEK is disabled');
     expect(await c.ask('GET warm/key')).toMatch(/^OK /);
@@ -198,7 +198,7 @@ describe('AWS KMS adapter against LocalStack', () => {
     const e1 = ok(await c.ask(`ENC col/email ${b64('alice@example.com')} ${b64('users:1')}`));
     expect(await c.ask(`ROTATE col/email aws-kms://${ls.keyB}`)).toBe('OK 2');
     const e2 = ok(await c.ask(`ENC col/email ${b64('bob@example.com')} ${b64('users:2')}`));
-    gw.gateway.cache.clear();
+    gw.cache.clear();
     expect(await c.ask(`DEC col/email ${e1} ${b64('users:1')}`)).toBe(`OK ${b64('alice@example.com')}`);
     expect(await c.ask(`DEC col/email ${e2} ${b64('users:2')}`)).toBe(`OK ${b64('bob@example.com')}`);
     expect(await c.ask(`DEC col/email ${e2} ${b64('users:1')}`)).toMatch(/^ERR DECRYPT_FAILED /);
@@ -228,7 +228,7 @@ describe('AWS KMS outage (a LocalStack of its own, stopped mid-test)', () => {
     await c.ask(`CREATE out/warm aws-kms://${arn}`);
     await c.ask(`CREATE out/cold aws-kms://${arn}`);
     const cold = ok(await c.ask('GET out/cold'));
-    gw.gateway.cache.evict('out/cold', 1);
+    gw.cache.evict('out/cold', 1);
 
     await instance.stop();
     const started = performance.now();

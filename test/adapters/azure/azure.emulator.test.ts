@@ -74,7 +74,7 @@ describe('Azure Key Vault adapter against the Key Vault emulator', () => {
     const rotated = await keyClient(shared.vaultUrl, shared.caCertPath).createRsaKey(key.name, { keySize: 2048 });
     expect(rotated.id).not.toBe(key.kid);
     expect(await cl.rotate('az/rot')).toBe(2);
-    gw.gateway.cache.clear();
+    gw.cache.clear();
     expect((await cl.get('az/rot@1')).equals(v1)).toBe(true);
     expect((await cl.dec('az/rot', env)).toString()).toBe('before the vault rotated');
     const info = (await cl.info('az/rot')) as { versions: Array<{ kekVersion: string }> };
@@ -88,7 +88,7 @@ describe('Azure Key Vault adapter against the Key Vault emulator', () => {
     const gw = await gateway(dir);
     const c = await rawConnect(gw.socketPath as string);
     await c.ask(`CREATE az/dis ${key.uri}`);
-    gw.gateway.cache.clear();
+    gw.cache.clear();
     const kc = keyClient(shared.vaultUrl, shared.caCertPath);
     const version = key.kid.split('/').pop() as string;
     await kc.updateKeyProperties(key.name, version, { enabled: false });
@@ -129,7 +129,7 @@ describe('Azure Key Vault adapter against the Key Vault emulator', () => {
     const c = await rawConnect(gw.socketPath as string);
     await c.ask(`CREATE az/col ${key.uri}`);
     const env = ok(await c.ask(`ENC az/col ${b64('ssn 078-05-1120')} ${b64('people:3')}`));
-    gw.gateway.cache.clear();
+    gw.cache.clear();
     expect(await c.ask(`DEC az/col ${env} ${b64('people:3')}`)).toBe(`OK ${b64('ssn 078-05-1120')}`);
     expect(await c.ask(`DEC az/col ${env}`)).toMatch(/^ERR DECRYPT_FAILED /);
     c.close();
@@ -161,7 +161,7 @@ describe('Azure Key Vault failures (an emulator of its own)', () => {
     const gw = await gateway(dir, emu, { timeoutMs: 500 });
     const c = await rawConnect(gw.socketPath as string);
     await c.ask(`CREATE az/f ${key.uri}`);
-    gw.gateway.cache.clear();
+    gw.cache.clear();
     emu.setFaults({ '429': [{ name: key.name, retryAfter: 7 }] });
     expect(await c.ask('GET az/f')).toBe('ERR THROTTLED Azure Key Vault: request rate exceeded; retry after 7 s');
     emu.setFaults({ '403': [key.name] });
@@ -187,7 +187,7 @@ describe('Azure Key Vault failures (an emulator of its own)', () => {
     await c.ask(`CREATE az/warm ${key.uri}`);
     await c.ask(`CREATE az/cold ${key.uri}`);
     const cold = ok(await c.ask('GET az/cold'));
-    gw.gateway.cache.evict('az/cold', 1);
+    gw.cache.evict('az/cold', 1);
     await emu.stop();
     const started = performance.now();
     expect(await c.ask('GET az/cold')).toBe('ERR KMS_UNAVAILABLE Azure Key Vault: vault unreachable');

@@ -113,7 +113,7 @@ describe('Google Cloud KMS adapter against the emulator', () => {
     const [created] = await kms.createCryptoKeyVersion({ parent: key.name, cryptoKeyVersion: {} });
     await kms.updateCryptoKeyPrimaryVersion({ name: key.name, cryptoKeyVersionId: (created.name as string).split('/').pop() as string });
     expect(await cl.rotate('gcp/rot')).toBe(2);
-    gw.gateway.cache.clear();
+    gw.cache.clear();
     expect((await cl.get('gcp/rot@1')).equals(v1)).toBe(true);
     expect((await cl.dec('gcp/rot', env)).toString()).toBe('under kek v1');
     const info = (await cl.info('gcp/rot')) as { versions: Array<{ kekVersion: string }> };
@@ -128,7 +128,7 @@ describe('Google Cloud KMS adapter against the emulator', () => {
     const gw = await gateway(dir);
     const c = await rawConnect(gw.socketPath as string);
     await c.ask(`CREATE gcp/dis ${key.uri}`);
-    gw.gateway.cache.clear();
+    gw.cache.clear();
     await kms.updateCryptoKeyVersion({
       cryptoKeyVersion: { name: `${key.name}/cryptoKeyVersions/1`, state: 'DISABLED' },
       updateMask: { paths: ['state'] },
@@ -149,7 +149,7 @@ describe('Google Cloud KMS adapter against the emulator', () => {
     const c = await rawConnect(gw.socketPath as string);
     await c.ask(`CREATE gcp/col ${key.uri}`);
     const env = ok(await c.ask(`ENC gcp/col ${b64('4111 1111 1111 1111')} ${b64('cards:7')}`));
-    gw.gateway.cache.clear();
+    gw.cache.clear();
     expect(await c.ask(`DEC gcp/col ${env} ${b64('cards:7')}`)).toBe(`OK ${b64('4111 1111 1111 1111')}`);
     expect(await c.ask(`DEC gcp/col ${env} ${b64('cards:8')}`)).toMatch(/^ERR DECRYPT_FAILED /);
     c.close();
@@ -172,7 +172,7 @@ describe('Google Cloud KMS failures (an emulator of its own)', () => {
     const gw = await gateway(dir, emu.endpoint, 300);
     const c = await rawConnect(gw.socketPath as string);
     await c.ask(`CREATE gcp/f ${key.uri}`);
-    gw.gateway.cache.clear();
+    gw.cache.clear();
     emu.setFaults({ PERMISSION_DENIED: [key.name] });
     expect(await c.ask('GET gcp/f')).toBe('ERR KMS_DENIED Cloud KMS: permission denied on the KEK');
     emu.setFaults({ RESOURCE_EXHAUSTED: [key.name] });
@@ -195,7 +195,7 @@ describe('Google Cloud KMS failures (an emulator of its own)', () => {
     await c.ask(`CREATE gcp/warm ${key.uri}`);
     await c.ask(`CREATE gcp/cold ${key.uri}`);
     const cold = ok(await c.ask('GET gcp/cold'));
-    gw.gateway.cache.evict('gcp/cold', 1);
+    gw.cache.evict('gcp/cold', 1);
     await emu.stop();
     const started = performance.now();
     expect(await c.ask('GET gcp/cold')).toMatch(/^ERR KMS_UNAVAILABLE /);
