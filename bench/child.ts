@@ -9,7 +9,7 @@
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { validateConfig } from '../src/config/load.js';
-import { startGateway, type RunningGateway } from '../src/server/serve.js';
+import { startGateway, type RunningGateway } from '../src/serve.js';
 import { BARE_REPLY, BENCH_KEY, type ChildMessage, type ParentMessage } from './common.js';
 import { runEncBench } from './enc.js';
 
@@ -35,10 +35,10 @@ async function startBenchGateway(dataDir: string): Promise<RunningGateway> {
   );
   const running = await startGateway(config);
   // Create the key and cache its DEK, so everything measured is a cache hit.
-  const reply = await running.gateway.handleLine(`GET ${BENCH_KEY}`);
-  if (!reply.startsWith('OK ')) throw new Error(`warm-up GET failed: ${reply}`);
-  const again = running.gateway.handleLine(`GET ${BENCH_KEY}`);
-  if (typeof again !== 'string') throw new Error('second GET was not served from cache');
+  const session = running.pipeline.open({ transport: 'internal' });
+  const reply = await session.handle(`GET ${BENCH_KEY}`);
+  if (!reply.ok) throw new Error(`warm-up GET failed: ${reply.code} ${reply.text}`);
+  if (session.handle(`GET ${BENCH_KEY}`) instanceof Promise) throw new Error('second GET was not served from cache');
   return running;
 }
 
@@ -84,7 +84,7 @@ async function main(): Promise<void> {
   if (role === 'enc') {
     const running = await startBenchGateway(join(dir as string, 'enc'));
     try {
-      const result = await runEncBench(running.gateway, Number(roundsArg), Number(msArg));
+      const result = await runEncBench(running, Number(roundsArg), Number(msArg));
       send({ type: 'enc-result', result });
     } finally {
       await running.close();

@@ -6,7 +6,8 @@ import { createCipheriv, randomBytes, randomFillSync } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { envelopeAad, seal } from '../src/crypto/envelope.js';
 import { NoncePool } from '../src/crypto/nonce.js';
-import type { Gateway } from '../src/server/gateway.js';
+import { formatReply } from '../src/protocol/reply.js';
+import type { RunningGateway } from '../src/serve.js';
 import { BENCH_KEY, type EncResult, type EncSizeResult } from './common.js';
 
 const VARIANTS = 16; // distinct plaintexts / request lines, cycled
@@ -27,7 +28,13 @@ function timed(fn: (i: number) => void, ms: number, checkEvery: number): number 
   return (n * 1000) / (now - start);
 }
 
-export async function runEncBench(gateway: Gateway, rounds: number, ms: number): Promise<EncResult> {
+export async function runEncBench(gateway: RunningGateway, rounds: number, ms: number): Promise<EncResult> {
+  const session = gateway.pipeline.open({ transport: 'internal' });
+  // What a connection does with a line: the pipeline's outcome, turned into reply text.
+  const handleLine = (line: string): string | Promise<string> => {
+    const reply = session.handle(line);
+    return reply instanceof Promise ? reply.then(formatReply) : formatReply(reply);
+  };
   const dek = gateway.cache.peek(BENCH_KEY, 1);
   if (dek === undefined) throw new Error('bench key is not cached');
   // A copy: Node's baseline must not depend on the cache entry staying alive.
@@ -52,8 +59,8 @@ export async function runEncBench(gateway: Gateway, rounds: number, ms: number):
     );
     // The first ENC of a DEK version reserves its nonce budget in the store (asynchronous);
     // later ones are synchronous cache hits, with one more reservation every 65536 ENC.
-    await gateway.handleLine(lines[0] as string);
-    const first = gateway.handleLine(lines[0] as string);
+    await handleLine(lines[0] as string);
+    const first = handleLine(lines[0] as string);
     if (typeof first !== 'string' || !first.startsWith('OK ')) {
       throw new Error(`ENC ${spec.label} was not answered synchronously with OK: ${String(first).slice(0, 80)}`);
     }
@@ -77,7 +84,7 @@ export async function runEncBench(gateway: Gateway, rounds: number, ms: number):
       sink += body.length + rest.length + cipher.getAuthTag()[0]!;
     };
     const line = (i: number): void => {
-      const reply = gateway.handleLine(lines[i & (VARIANTS - 1)] as string);
+      const reply = handleLine(lines[i & (VARIANTS - 1)] as string);
       // A budget reservation (one store write per 65536 ENC) answers later; it is counted as done.
       if (typeof reply === 'string') sink += reply.length;
       else deferred.push(reply);

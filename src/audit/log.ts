@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import type { Logger } from '../log/logger.js';
-import type { RequestObserver, RequestRecord } from '../server/context.js';
+import type { RequestObserver, RequestRecord } from '../request/context.js';
 import { MAX_RECORD_LINE_BYTES, parseLine, sha256Hex, ZERO_HASH } from './chain.js';
 
 /** When appended records are forced to disk (fdatasync). */

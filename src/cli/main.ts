@@ -111,7 +111,7 @@ export function buildProgram(): Command {
     .option('-c, --config <file>', `config file (default: $KMSGW_CONFIG, else ./${DEFAULT_CONFIG_FILE} if present)`)
     .action(async (opts: { config?: string }) => {
       const { loadConfig } = await import('../config/load.js');
-      const { startGateway } = await import('../server/serve.js');
+      const { startGateway } = await import('../serve.js');
       const loaded = await loadConfig(opts.config);
       const running = await startGateway(loaded.config, { baseDir: loaded.baseDir });
       running.log.info({ config: loaded.file ?? 'embedded development default' }, 'configuration loaded');

@@ -17,3 +17,47 @@ export function copySecret(source: Uint8Array): Buffer {
 export function zeroize(...buffers: Array<Uint8Array | undefined | null>): void {
   for (const b of buffers) b?.fill(0);
 }
+
+/**
+ * Buffers of key material tracked by one scope and zeroized together when it
+ * ends, so no exit path (return, throw, rejection) has to remember them.
+ */
+export class SecretScope {
+  private readonly held: Uint8Array[] = [];
+
+  /** A fresh zeroed secret buffer owned by this scope. */
+  alloc(size: number = KEY_BYTES): Buffer {
+    return this.track(Buffer.alloc(size));
+  }
+
+  /** Takes ownership of `buffer`: it is zeroized when the scope ends. */
+  track<T extends Uint8Array>(buffer: T): T {
+    this.held.push(buffer);
+    return buffer;
+  }
+
+  /** Zeroizes everything tracked so far. */
+  end(): void {
+    for (const b of this.held) b.fill(0);
+    this.held.length = 0;
+  }
+}
+
+/**
+ * Runs `fn` with a scope and zeroizes what it tracked in one place: at once
+ * when `fn` returns or throws, after settling when it returns a promise. A
+ * synchronous result stays synchronous (the cached fast path depends on it).
+ */
+export function withSecrets<T>(fn: (scope: SecretScope) => T): T {
+  const scope = new SecretScope();
+  let result: T;
+  try {
+    result = fn(scope);
+  } catch (err) {
+    scope.end();
+    throw err;
+  }
+  if (result instanceof Promise) return result.finally(() => scope.end()) as T;
+  scope.end();
+  return result;
+}

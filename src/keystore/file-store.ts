@@ -26,7 +26,8 @@ export function fileNameFor(id: string): string {
 export class FileKeyStore implements KeyStore {
   private readonly records = new Map<string, KeyRecord>();
   private sortedIds: string[] | undefined;
-  private readonly writes = new Map<string, Promise<void>>();
+  // Writes under way, so close() can wait for them. Writes to one id are ordered by the caller (KeyService).
+  private readonly writes = new Set<Promise<void>>();
   private closed = false;
 
   private constructor(
@@ -66,24 +67,22 @@ export class FileKeyStore implements KeyStore {
       return Promise.reject(new GatewayError('INTERNAL', 'refusing to store an invalid key record', { cause: checked.error }));
     }
     const parsed = checked.data;
-    // Writes to one id are chained so the file always ends with the last put.
-    const previous = this.writes.get(parsed.id) ?? Promise.resolve();
-    const write = previous
-      .catch(() => undefined)
-      .then(() => this.writeFile(parsed))
-      .then(() => {
+    const write = this.writeFile(parsed).then(
+      () => {
         if (!this.records.has(parsed.id)) this.sortedIds = undefined;
         this.records.set(parsed.id, parsed);
-      });
-    this.writes.set(parsed.id, write);
-    void write
-      .finally(() => {
-        if (this.writes.get(parsed.id) === write) this.writes.delete(parsed.id);
-      })
-      .catch(() => undefined);
-    return write.catch((err: unknown) => {
-      throw new GatewayError('INTERNAL', 'key store write failed', { cause: err });
-    });
+      },
+      (err: unknown) => {
+        throw new GatewayError('INTERNAL', 'key store write failed', { cause: err });
+      },
+    );
+    const settled = write.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.writes.add(settled);
+    void settled.then(() => this.writes.delete(settled));
+    return write;
   }
 
   async close(): Promise<void> {

@@ -43,7 +43,10 @@ export interface KeyStore {
   get(id: string): KeyRecord | undefined;
   /** Ids in sorted order, optionally only those starting with `prefix`. */
   list(prefix?: string): string[];
-  /** Replaces the record for `record.id`; resolves once it is on disk. */
+  /**
+   * Replaces the record for `record.id`; resolves once it is durable. Callers
+   * issue one put per id at a time (KeyService runs each id's changes on one chain).
+   */
   put(record: KeyRecord): Promise<void>;
   close(): Promise<void>;
 }

@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import { ADMIN_VERBS, type Verb } from '../protocol/parser.js';
-import type { ClientIdentity } from '../server/context.js';
+import type { ClientIdentity } from '../request/context.js';
 import type { AccessControl, AuthResult } from './types.js';
 
 /** Verbs a grant may name; `admin` stands for every admin verb. */

@@ -1,5 +1,5 @@
 import type { Verb } from '../protocol/parser.js';
-import type { ClientIdentity } from '../server/context.js';
+import type { ClientIdentity } from '../request/context.js';
 
 /** Outcome of `AUTH <token>`. */
 export type AuthResult =

@@ -1,8 +1,36 @@
-import type { ErrorCode } from './errors.js';
+import { toGatewayError, type ErrorCode } from './errors.js';
 
-/** `OK <payload>` (or bare `OK`), without the LF. */
-export function formatOk(payload?: string): string {
-  return payload === undefined || payload === '' ? 'OK' : `OK ${payload}`;
+/**
+ * What executing one request gave, as a value: it becomes protocol text only
+ * at the connection (`formatReply`), and the audit record reads `code` from
+ * here, never from the text.
+ */
+export type Outcome =
+  | { readonly ok: true; readonly payload: string }
+  | { readonly ok: false; readonly code: ErrorCode; readonly text: string };
+
+/** Synchronous when served from memory (a cached DEK); a promise when the KMS or the disk is involved. */
+export type Reply = Outcome | Promise<Outcome>;
+
+/** `OK <payload>`; an empty payload is a bare `OK`. */
+export function success(payload = ''): Outcome {
+  return { ok: true, payload };
+}
+
+export function failure(code: ErrorCode, text: string): Outcome {
+  return { ok: false, code, text };
+}
+
+/** The outcome for anything thrown: a `GatewayError`'s code and safe message, else `INTERNAL`. */
+export function failureFrom(err: unknown): Outcome & { readonly ok: false } {
+  const error = toGatewayError(err);
+  return { ok: false, code: error.code, text: error.message };
+}
+
+/** The reply line for an outcome, without the LF. */
+export function formatReply(outcome: Outcome): string {
+  if (outcome.ok) return outcome.payload === '' ? 'OK' : `OK ${outcome.payload}`;
+  return formatError(outcome.code, outcome.text);
 }
 
 // A reply is one line: anything that could break the framing is replaced.

@@ -1,7 +1,6 @@
 import type { Socket } from 'node:net';
 import { LineFramer, type FrameSink } from '../protocol/framer.js';
-import { formatError } from '../protocol/reply.js';
-import type { Reply } from './gateway.js';
+import { formatError, formatReply, type Reply } from '../protocol/reply.js';
 
 /** Limits that apply to one client connection. */
 export interface ConnectionLimits {
@@ -25,8 +24,12 @@ interface Slot {
   reply: string | undefined;
 }
 
+/** Runs one request line of this connection; answers synchronously when it can. */
+export type LineHandler = (line: string) => Reply;
+
 /**
  * One client: frames lines, runs them, writes the replies in request order.
+ * Outcomes become protocol text here and nowhere else.
  * Reading pauses while the socket's write buffer is full or too many replies
  * are pending, so a client that pipelines without reading cannot make the
  * server buffer without bound.
@@ -47,7 +50,7 @@ export class Connection implements FrameSink {
 
   constructor(
     private readonly socket: Socket,
-    private readonly handle: (line: string) => Reply,
+    private readonly handle: LineHandler,
     private readonly limits: ConnectionLimits,
   ) {
     this.framer = new LineFramer(limits.maxLineBytes);
@@ -139,20 +142,21 @@ export class Connection implements FrameSink {
     this.lineTimer.unref();
   }
 
-  private enqueue(reply: Reply): void {
-    if (typeof reply === 'string') {
+  private enqueue(reply: Reply | string): void {
+    if (!(reply instanceof Promise)) {
+      const text = typeof reply === 'string' ? reply : formatReply(reply);
       if (this.pending.length === 0) {
-        this.batch += `${reply}\n`;
+        this.batch += `${text}\n`;
         if (!this.inChunk) this.flush();
       } else {
-        this.pending.push({ reply });
+        this.pending.push({ reply: text });
       }
       return;
     }
     const slot: Slot = { reply: undefined };
     this.pending.push(slot);
-    void reply.then((text) => {
-      slot.reply = text;
+    void reply.then((outcome) => {
+      slot.reply = formatReply(outcome);
       this.queueFlush();
     });
     if (this.pending.length >= this.limits.maxInFlight) this.socket.pause();

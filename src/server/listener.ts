@@ -3,13 +3,12 @@ import { connect, createServer, isIP, type Server, type Socket } from 'node:net'
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { formatError } from '../protocol/reply.js';
-import { Connection, type ConnectionLimits } from './connection.js';
-import type { Reply } from './gateway.js';
-import type { ClientIdentity, RequestContext } from './context.js';
+import type { ClientIdentity } from '../request/context.js';
+import { Connection, type ConnectionLimits, type LineHandler } from './connection.js';
 import { peerCredOf, peerCredUnavailable } from './peercred.js';
 
-/** Runs one request line for a connection. */
-export type LineHandler = (line: string, ctx: RequestContext) => Reply;
+/** Starts serving one accepted connection: the handler for its request lines. */
+export type Acceptor = (identity: ClientIdentity) => LineHandler;
 
 /** Where and how the gateway listens. */
 export interface ListenOptions extends ConnectionLimits {
@@ -42,18 +41,12 @@ export class Listener {
 
   private constructor(
     private readonly options: ListenOptions,
-    private readonly handle: LineHandler,
+    private readonly open: Acceptor,
     private readonly log: Logger,
-    private readonly identify: (identity: ClientIdentity) => string | undefined,
   ) {}
 
-  static async start(
-    options: ListenOptions,
-    handle: LineHandler,
-    log: Logger,
-    identify: (identity: ClientIdentity) => string | undefined = () => undefined,
-  ): Promise<Listener> {
-    const listener = new Listener(options, handle, log, identify);
+  static async start(options: ListenOptions, open: Acceptor, log: Logger): Promise<Listener> {
+    const listener = new Listener(options, open, log);
     try {
       if (options.socketPath !== undefined) await listener.listenUnix(options.socketPath);
       if (options.tcp !== undefined) await listener.listenTcp(options.tcp.host, options.tcp.port, options.tcp.insecure);
@@ -103,8 +96,7 @@ export class Listener {
     }
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
-    const ctx: RequestContext = { identity, client: this.identify(identity) };
-    new Connection(socket, (line) => this.handle(line, ctx), this.options);
+    new Connection(socket, this.open(identity), this.options);
   }
 
   private async listenUnix(path: string): Promise<void> {

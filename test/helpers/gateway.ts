@@ -4,7 +4,7 @@ import { pino } from 'pino';
 import { DEFAULT_LOADERS } from '../../adapters/registry.js';
 import { validateConfig } from '../../src/config/load.js';
 import type { ConfigInput } from '../../src/config/schema.js';
-import { startGateway, type RunningGateway, type StartOptions } from '../../src/server/serve.js';
+import { startGateway, type RunningGateway, type StartOptions } from '../../src/serve.js';
 import { afterEach, expect } from 'vitest';
 import { fakeKms, fakeLoader } from './fake-adapter.js';
 

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError, validateConfig } from '../../src/config/load.js';
 import { ADMIN_VERBS, type Verb } from '../../src/protocol/parser.js';
 import { hashToken, Policy, PolicySchema } from '../../src/policy/policy.js';
-import type { ClientIdentity } from '../../src/server/context.js';
+import type { ClientIdentity } from '../../src/request/context.js';
 
 type PolicyInput = Parameters<typeof PolicySchema.parse>[0];
 

@@ -1,16 +1,19 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { AdapterRegistry, DEFAULT_LOADERS, kekScheme, type AdapterLoader } from '../../adapters/registry.js';
-import { ensureLocalKek, localKekPath } from '../../adapters/local/index.js';
-import type { AdapterOp } from '../../adapters/guard.js';
-import { AuditLog } from '../audit/log.js';
-import type { Clock, DekCache } from '../cache/dek-cache.js';
-import type { Config } from '../config/schema.js';
-import { FileKeyStore } from '../keystore/file-store.js';
-import { createLogger, type Logger } from '../log/logger.js';
-import { Gateway } from './gateway.js';
-import { Policy } from '../policy/policy.js';
-import { Listener } from './listener.js';
+import { AdapterRegistry, DEFAULT_LOADERS, kekScheme, type AdapterLoader } from '../adapters/registry.js';
+import { ensureLocalKek, localKekPath } from '../adapters/local/index.js';
+import type { AdapterOp } from '../adapters/guard.js';
+import { AuditLog } from './audit/log.js';
+import type { Clock, DekCache } from './cache/dek-cache.js';
+import type { Config } from './config/schema.js';
+import { DekService } from './keys/dek-service.js';
+import { KeyService } from './keys/key-service.js';
+import { FileKeyStore } from './keystore/file-store.js';
+import { createLogger, type Logger } from './log/logger.js';
+import { Executor } from './pipeline/execute.js';
+import { Pipeline } from './pipeline/pipeline.js';
+import { Policy } from './policy/policy.js';
+import { Listener } from './server/listener.js';
 
 /** What `startGateway` needs besides the config; all optional, for tests and embedding. */
 export interface StartOptions {
@@ -26,7 +29,8 @@ export interface StartOptions {
 
 /** A running gateway. */
 export interface RunningGateway {
-  readonly gateway: Gateway;
+  /** The way in for in-process callers: `pipeline.open({ transport: 'internal' }).handle(line)`. */
+  readonly pipeline: Pipeline;
   /** The unwrapped-DEK cache (tests clear or evict it to force an unwrap). */
   readonly cache: DekCache;
   readonly listener: Listener;
@@ -78,21 +82,14 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   const access = config.policy ? new Policy(config.policy) : undefined;
   if (access) log.info({ clients: config.policy?.clients.map((c) => c.name) }, 'policy loaded: default deny');
   else log.warn('no policy configured: every client that can connect may use every key and admin verb (development default)');
-  const gateway = new Gateway(
+  const deks = new DekService(
     store,
     adapters,
-    {
-      autoCreate: config.keys.autoCreate,
-      defaultKek: config.keys.defaultKek,
-      cacheMaxEntries: config.cache.maxEntries,
-      cacheTtlMs: config.cache.ttlMs,
-      maxEncryptionsPerVersion: config.keys.maxEncryptionsPerVersion,
-      ...(access ? { access } : {}),
-      ...(options.clock ? { clock: options.clock } : {}),
-      ...(audit ? { observer: audit } : {}),
-    },
+    { maxEntries: config.cache.maxEntries, ttlMs: config.cache.ttlMs, ...(options.clock ? { clock: options.clock } : {}) },
     log,
   );
+  const keys = new KeyService(store, adapters, deks, config.keys, log);
+  const pipeline = new Pipeline(new Executor(keys, deks, access, log), { ...(access ? { access } : {}), ...(audit ? { observer: audit } : {}) });
 
   const socketPath = config.listen.socket ? resolve(baseDir, config.listen.socket.path) : undefined;
   let listener: Listener;
@@ -120,9 +117,11 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
         idleTimeoutMs: config.limits.idleTimeoutMs,
         requestTimeoutMs: config.limits.requestTimeoutMs,
       },
-      (line, ctx) => gateway.handleLine(line, ctx),
+      (identity) => {
+        const session = pipeline.open(identity);
+        return (line) => session.handle(line);
+      },
       log,
-      (identity) => access?.identify(identity),
     );
   } catch (err) {
     await store.close();
@@ -136,8 +135,8 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
 
   let closing: Promise<void> | undefined;
   return {
-    gateway,
-    cache: gateway.cache,
+    pipeline,
+    cache: deks.cache,
     listener,
     socketPath,
     log,
@@ -145,7 +144,8 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       closing ??= (async () => {
         await listener.close();
         try {
-          gateway.close();
+          await keys.drain();
+          deks.close();
           await adapters.close();
           await store.close();
         } finally {

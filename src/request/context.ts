@@ -1,7 +1,7 @@
 import type { ErrorCode } from '../protocol/errors.js';
 
-/** How a client reached the gateway. */
-export type Transport = 'unix' | 'tcp' | 'tls';
+/** How a client reached the gateway; `internal` is an in-process caller (embedding, benchmarks). */
+export type Transport = 'unix' | 'tcp' | 'tls' | 'internal';
 
 /** What the transport tells about a client, before any AUTH line. */
 export interface ClientIdentity {
@@ -14,7 +14,7 @@ export interface ClientIdentity {
   readonly address?: string;
 }
 
-/** Per-connection state the gateway consults for every request. */
+/** Per-connection state the pipeline consults for every request. */
 export interface RequestContext {
   readonly identity: ClientIdentity;
   /** The policy client this connection acts as; undefined until matched or authenticated. */
@@ -49,8 +49,7 @@ export interface RequestTrace {
 }
 
 /** A printable name for a client in logs and audit records. */
-export function describeClient(ctx: RequestContext | undefined): string {
-  if (!ctx) return 'internal';
+export function describeClient(ctx: RequestContext): string {
   if (ctx.client) return ctx.client;
   const id = ctx.identity;
   if (id.cert) return `cert:${id.cert}`;

@@ -1,0 +1,123 @@
+import type { AccessControl } from '../policy/types.js';
+import { parseRequest, type Command } from '../protocol/parser.js';
+import { failure, success, type Outcome, type Reply } from '../protocol/reply.js';
+import { describeClient, type ClientIdentity, type RequestContext, type RequestObserver, type RequestTrace } from '../request/context.js';
+import type { Executor } from './execute.js';
+import { RequestOrder, type Access } from './ordering.js';
+
+/** Who may do what, and who is told. Both absent: development (everyone may do everything, nothing is recorded). */
+export interface PipelineOptions {
+  /** Authentication and per-key authorization; absent: everyone may do everything. */
+  readonly access?: AccessControl;
+  /** Sees one record per request (the audit log); while unavailable, requests are refused. */
+  readonly observer?: RequestObserver;
+}
+
+/** The one way into the gateway: `open` a session per connection, then `handle` its lines. */
+export class Pipeline {
+  constructor(
+    private readonly executor: Executor,
+    private readonly options: PipelineOptions = {},
+  ) {}
+
+  /** A session for one connection, identified from its transport alone until it sends AUTH. */
+  open(identity: ClientIdentity): Session {
+    return new Session({ identity, client: this.options.access?.identify(identity) }, this.executor, this.options);
+  }
+}
+
+/** A request's audit fields while it runs. */
+type Trace = RequestTrace & { verb: string };
+
+/**
+ * One connection's requests: parse → authenticate/authorize → execute in
+ * order → audit. `handle` never throws and answers synchronously when the
+ * request was served from memory.
+ */
+export class Session {
+  private readonly order = new RequestOrder();
+
+  constructor(
+    readonly ctx: RequestContext,
+    private readonly executor: Executor,
+    private readonly options: PipelineOptions,
+  ) {}
+
+  handle(line: string): Reply {
+    const observer = this.options.observer;
+    if (observer === undefined) return this.run(line, undefined);
+    if (!observer.available) return failure('INTERNAL', 'audit log unavailable; requests are refused');
+    const started = performance.now();
+    const trace: Trace = { verb: '-' };
+    const recorded = (outcome: Outcome): Outcome => {
+      observer.record({
+        time: new Date().toISOString(),
+        client: describeClient(this.ctx),
+        verb: trace.verb,
+        ...(trace.keyId !== undefined ? { keyId: trace.keyId } : {}),
+        ...(trace.version !== undefined ? { version: trace.version } : {}),
+        outcome: outcome.ok ? 'OK' : outcome.code,
+        latencyMs: Math.round((performance.now() - started) * 1000) / 1000,
+        ...(trace.kek !== undefined ? { kek: trace.kek } : {}),
+      });
+      return outcome;
+    };
+    const reply = this.run(line, trace);
+    return reply instanceof Promise ? reply.then(recorded) : recorded(reply);
+  }
+
+  private run(line: string, trace: Trace | undefined): Reply {
+    const parsed = parseRequest(line);
+    if (!parsed.ok) return failure(parsed.code, parsed.text);
+    const command = parsed.command;
+    if (trace) fillTrace(trace, command);
+    if (command.verb === 'AUTH') return this.authenticate(command.token);
+    const access = this.options.access;
+    const keyId = 'key' in command ? command.key.id : undefined;
+    if (access && command.verb !== 'PING' && !access.authorize(this.ctx.client, command.verb, keyId)) {
+      return failure('FORBIDDEN', `not allowed to ${command.verb}${keyId === undefined ? '' : ' this key'}`);
+    }
+    return this.order.run(accessOf(command), () => this.executor.execute(command, this.ctx.client, trace));
+  }
+
+  private authenticate(token: string): Outcome {
+    const access = this.options.access;
+    if (!access || this.ctx.identity.transport === 'internal') return failure('BAD_REQUEST', 'AUTH is not in use on this gateway');
+    const result = access.authenticate(token, this.ctx.identity);
+    if (!result.ok) {
+      return failure('FORBIDDEN', result.reason === 'rate-limited' ? 'too many failed attempts; try again later' : 'authentication failed');
+    }
+    this.ctx.client = result.client;
+    return success(result.client);
+  }
+}
+
+function fillTrace(trace: Trace, command: Command): void {
+  trace.verb = command.verb;
+  if ('key' in command) {
+    trace.keyId = command.key.id;
+    if (command.key.version !== undefined) trace.version = command.key.version;
+  }
+  if ('kek' in command && command.kek !== undefined) trace.kek = command.kek;
+}
+
+/** What a verb does to keys, for ordering requests on one connection. */
+function accessOf(command: Command): Access {
+  switch (command.verb) {
+    case 'GET':
+    case 'ENC':
+    case 'DEC':
+    case 'INFO':
+      return { kind: 'read', key: command.key.id };
+    case 'CREATE':
+    case 'ROTATE':
+    case 'REWRAP':
+    case 'DESTROY':
+      return { kind: 'write', key: command.key.id };
+    case 'LIST':
+      return { kind: 'read-all' };
+    case 'PING':
+    case 'AUTH':
+      return { kind: 'none' };
+  }
+}
