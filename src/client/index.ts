@@ -1,10 +1,11 @@
 import { connect, type Socket } from 'node:net';
+import { DEFAULT_SOCKET_PATH } from '../config/defaults.js';
 import { LineFramer } from '../protocol/framer.js';
 import { isErrorCode, type ErrorCode } from '../protocol/errors.js';
 
 /** How to reach the gateway. */
 export interface ClientOptions {
-  /** Unix socket path (default: `$KMSGW_SOCKET`, else `.kmsgw/kmsgw.sock`). */
+  /** Unix socket path (default: `$KMSGW_SOCKET`, else {@link DEFAULT_SOCKET_PATH}). */
   readonly socketPath?: string;
   /** TCP instead of a Unix socket. */
   readonly tcp?: { readonly host: string; readonly port: number };
@@ -26,9 +27,9 @@ export class KmsgwError extends Error {
   }
 }
 
-/** The default socket path clients use: `$KMSGW_SOCKET`, else `.kmsgw/kmsgw.sock`. */
+/** The socket path clients use: `$KMSGW_SOCKET`, else {@link DEFAULT_SOCKET_PATH}. */
 export function defaultSocketPath(env: NodeJS.ProcessEnv = process.env): string {
-  return env['KMSGW_SOCKET'] || '.kmsgw/kmsgw.sock';
+  return env['KMSGW_SOCKET'] || DEFAULT_SOCKET_PATH;
 }
 
 interface Waiter {

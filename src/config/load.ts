@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { DEFAULT_CONFIG_FILE } from './defaults.js';
 import { ConfigSchema, type Config } from './schema.js';
 
 /** The config file is missing, unreadable or invalid; the message names the field. */
@@ -20,8 +21,6 @@ export interface LoadedConfig {
   readonly baseDir: string;
 }
 
-/** File name `kmsgw serve` looks for in the working folder when no --config is given (also in cli/main.ts). */
-export const DEFAULT_CONFIG_FILE = 'kmsgw.yaml';
 
 /**
  * Environment overrides, applied after the file. Documented in README.

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { DEFAULT_DATA_DIR, DEFAULT_SOCKET_PATH } from './defaults.js';
 import { PolicySchema } from '../policy/policy.js';
 
 const octalMode = z
@@ -12,18 +13,18 @@ const octalMode = z
 export const ConfigSchema = z
   .object({
     /** Folder for the key store, its lock and (by default) the socket and local KEK. */
-    dataDir: z.string().min(1).default('.kmsgw'),
+    dataDir: z.string().min(1).default(DEFAULT_DATA_DIR),
     listen: z
       .object({
         /** Unix socket; `null` turns it off. */
         socket: z
           .object({
-            path: z.string().min(1).default('.kmsgw/kmsgw.sock'),
+            path: z.string().min(1).default(DEFAULT_SOCKET_PATH),
             mode: octalMode.default(0o600),
           })
           .strict()
           .nullable()
-          .default({ path: '.kmsgw/kmsgw.sock', mode: 0o600 }),
+          .prefault({}),
         /**
          * Optional plain TCP listener: refused unless `insecure: true` and on loopback
          * (no authentication of the peer, no encryption); a warning is logged at start.
@@ -53,7 +54,7 @@ export const ConfigSchema = z
           .optional(),
       })
       .strict()
-      .default({ socket: { path: '.kmsgw/kmsgw.sock', mode: 0o600 } }),
+      .prefault({}),
     limits: z
       .object({
         /** Longest request line in bytes, without its LF. */
@@ -68,7 +69,7 @@ export const ConfigSchema = z
         requestTimeoutMs: z.number().int().min(0).default(30_000),
       })
       .strict()
-      .default({ maxLineBytes: 1024 * 1024, maxConnections: 1024, maxInFlight: 1024, idleTimeoutMs: 300_000, requestTimeoutMs: 30_000 }),
+      .prefault({}),
     cache: z
       .object({
         /** Most unwrapped DEKs held in memory. */
@@ -77,7 +78,7 @@ export const ConfigSchema = z
         ttlMs: z.number().int().min(1).default(300_000),
       })
       .strict()
-      .default({ maxEntries: 10_000, ttlMs: 300_000 }),
+      .prefault({}),
     keys: z
       .object({
         /** Create unknown keys on first GET/ENC (the development default); off means CREATE first. */
@@ -91,7 +92,7 @@ export const ConfigSchema = z
         defaultKek: z.string().regex(/^[a-z][a-z0-9+.-]*:\/\/\S+$/, 'must be a KEK URI such as local://local-kek').default('local://local-kek'),
       })
       .strict()
-      .default({ autoCreate: false, maxEncryptionsPerVersion: 2 ** 32, defaultKek: 'local://local-kek' }),
+      .prefault({}),
     kms: z
       .object({
         /** Deadline of each KMS call in ms; a dead KMS never hangs a client longer. */
@@ -100,7 +101,7 @@ export const ConfigSchema = z
         adapters: z.record(z.string(), z.unknown()).default({}),
       })
       .strict()
-      .default({ timeoutMs: 2000, adapters: {} }),
+      .prefault({}),
     /** Who may use which key. Absent: every client may do everything (the development default; a warning is logged). */
     policy: PolicySchema.optional(),
     audit: z
@@ -125,13 +126,13 @@ export const ConfigSchema = z
         failOpen: z.boolean().default(false),
       })
       .strict()
-      .default({ fsync: 'interval', fsyncIntervalMs: 1000, failOpen: false }),
+      .prefault({}),
     log: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
       })
       .strict()
-      .default({ level: 'info' }),
+      .prefault({}),
   })
   .strict();
 

@@ -7,8 +7,9 @@ export const ENVELOPE_V1 = 0x01;
 /** 1 format byte + 4 version bytes + 12 nonce bytes. */
 export const ENVELOPE_HEADER_BYTES = 1 + 4 + NONCE_BYTES;
 export const TAG_BYTES = 16;
-/** Smallest well-formed envelope (empty plaintext). */
-export const ENVELOPE_MIN_BYTES = ENVELOPE_HEADER_BYTES + TAG_BYTES;
+/** Bytes an envelope adds to its plaintext (header and tag); also the smallest envelope (empty plaintext). */
+export const ENVELOPE_OVERHEAD_BYTES = ENVELOPE_HEADER_BYTES + TAG_BYTES;
+export const ENVELOPE_MIN_BYTES = ENVELOPE_OVERHEAD_BYTES;
 
 const ALGORITHM = 'aes-256-gcm';
 

@@ -1,11 +1,11 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
-import { ADMIN_VERBS, type Verb } from '../protocol/parser.js';
+import { ADMIN_VERBS, DATA_VERBS, type Verb } from '../protocol/parser.js';
 import type { ClientIdentity } from '../request/context.js';
 import type { AccessControl, AuthResult } from './types.js';
 
 /** Verbs a grant may name; `admin` stands for every admin verb. */
-export const GRANT_VERBS = ['GET', 'ENC', 'DEC', 'CREATE', 'ROTATE', 'REWRAP', 'DESTROY', 'INFO', 'LIST', 'admin'] as const;
+export const GRANT_VERBS = [...DATA_VERBS, ...ADMIN_VERBS, 'admin'] as const;
 
 const TOKEN_HASH_RE = /^sha256:[0-9a-f]{64}$/;
 /** Sources with recent AUTH failures tracked before expired ones are pruned. */
@@ -51,7 +51,7 @@ export const PolicySchema = z
     authFailures: z
       .object({ max: z.number().int().min(1).default(5), windowMs: z.number().int().min(1000).default(60_000) })
       .strict()
-      .default({ max: 5, windowMs: 60_000 }),
+      .prefault({}),
   })
   .strict();
 

@@ -22,8 +22,17 @@ export type Command =
 
 export type Verb = Command['verb'];
 
+/** Verbs that use a key's DEK. */
+export const DATA_VERBS = ['GET', 'ENC', 'DEC'] as const satisfies readonly Verb[];
 /** Verbs that change or describe keys rather than use them. */
 export const ADMIN_VERBS = ['CREATE', 'ROTATE', 'REWRAP', 'DESTROY', 'INFO', 'LIST'] as const satisfies readonly Verb[];
+/** Verbs about the connection itself, open to every client. */
+export const SESSION_VERBS = ['PING', 'AUTH'] as const satisfies readonly Verb[];
+/** Every verb, once: the lists above must cover `Command` exactly (checked below at compile time). */
+export const VERBS = [...SESSION_VERBS, ...DATA_VERBS, ...ADMIN_VERBS] as const;
+type Missing = Exclude<Verb, (typeof VERBS)[number]>;
+const everyVerbListed: [Missing] extends [never] ? true : Missing = true;
+void everyVerbListed;
 
 export type ParseResult =
   | { readonly ok: true; readonly command: Command }

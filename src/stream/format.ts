@@ -8,6 +8,7 @@
  *
  * Pure: no sockets, no files. The CLI drives it.
  */
+import { ENVELOPE_OVERHEAD_BYTES } from '../crypto/envelope.js';
 
 /** `KGWS` */
 export const STREAM_MAGIC = Buffer.from('KGWS', 'latin1');
@@ -19,8 +20,6 @@ export const STREAM_HEADER_BYTES = 4 + 1 + 1 + 4 + STREAM_ID_BYTES;
 export const DEFAULT_CHUNK_BYTES = 64 * 1024;
 /** Largest chunk size a stream may declare (keeps each ENC line under the default 1 MiB cap). */
 export const MAX_CHUNK_BYTES = 512 * 1024;
-/** Overhead of one envelope (docs/protocol.md). */
-const ENVELOPE_OVERHEAD = 33;
 const TRAILER_PLAINTEXT_BYTES = 8;
 const AAD_LABEL = Buffer.from('kmsgw-stream/v1\0', 'latin1');
 
@@ -168,12 +167,12 @@ export class StreamReader {
       this.consume(STREAM_HEADER_BYTES);
     }
     // A data chunk holds at most chunkBytes; the trailer always holds 8.
-    const maxEnvelope = Math.max(this.header.chunkBytes, TRAILER_PLAINTEXT_BYTES) + ENVELOPE_OVERHEAD;
+    const maxEnvelope = Math.max(this.header.chunkBytes, TRAILER_PLAINTEXT_BYTES) + ENVELOPE_OVERHEAD_BYTES;
     for (;;) {
       const prefix = this.peek(4);
       if (prefix === undefined) break;
       const length = prefix.readUInt32BE(0);
-      if (length < ENVELOPE_OVERHEAD + 1 || length > maxEnvelope) throw new StreamFormatError('stream record has an invalid length');
+      if (length < ENVELOPE_OVERHEAD_BYTES + 1 || length > maxEnvelope) throw new StreamFormatError('stream record has an invalid length');
       const record = this.peek(4 + length);
       if (record === undefined) break;
       const envelope = Buffer.from(record.subarray(4));

@@ -4,7 +4,8 @@ import { readFile, stat, truncate, writeFile, appendFile, mkdir } from 'node:fs/
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ZERO_HASH } from '../../src/audit/chain.js';
-import { AuditLog, openAuditFile } from '../../src/audit/log.js';
+import { openAuditFile } from '../../src/audit/file.js';
+import { AuditLog } from '../../src/audit/log.js';
 import { verifyAuditFile } from '../../src/audit/verify.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 import { captureLogger, deferred, fileLines, rec, spyOpen, turn, writeRecords, type Call } from './util.js';

@@ -1,6 +1,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { pino, type Logger } from 'pino';
-import { AuditLog, openAuditFile, type AuditFile, type AuditLogOptions } from '../../src/audit/log.js';
+import { openAuditFile, type AuditFile } from '../../src/audit/file.js';
+import { AuditLog, type AuditLogOptions } from '../../src/audit/log.js';
 import type { RequestRecord } from '../../src/request/context.js';
 
 export interface LogLine {
