@@ -8,13 +8,12 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { fileNameFor } from '../../src/keystore/file-store.js';
 import { ERROR_CODES } from '../../src/protocol/errors.js';
 import { parseRequest } from '../../src/protocol/parser.js';
 import { formatError } from '../../src/protocol/reply.js';
-import { fakeKms } from '../helpers/fake-adapter.js';
-import { rawConnect, startTestGateway, type TestGateway, useRunningGateways } from '../helpers/gateway.js';
+import { rawConnect, startTestGateway, useRunningGateways } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 import { arbitraryLineArb, mutatedRequestArb, mutationArb, mutate, payloadArb, tokenSoupArb } from './arbitraries.js';
 import { checkAsync } from './seed.js';
