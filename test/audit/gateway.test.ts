@@ -1,9 +1,9 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { verifyAuditFile } from '../../src/audit/verify.js';
-import { b64, rawConnect, startTestGateway, type TestGateway, useRunningGateways } from '../helpers/gateway.js';
+import { b64, okPayload, rawConnect, startTestGateway, useRunningGateways } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 import { fileLines } from './util.js';
 
@@ -16,10 +16,6 @@ async function gateway(...args: Parameters<typeof startTestGateway> extends [unk
   return gw;
 }
 
-const payload = (reply: string) => {
-  expect(reply).toMatch(/^OK /);
-  return reply.slice(3);
-};
 const UNAVAILABLE = 'ERR INTERNAL audit log unavailable; requests are refused';
 
 describe('audit log through a real gateway', () => {
@@ -30,8 +26,8 @@ describe('audit log through a real gateway', () => {
     const c = await rawConnect(gw.socketPath as string);
 
     const plaintext = 'card 4111-1111-1111-1111';
-    const dek = payload(await c.ask('GET demo/key'));
-    const envelope = payload(await c.ask(`ENC demo/key ${b64(plaintext)} ${b64('row:42')}`));
+    const dek = okPayload(await c.ask('GET demo/key'));
+    const envelope = okPayload(await c.ask(`ENC demo/key ${b64(plaintext)} ${b64('row:42')}`));
     expect(await c.ask(`DEC demo/key ${envelope} ${b64('row:42')}`)).toBe(`OK ${b64(plaintext)}`);
     expect(await c.ask('CREATE admin/key')).toBe('OK 1');
     expect(await c.ask('ROTATE admin/key')).toBe('OK 2');
@@ -71,7 +67,7 @@ describe('audit log through a real gateway', () => {
       plaintextBase64: b64(plaintext),
       envelope,
       aad: b64('row:42'),
-      info: payload(info),
+      info: okPayload(info),
     };
     for (const [name, secret] of Object.entries(secrets)) expect(text.includes(secret), name).toBe(false);
     expect(await verifyAuditFile(path)).toMatchObject({ ok: true, records: 8 });

@@ -2,13 +2,13 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { startTestGateway, useRunningGateways } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/kmsgw.js');
 const tmp = useTmpDirs();
-const running: TestGateway[] = [];
+const running = useRunningGateways();
 
 interface Run {
   code: number | null;
@@ -39,10 +39,6 @@ beforeAll(() => {
   if (!existsSync(resolve(import.meta.dirname, '../../dist/src/cli/main.js'))) {
     throw new Error('dist/ is missing: run `npm run build` (npm test does it first)');
   }
-});
-
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((g) => g.close()));
 });
 
 async function gateway() {

@@ -132,7 +132,7 @@ export function faultsFile({ name, file, isFaultKey, parseEntry }) {
   /** @returns {Faults<E>} */
   function load() {
     if (!file) return faults;
-    let raw = '';
+    let raw;
     try {
       raw = readFileSync(file, 'utf8');
     } catch {

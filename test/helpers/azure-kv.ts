@@ -90,7 +90,7 @@ export function makeTestCertificate(dir: string): { certPath: string; keyPath: s
     );
   } catch (err) {
     const stderr = (err as { stderr?: Buffer }).stderr?.toString().trim();
-    throw new Error(`${NAME} did not start: openssl could not make the test certificate: ${stderr || String(err)}`);
+    throw new Error(`${NAME} did not start: openssl could not make the test certificate: ${stderr || String(err)}`, { cause: err });
   }
   return { certPath, keyPath };
 }
@@ -218,7 +218,7 @@ export function emulatorRequests(endpoint: AzureKvEndpoint): Promise<AzureKvRequ
         try {
           resolve((JSON.parse(body) as { value: AzureKvRequest[] }).value);
         } catch (err) {
-          reject(err);
+          reject(new Error(`the emulator's request log is not JSON (HTTP ${res.statusCode}): ${body.slice(0, 200)}`, { cause: err }));
         }
       });
     });

@@ -39,7 +39,7 @@ async function openssl(args: string[]): Promise<void> {
     await run('openssl', args);
   } catch (err) {
     const stderr = (err as { stderr?: string }).stderr?.trim();
-    throw new Error(`openssl ${args[0]} failed: ${stderr || String(err)}`);
+    throw new Error(`openssl ${args[0]} failed: ${stderr || String(err)}`, { cause: err });
   }
 }
 

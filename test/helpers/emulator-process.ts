@@ -85,7 +85,7 @@ export function spawnEmulator(
     let stderr = '';
     let stdout = '';
     let settled = false;
-    child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
     const fail = (why: string): void => {
       if (settled) return;
       settled = true;
@@ -94,7 +94,7 @@ export function spawnEmulator(
       reject(new Error(`${name} did not start: ${why}\n--- stderr ---\n${stderr.trimEnd() || '(empty)'}`));
     };
     const timer = setTimeout(() => fail(`no "listening" line within ${READY_TIMEOUT_MS / 1000} s`), READY_TIMEOUT_MS);
-    child.stdout!.setEncoding('utf8').on('data', (s: string) => {
+    child.stdout.setEncoding('utf8').on('data', (s: string) => {
       stdout += s;
       const m = /^listening (\d+)$/m.exec(stdout);
       if (!m || settled) return;
@@ -227,6 +227,6 @@ export async function startOrExplain<T>(name: string, start: () => Promise<T>): 
   } catch (err) {
     const msg = err instanceof Error ? err.message : String(err);
     const prefix = `${name} did not start`;
-    throw new Error(msg.startsWith(prefix) ? msg : `${prefix}: ${msg}`);
+    throw new Error(msg.startsWith(prefix) ? msg : `${prefix}: ${msg}`, { cause: err });
   }
 }

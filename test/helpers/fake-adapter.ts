@@ -35,7 +35,8 @@ function failFor(mode: FakeMode, signal: AbortSignal): Promise<never> | undefine
       return Promise.reject(new Error('SDK exploded with secret-looking detail AKIA1234'));
     case 'hang':
       return new Promise((_, reject) => signal.addEventListener('abort', () => reject(new Error('aborted'))));
-    default:
+    case 'ok':
+    case 'short-dek':
       return undefined;
   }
 }

@@ -12,7 +12,6 @@
 //   await ls.stop();                                          // (the global teardown also stops leftovers)
 import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { CreateAliasCommand, CreateKeyCommand, type Tag } from '@aws-sdk/client-kms';
 import { inject } from 'vitest';
@@ -25,6 +24,7 @@ import {
   stopInstance,
   tail,
 } from '../setup/localstack.js';
+import { freePort } from './net.js';
 
 export interface LocalStackInstance {
   /** http://127.0.0.1:<port> */
@@ -52,19 +52,6 @@ function ensureInstalled(): Promise<void> {
   return installed;
 }
 
-/** A TCP port free on 0.0.0.0 (LocalStack's twisted gateway binds 0.0.0.0, whatever GATEWAY_LISTEN says). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '0.0.0.0', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => (port ? resolve(port) : reject(new Error('no free port'))));
-    });
-  });
-}
-
 function extrasDir(): string {
   try {
     const dir = inject('localstackExtrasDir');
@@ -82,7 +69,8 @@ function extrasDir(): string {
  */
 export async function startLocalStack(options: { port?: number } = {}): Promise<LocalStackInstance> {
   await ensureInstalled();
-  const port = options.port ?? (await freePort());
+  // LocalStack's twisted gateway binds 0.0.0.0, whatever GATEWAY_LISTEN says.
+  const port = options.port ?? (await freePort('0.0.0.0'));
   const stateDir = join(extrasDir(), `ls-${port}-${randomUUID().slice(0, 8)}`);
   mkdirSync(stateDir, { recursive: true });
   const instance: LocalStackInstance = {

@@ -14,12 +14,12 @@
 import { execFile, type ExecFileOptions } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { appendFile, chmod, chown, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterEach } from 'vitest';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { startTestGateway, type TestGateway } from './gateway.js';
+import { freePort } from './net.js';
 
 export const REPO = resolve(import.meta.dirname, '../..');
 export const KMSGW_BIN = join(REPO, 'bin', 'kmsgw.js');
@@ -123,18 +123,6 @@ export function pgPreflight(): Promise<void> {
     }
   })();
   return preflightDone;
-}
-
-/** A free TCP port on 127.0.0.1 (free when asked; PostgreSQL binds it a moment later). */
-export function freePort(): Promise<number> {
-  return new Promise((done, fail) => {
-    const srv = createServer();
-    srv.once('error', fail);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? done(addr.port) : fail(new Error('no port'))));
-    });
-  });
 }
 
 /** A `postgresql.conf` value, quoted as PostgreSQL wants strings. */

@@ -7,20 +7,20 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { fakeKms } from '../helpers/fake-adapter.js';
-import { rawConnect, startTestGateway, type RawConn, type TestGateway } from '../helpers/gateway.js';
+import { rawConnect, startTestGateway, type RawConn, type TestGateway, useRunningGateways } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 import { MiB, kib, mib, rssText, sample, sleep, startFlood, within, type Flood } from './load.js';
 
 const tmp = useTmpDirs();
-const running: TestGateway[] = [];
+const running = useRunningGateways();
 const floods: Flood[] = [];
 const conns: RawConn[] = [];
 
+// After-hooks run last-registered first (vitest's default sequence.hooks 'stack'): connections and
+// floods end before useRunningGateways() resets the fake KMS and closes the gateways.
 afterEach(async () => {
   for (const c of conns.splice(0)) c.close();
   await Promise.all(floods.splice(0).map((f) => f.stop()));
-  fakeKms.reset();
-  await Promise.all(running.splice(0).map((g) => g.close()));
 });
 
 const LIMITS = { maxLineBytes: 1024 * 1024, maxConnections: 1024, maxInFlight: 1024, idleTimeoutMs: 300_000, requestTimeoutMs: 30_000 };

@@ -10,13 +10,13 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ensureLocalKek } from '../../adapters/local/index.js';
 import { ConfigSchema, type ConfigInput } from '../../src/config/schema.js';
 import { fileNameFor } from '../../src/keystore/file-store.js';
 import { ERROR_CODES } from '../../src/protocol/errors.js';
 import { fakeKms, type FakeMode } from '../helpers/fake-adapter.js';
-import { rawConnect, startTestGateway, type RawConn, type TestGateway, useRunningGateways } from '../helpers/gateway.js';
+import { rawConnect, startTestGateway, type RawConn, useRunningGateways } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 
 const tmp = useTmpDirs();

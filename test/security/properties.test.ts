@@ -175,7 +175,7 @@ function checkParse(req: Request): void {
   try {
     result = parseRequest(line);
   } catch (err) {
-    throw new Error(`parseRequest threw on ${JSON.stringify(line)}: ${String(err)}`);
+    throw new Error(`parseRequest threw on ${JSON.stringify(line)}: ${String(err)}`, { cause: err });
   }
   if (result.ok) {
     const command = result.command;
@@ -380,7 +380,7 @@ function expectDecryptFailed(fn: () => unknown, what: string): void {
     opened = fn();
   } catch (err) {
     if (!(err instanceof GatewayError) || err.code !== 'DECRYPT_FAILED') {
-      throw new Error(`${what}: threw something other than DECRYPT_FAILED: ${String(err)}`);
+      throw new Error(`${what}: threw something other than DECRYPT_FAILED: ${String(err)}`, { cause: err });
     }
     expect(err.message).toMatch(PRINTABLE_RE);
     return;
@@ -421,7 +421,7 @@ describe('envelope properties', () => {
     check(
       fc.property(sealParamsArb, fc.uint8Array({ maxLength: 64 }), otherArb, (p, plaintext, change) => {
         const envelope = seal(p, plaintext, nonces);
-        const q = { ...p, ...change } as SealParams;
+        const q = { ...p, ...change };
         const same =
           q.keyId === p.keyId &&
           q.version === p.version &&
@@ -569,7 +569,7 @@ function expectStreamRefused(fn: () => Buffer, what: string): void {
   } catch (err) {
     const code = (err as { code?: unknown }).code;
     if (!((err instanceof StreamFormatError || err instanceof GatewayError) && code === 'DECRYPT_FAILED')) {
-      throw new Error(`${what}: threw something other than DECRYPT_FAILED: ${String(err)}`);
+      throw new Error(`${what}: threw something other than DECRYPT_FAILED: ${String(err)}`, { cause: err });
     }
     return;
   }

@@ -221,11 +221,11 @@ async function ensureAliasedKey(kms: KMSClient, alias: string, description: stri
     return key.arn;
   } catch (err) {
     if ((err as { name?: string }).name !== 'AlreadyExistsException') throw err;
-    // Another run created it in between: use theirs.
-    const meta = (await kms.send(new DescribeKeyCommand({ KeyId: alias }))).KeyMetadata;
-    if (!meta?.Arn) throw new Error(`DescribeKey ${alias} returned no ARN`);
-    return meta.Arn;
   }
+  // Another run created it in between: use theirs.
+  const meta = (await kms.send(new DescribeKeyCommand({ KeyId: alias }))).KeyMetadata;
+  if (!meta?.Arn) throw new Error(`DescribeKey ${alias} returned no ARN`);
+  return meta.Arn;
 }
 
 
@@ -286,7 +286,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
       const keyB = await ensureAliasedKey(kms, 'alias/kmsgw-test-b', 'kmsgw test KEK B');
       project.provide('localstack', { endpoint, region: REGION, keyA, keyB, aliasA: 'alias/kmsgw-test-a', aliasB: 'alias/kmsgw-test-b' });
     } catch (err) {
-      throw new Error(`LocalStack at ${endpoint} is up but creating the test KEKs failed: ${String(err)}${startedMain ? `\n${logTail(stateDir)}` : ''}`);
+      const log = startedMain ? `\n${logTail(stateDir)}` : '';
+      throw new Error(`LocalStack at ${endpoint} is up but creating the test KEKs failed: ${String(err)}${log}`, { cause: err });
     } finally {
       kms.destroy();
     }
