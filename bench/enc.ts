@@ -20,7 +20,7 @@ function timed(fn: (i: number) => void, ms: number, checkEvery: number): number 
   const start = performance.now();
   const end = start + ms;
   let n = 0;
-  let now = start;
+  let now: number;
   do {
     for (let k = 0; k < checkEvery; k++) fn(n++);
     now = performance.now();
@@ -62,7 +62,7 @@ export async function runEncBench(gateway: RunningGateway, rounds: number, ms: n
     await handleLine(lines[0] as string);
     const first = handleLine(lines[0] as string);
     if (typeof first !== 'string' || !first.startsWith('OK ')) {
-      throw new Error(`ENC ${spec.label} was not answered synchronously with OK: ${String(first).slice(0, 80)}`);
+      throw new Error(`ENC ${spec.label} was not answered synchronously with OK: ${typeof first === 'string' ? first.slice(0, 80) : 'a promise'}`);
     }
     const node = (i: number): void => {
       randomFillSync(iv);

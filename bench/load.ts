@@ -82,7 +82,6 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
         let tail = 0; // next free slot
         let outstanding = 0;
         let atLineStart = true;
-        let socket: Socket;
 
         const sendN = (n: number, now: bigint): void => {
           for (let k = 0; k < n; k++) {
@@ -123,7 +122,7 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
           return true;
         };
 
-        socket = connect({ path: spec.socketPath, onread: { buffer: Buffer.allocUnsafe(256 * 1024), callback: onread } });
+        const socket = connect({ path: spec.socketPath, onread: { buffer: Buffer.allocUnsafe(256 * 1024), callback: onread } });
         socket.on('error', reject);
         socket.once('connect', () => {
           socket.setNoDelay(true);

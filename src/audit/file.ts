@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
-import { MAX_RECORD_LINE_BYTES, parseLine, sha256Hex, ZERO_HASH } from './chain.js';
+import { MAX_RECORD_LINE_BYTES, parseLine, sha256Hex } from './chain.js';
 
 /** The audit file on disk: appending to it, and reading how an existing one ends. */
 

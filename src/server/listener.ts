@@ -82,7 +82,7 @@ export class Listener {
 
   private newServer(): Server {
     const server = createServer({ pauseOnConnect: false }, (socket) => this.accept(socket, identityOf(socket)));
-    server.on('error', (err) => this.log.error({ err: err.message }, 'listener error'));
+    server.on('error', (err: Error) => this.log.error({ err: err.message }, 'listener error'));
     this.servers.push(server);
     return server;
   }
@@ -143,7 +143,7 @@ export class Listener {
       },
       (socket) => this.accept(socket, tlsIdentityOf(socket)),
     );
-    server.on('error', (err) => this.log.error({ err: err.message }, 'listener error'));
+    server.on('error', (err: Error) => this.log.error({ err: err.message }, 'listener error'));
     server.on('tlsClientError', (err, socket) => {
       this.log.warn({ err: err.message, address: socket.remoteAddress }, 'TLS handshake refused');
     });

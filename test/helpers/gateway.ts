@@ -40,7 +40,7 @@ export async function startTestGateway(
     onAdapterCall: (op, kek) => adapterCalls.push({ op, kek }),
     ...options,
   });
-  return { ...running, close: running.close, dir, adapterCalls, logLines };
+  return { ...running, dir, adapterCalls, logLines };
 }
 
 /** A raw protocol connection: write bytes, read reply lines. */

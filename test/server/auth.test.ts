@@ -4,11 +4,12 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { hashToken } from '../../src/policy/policy.js';
 import { makeTestPki, type TestPki } from '../helpers/certs.js';
-import { b64, rawConnect, startTestGateway, type RawConn, type TestGateway } from '../helpers/gateway.js';
+import { b64, rawConnect, startTestGateway, useRunningGateways, type RawConn, type TestGateway } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 
 const tmp = useTmpDirs();
-const running: TestGateway[] = [];
+// Registered before the hook below, so it runs after it (vitest runs after-hooks in reverse): connections close first.
+const running = useRunningGateways();
 const open: Array<{ close(): void }> = [];
 
 async function gateway(overrides: ConfigInput = {}): Promise<TestGateway> {
@@ -23,9 +24,8 @@ async function conn(gw: TestGateway): Promise<RawConn> {
   return c;
 }
 
-afterEach(async () => {
+afterEach(() => {
   for (const c of open.splice(0)) c.close();
-  await Promise.all(running.splice(0).map((g) => g.close()));
 });
 
 const payload = (reply: string) => {
@@ -311,7 +311,7 @@ describe('mTLS listener', () => {
       },
     });
 
-  const base = (gw: TestGateway): ConnectionOptions => ({ host: '127.0.0.1', port: gw.listener.tlsPort as number, ca: pki.ca.cert, servername: 'localhost' });
+  const base = (gw: TestGateway): ConnectionOptions => ({ host: '127.0.0.1', port: gw.listener.tlsPort, ca: pki.ca.cert, servername: 'localhost' });
 
   it('a client with a certificate from the CA is identified by its CN, with no AUTH', async () => {
     const gw = await tlsGateway();

@@ -1,9 +1,9 @@
 import { execFile, spawnSync } from 'node:child_process';
 import { chmod } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { peerCredUnavailable } from '../../src/server/peercred.js';
-import { rawConnect, startTestGateway, type TestGateway, useRunningGateways } from '../helpers/gateway.js';
+import { rawConnect, startTestGateway, useRunningGateways } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 
 const tmp = useTmpDirs();

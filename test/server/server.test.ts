@@ -1,15 +1,15 @@
 import { readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createClient } from '../../src/client/index.js';
 import { ERROR_CODES } from '../../src/protocol/errors.js';
 import { FAKE_FAILURES, fakeKms } from '../helpers/fake-adapter.js';
-import { okPayload, b64, rawConnect, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { okPayload, b64, rawConnect, startTestGateway, useRunningGateways } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 
 const tmp = useTmpDirs();
-const running: TestGateway[] = [];
+const running = useRunningGateways();
 
 async function gateway(...args: Parameters<typeof startTestGateway> extends [unknown, ...infer R] ? R : never) {
   const gw = await startTestGateway(await tmp(), ...args);
@@ -17,10 +17,6 @@ async function gateway(...args: Parameters<typeof startTestGateway> extends [unk
   return gw;
 }
 
-afterEach(async () => {
-  fakeKms.reset();
-  await Promise.all(running.splice(0).map((g) => g.close()));
-});
 
 
 describe('protocol v1 over a Unix socket', () => {
