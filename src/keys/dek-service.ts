@@ -55,10 +55,10 @@ export class DekService {
    * Runs `use` with the DEK of an enabled version: synchronously on a cache
    * hit, after one shared unwrap on a miss. `use` must not keep the buffer.
    */
-  withDek<T>(keyId: string, version: number, use: (dek: Buffer) => T | Promise<T>): T | Promise<T> {
+  withDek<T>(keyId: string, version: number, use: (dek: Buffer, version: number) => T | Promise<T>): T | Promise<T> {
     const hit = this.cache.peek(keyId, version);
-    if (hit !== undefined) return use(hit);
-    return this.cache.acquire(keyId, version).then(use);
+    if (hit !== undefined) return use(hit, version);
+    return this.cache.acquire(keyId, version).then((dek) => use(dek, version));
   }
 
   /**

@@ -14,9 +14,11 @@ import type { RequestTrace } from '../request/context.js';
 /** A value now or later: cached work stays synchronous. */
 type Maybe<T> = T | Promise<T>;
 
-function then<T, U>(value: Maybe<T>, next: (v: T) => Maybe<U>): Maybe<U> {
-  return value instanceof Promise ? value.then(next) : next(value);
-}
+/** Borrows a DEK for one request; must not keep it. */
+type DekUse = (dek: Buffer, version: number) => Maybe<Outcome>;
+
+// Module-level, so a cached GET allocates no closure.
+const dekReply: DekUse = (dek) => success(dek.toString('base64'));
 
 /**
  * Executes authorized commands against the key and DEK services and returns
@@ -48,7 +50,7 @@ export class Executor {
       case 'AUTH':
         return failure('BAD_REQUEST', 'AUTH is handled per connection');
       case 'GET':
-        return this.withDek(command.key, 'use', trace, (dek) => success(dek.toString('base64')));
+        return this.withDek(command.key, 'use', trace, dekReply);
       case 'ENC':
         return this.enc(command.key, command.data, command.aad, trace);
       case 'DEC':
@@ -73,11 +75,15 @@ export class Executor {
   }
 
   /** Resolves the version `ref` names and runs `use` on its DEK; synchronous on a cache hit. */
-  private withDek(ref: KeyRef, purpose: Purpose, trace: RequestTrace | undefined, use: (dek: Buffer, version: number) => Maybe<Outcome>): Reply {
-    return then(this.keys.resolve(ref, purpose), (version) => {
-      if (trace) trace.version = version;
-      return this.deks.withDek(ref.id, version, (dek) => use(dek, version));
-    });
+  private withDek(ref: KeyRef, purpose: Purpose, trace: RequestTrace | undefined, use: DekUse): Reply {
+    const version = this.keys.resolve(ref, purpose);
+    if (version instanceof Promise) return version.then((v) => this.useVersion(ref.id, v, trace, use));
+    return this.useVersion(ref.id, version, trace, use);
+  }
+
+  private useVersion(keyId: string, version: number, trace: RequestTrace | undefined, use: DekUse): Reply {
+    if (trace) trace.version = version;
+    return this.deks.withDek(keyId, version, use);
   }
 
   private enc(ref: KeyRef, data: string, aadText: string | undefined, trace: RequestTrace | undefined): Reply {
@@ -92,7 +98,7 @@ export class Executor {
         if (counted === undefined) return sealWith(dek, version);
         // Rare: the stored reservation is being raised. The DEK is not held across the
         // wait (it may be evicted and zeroized); it is borrowed again afterwards.
-        return counted.then(() => this.deks.withDek(ref.id, version, (again) => sealWith(again, version)));
+        return counted.then(() => this.deks.withDek(ref.id, version, sealWith));
       });
     });
   }

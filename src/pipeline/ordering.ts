@@ -33,14 +33,21 @@ export class RequestOrder {
   private readonly running = new Set<Promise<void>>();
   private readonly lists = new Set<Promise<void>>();
 
+  /** True while a request of this connection is still running; when false, nothing needs to wait. */
+  get busy(): boolean {
+    return this.running.size > 0;
+  }
+
+  /** Runs `execute` once every earlier request that `access` must follow has finished; at once when none is running. */
   run(access: Access, execute: () => Reply): Reply {
-    const before = this.running.size === 0 ? undefined : this.waitFor(access);
+    const before = this.busy ? this.waitFor(access) : undefined;
     const reply = before === undefined ? execute() : before.then(execute);
-    if (reply instanceof Promise && access.kind !== 'none') this.track(access, reply);
+    if (reply instanceof Promise) this.track(access, reply);
     return reply;
   }
 
-  private waitFor(access: Access): Promise<unknown> | undefined {
+  /** What a request with `access` must wait for, if anything. */
+  waitFor(access: Access): Promise<unknown> | undefined {
     switch (access.kind) {
       case 'none':
         return undefined;
@@ -57,7 +64,10 @@ export class RequestOrder {
     }
   }
 
-  private track(access: Exclude<Access, { kind: 'none' }>, reply: Promise<Outcome>): void {
+  /** Records a request that did not finish at once, so later ones can wait for it. */
+  track(access: Access, reply: Promise<Outcome>): void {
+    if (access.kind === 'none') return;
+    // The pipeline's replies never reject; settle() only keeps this chain from ever doing so.
     const done = reply.then(settle, settle);
     this.running.add(done);
     let forget: () => void;

@@ -77,6 +77,12 @@ export class Session {
     if (access && command.verb !== 'PING' && !access.authorize(this.ctx.client, command.verb, keyId)) {
       return failure('FORBIDDEN', `not allowed to ${command.verb}${keyId === undefined ? '' : ' this key'}`);
     }
+    // The common case, nothing of this connection still running, takes no closure and no bookkeeping.
+    if (!this.order.busy) {
+      const reply = this.executor.execute(command, this.ctx.client, trace);
+      if (reply instanceof Promise) this.order.track(accessOf(command), reply);
+      return reply;
+    }
     return this.order.run(accessOf(command), () => this.executor.execute(command, this.ctx.client, trace));
   }
 
