@@ -1,12 +1,21 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
+import { EXAMPLE_CONFIG } from '../../src/cli/example-config.js';
 import { ConfigError, loadConfig, validateConfig } from '../../src/config/load.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 
 const tmp = useTmpDirs();
 
 describe('configuration', () => {
+  it('the config kmsgw init writes shows the schema defaults, except autoCreate (on for development)', () => {
+    const example = validateConfig(parseYaml(EXAMPLE_CONFIG), 'example');
+    const defaults = validateConfig({}, 'test');
+    expect(example.keys.autoCreate).toBe(true);
+    expect({ ...example, keys: { ...example.keys, autoCreate: false } }).toEqual(defaults);
+  });
+
   it('fills documented defaults from an empty file', () => {
     const c = validateConfig({}, 'test');
     expect(c).toMatchObject({
