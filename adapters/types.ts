@@ -1,3 +1,5 @@
+import type { AdapterSettings } from './settings.js';
+
 /**
  * The one interface every KEK adapter implements, in the spirit of
  * go-kms-wrapping's `Wrapper`: it wraps and unwraps DEKs under one KEK and
@@ -51,8 +53,8 @@ export interface KeyWrapper {
 export interface AdapterOptions {
   /** Folder that relative `local://` paths are resolved against. */
   readonly dataDir: string;
-  /** Adapter-specific settings from the config file, keyed by URI scheme. */
-  readonly settings?: Readonly<Record<string, unknown>>;
+  /** `kms.adapters`, already validated at start-up; absent: every default. */
+  readonly settings?: AdapterSettings;
   /** The gateway's per-call deadline in ms, for SDK-level timeouts. */
   readonly timeoutMs?: number;
 }

@@ -9,11 +9,12 @@ import {
   type GenerateDataKeyCommandInput,
   type ReEncryptCommandInput,
 } from '@aws-sdk/client-kms';
-import { z } from 'zod';
 import { GatewayError } from '../../src/protocol/errors.js';
+import { DEFAULT_ADAPTER_SETTINGS } from '../settings.js';
 import { classifying, responseBytes } from '../support.js';
 import type { AdapterModule, AdapterOptions, GeneratedKey, KeyWrapper, WrapContext, WrappedKey } from '../types.js';
 import { classify } from './classify.js';
+import type { AwsSettings } from './settings.js';
 
 export { classify } from './classify.js';
 
@@ -24,20 +25,6 @@ export interface AwsKmsPort {
   decrypt(input: DecryptCommandInput, signal: AbortSignal): Promise<{ Plaintext?: Uint8Array; KeyId?: string }>;
   reEncrypt(input: ReEncryptCommandInput, signal: AbortSignal): Promise<{ CiphertextBlob?: Uint8Array; KeyId?: string }>;
 }
-
-/** `kms.adapters.aws-kms` in the config. */
-export const AwsSettingsSchema = z
-  .object({
-    /** Region for KEKs named without an ARN (`aws-kms://alias/x`); else the SDK's AWS_REGION chain. */
-    region: z.string().min(1).optional(),
-    /** Endpoint override (LocalStack, VPC endpoints); AWS_ENDPOINT_URL_KMS / AWS_ENDPOINT_URL work too. */
-    endpoint: z.string().url().optional(),
-    /** SDK attempts per call, retries included; the gateway's deadline bounds them all. */
-    maxAttempts: z.number().int().min(1).max(10).default(2),
-  })
-  .strict();
-
-export type AwsSettings = z.output<typeof AwsSettingsSchema>;
 
 /** A parsed `aws-kms://` URI. */
 export interface AwsKek {
@@ -160,12 +147,9 @@ function clientFor(region: string | undefined, settings: AwsSettings, timeoutMs:
 }
 
 export function createWrapper(kek: string, options: AdapterOptions): KeyWrapper {
-  const parsed = AwsSettingsSchema.safeParse(options.settings?.['aws-kms'] ?? {});
-  if (!parsed.success) {
-    throw new GatewayError('INTERNAL', `invalid kms.adapters.aws-kms settings: ${parsed.error.issues.map((i) => i.path.join('.')).join(', ')}`);
-  }
+  const settings = (options.settings ?? DEFAULT_ADAPTER_SETTINGS)['aws-kms'];
   const target = parseAwsKek(kek);
-  const { port, location } = clientFor(target.region ?? parsed.data.region, parsed.data, options.timeoutMs ?? 2000);
+  const { port, location } = clientFor(target.region ?? settings.region, settings, options.timeoutMs ?? 2000);
   return new AwsKmsWrapper(kek, port, location) satisfies KeyWrapper;
 }
 

@@ -2,16 +2,14 @@ import { readFileSync } from 'node:fs';
 import { Agent } from 'node:https';
 import type { TokenCredential } from '@azure/core-auth';
 import { CryptographyClient, KeyClient, type CryptographyClientOptions, type KeyWrapAlgorithm } from '@azure/keyvault-keys';
-import { z } from 'zod';
 import { GatewayError, KmsError } from '../../src/protocol/errors.js';
+import { DEFAULT_ADAPTER_SETTINGS } from '../settings.js';
 import { classifying, responseBytes } from '../support.js';
 import type { AdapterModule, AdapterOptions, KeyWrapper, WrapContext, WrappedKey } from '../types.js';
 import { classify, type AzureOp } from './classify.js';
+import type { AzureSettings } from './settings.js';
 
 export { classify, retryAfterSeconds } from './classify.js';
-
-/** Wrap algorithms the adapter allows: RSA-OAEP-256 for vault keys, A256KW for Managed HSM keys. */
-export const WRAP_ALGORITHMS = ['RSA-OAEP-256', 'RSA-OAEP', 'A256KW'] as const satisfies readonly KeyWrapAlgorithm[];
 
 /** What the adapter needs from Key Vault: the key's current version, wrapKey and unwrapKey on a kid. */
 export interface AzureKeyPort {
@@ -20,18 +18,6 @@ export interface AzureKeyPort {
   wrapKey(kid: string, algorithm: KeyWrapAlgorithm, key: Uint8Array, limits: { timeoutMs: number; signal: AbortSignal }): Promise<{ result: Uint8Array; keyID?: string }>;
   unwrapKey(kid: string, algorithm: KeyWrapAlgorithm, blob: Uint8Array, limits: { timeoutMs: number; signal: AbortSignal }): Promise<{ result: Uint8Array }>;
 }
-
-/** `kms.adapters.azure-kv` in the config. */
-export const AzureSettingsSchema = z
-  .object({
-    /** Key wrap algorithm (the key's type must support it). */
-    algorithm: z.enum(WRAP_ALGORITHMS).default('RSA-OAEP-256'),
-    /** Extra CA certificate (PEM) to trust for this vault (private endpoints, test vaults); never disables verification. */
-    caFile: z.string().min(1).optional(),
-  })
-  .strict();
-
-export type AzureSettings = z.output<typeof AzureSettingsSchema>;
 
 /** A parsed `azure-kv://` URI. */
 export interface AzureKek {
@@ -186,20 +172,12 @@ async function loadDefaultCredential(): Promise<TokenCredential> {
   return defaultCredential;
 }
 
-function settingsFrom(options: AdapterOptions): AzureSettings {
-  const parsed = AzureSettingsSchema.safeParse(options.settings?.['azure-kv'] ?? {});
-  if (!parsed.success) {
-    throw new GatewayError('INTERNAL', `invalid kms.adapters.azure-kv settings: ${parsed.error.issues.map((i) => i.path.join('.')).join(', ')}`);
-  }
-  return parsed.data;
-}
-
 /** An adapter module with injected dependencies (the default module uses DefaultAzureCredential). */
 export function azureModule(deps: AzureDeps = {}): AdapterModule {
   const ports = new Map<string, AzureKeyPort>();
   return {
     createWrapper(kek: string, options: AdapterOptions): KeyWrapper {
-      const settings = settingsFrom(options);
+      const settings = (options.settings ?? DEFAULT_ADAPTER_SETTINGS)['azure-kv'];
       const key = JSON.stringify(settings);
       let port = ports.get(key);
       if (!port) {

@@ -1,12 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { KeyManagementServiceClient, protos } from '@google-cloud/kms';
 import { createBackoffSettings, createRetryOptions, grpc, type CallOptions } from 'google-gax';
-import { z } from 'zod';
 import { crc32c } from '../../src/crypto/crc32c.js';
 import { GatewayError, KmsError } from '../../src/protocol/errors.js';
+import { DEFAULT_ADAPTER_SETTINGS } from '../settings.js';
 import { classifying, responseBytes } from '../support.js';
 import type { AdapterModule, AdapterOptions, KeyWrapper, WrapContext, WrappedKey } from '../types.js';
 import { classify, type GcpOp } from './classify.js';
+import type { GcpSettings } from './settings.js';
 
 export { classify, GRPC } from './classify.js';
 
@@ -26,25 +27,6 @@ export interface GcpKmsPort {
   encrypt(request: EncryptRequest, limits: CallLimits): Promise<EncryptResponse>;
   decrypt(request: DecryptRequest, limits: CallLimits): Promise<DecryptResponse>;
 }
-
-/** `kms.adapters.gcp-kms` in the config. */
-export const GcpSettingsSchema = z
-  .object({
-    /** `host:port` of the Cloud KMS API (default: Google's); for private endpoints and emulators. */
-    endpoint: z
-      .string()
-      .regex(/^[A-Za-z0-9.-]+:\d{1,5}$/, 'must be host:port')
-      .optional(),
-    /** TLS to the endpoint (default true); false only for a local emulator. */
-    tls: z.boolean().default(true),
-    /** Extra CA certificate (PEM file) to trust for a private endpoint. */
-    caFile: z.string().min(1).optional(),
-    /** Named so the client never probes a metadata server to learn it. */
-    universeDomain: z.string().min(1).default('googleapis.com'),
-  })
-  .strict();
-
-export type GcpSettings = z.output<typeof GcpSettingsSchema>;
 
 const KEY_NAME_RE = /^projects\/[a-z0-9-]{1,63}\/locations\/[a-z0-9-]{1,63}\/keyRings\/[A-Za-z0-9_-]{1,63}\/cryptoKeys\/[A-Za-z0-9_-]{1,63}$/;
 
@@ -200,11 +182,8 @@ function clientFor(settings: GcpSettings): KeyManagementServiceClient {
 }
 
 export function createWrapper(kek: string, options: AdapterOptions): KeyWrapper {
-  const parsed = GcpSettingsSchema.safeParse(options.settings?.['gcp-kms'] ?? {});
-  if (!parsed.success) {
-    throw new GatewayError('INTERNAL', `invalid kms.adapters.gcp-kms settings: ${parsed.error.issues.map((i) => i.path.join('.')).join(', ')}`);
-  }
-  return new GcpKmsWrapper(kek, sdkPort(clientFor(parsed.data)), options.timeoutMs ?? 2000) satisfies KeyWrapper;
+  const settings = (options.settings ?? DEFAULT_ADAPTER_SETTINGS)['gcp-kms'];
+  return new GcpKmsWrapper(kek, sdkPort(clientFor(settings)), options.timeoutMs ?? 2000) satisfies KeyWrapper;
 }
 
 export default { createWrapper } satisfies AdapterModule;
