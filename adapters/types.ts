@@ -45,8 +45,11 @@ export interface KeyWrapper {
    * Resolves undefined when `to` cannot be reached that way; the gateway then unwraps and wraps.
    */
   rewrap?(wrapped: WrappedKey, ctx: WrapContext, to: KeyWrapper): Promise<WrappedKey | undefined>;
-  /** Releases clients and zeroizes any key material the adapter holds. */
-  close?(): Promise<void>;
+  /**
+   * Releases this wrapper's hold on its client (the last holder closes it) and
+   * zeroizes any key material it keeps. Idempotent; called at shutdown.
+   */
+  close(): Promise<void>;
 }
 
 /** Settings every adapter factory receives. */

@@ -11,7 +11,7 @@ import {
 } from '@aws-sdk/client-kms';
 import { GatewayError } from '../../src/protocol/errors.js';
 import { DEFAULT_ADAPTER_SETTINGS } from '../settings.js';
-import { classifying, responseBytes } from '../support.js';
+import { SharedClients, classifying, responseBytes, type Closable, type Lease } from '../support.js';
 import type { AdapterModule, AdapterOptions, GeneratedKey, KeyWrapper, WrapContext, WrappedKey } from '../types.js';
 import { classify } from './classify.js';
 import type { AwsSettings } from './settings.js';
@@ -19,7 +19,7 @@ import type { AwsSettings } from './settings.js';
 export { classify } from './classify.js';
 
 /** What the adapter needs from AWS KMS: four calls, each cancellable. The SDK client by default. */
-export interface AwsKmsPort {
+export interface AwsKmsPort extends Closable {
   generateDataKey(input: GenerateDataKeyCommandInput, signal: AbortSignal): Promise<{ Plaintext?: Uint8Array; CiphertextBlob?: Uint8Array; KeyId?: string }>;
   encrypt(input: EncryptCommandInput, signal: AbortSignal): Promise<{ CiphertextBlob?: Uint8Array; KeyId?: string }>;
   decrypt(input: DecryptCommandInput, signal: AbortSignal): Promise<{ Plaintext?: Uint8Array; KeyId?: string }>;
@@ -51,9 +51,10 @@ export function encryptionContext(ctx: Pick<WrapContext, 'keyId' | 'version'>): 
   return { 'kmsgw:key-id': ctx.keyId, 'kmsgw:version': String(ctx.version) };
 }
 
-/** The SDK client behind the port, one per region and endpoint. */
+/** The SDK client behind the port; closing the port destroys the client's sockets. */
 export function sdkPort(client: KMSClient): AwsKmsPort {
   return {
+    close: () => client.destroy(),
     generateDataKey: (input, signal) => client.send(new GenerateDataKeyCommand(input), { abortSignal: signal }),
     encrypt: (input, signal) => client.send(new EncryptCommand(input), { abortSignal: signal }),
     decrypt: (input, signal) => client.send(new DecryptCommand(input), { abortSignal: signal }),
@@ -69,11 +70,15 @@ export class AwsKmsWrapper implements KeyWrapper {
 
   constructor(
     readonly kek: string,
-    private readonly port: AwsKmsPort,
+    private readonly lease: Lease<AwsKmsPort>,
     /** Identifies the account/endpoint, so ReEncrypt is only tried between KEKs of one client. */
     readonly location: string,
   ) {
     this.target = parseAwsKek(kek);
+  }
+
+  private get port(): AwsKmsPort {
+    return this.lease.client;
   }
 
   async generate(ctx: WrapContext): Promise<GeneratedKey> {
@@ -124,39 +129,35 @@ export class AwsKmsWrapper implements KeyWrapper {
     return { blob: Buffer.from(bytes(out.CiphertextBlob, 'wrapped key')), ...(out.KeyId ? { kekVersion: out.KeyId } : {}) };
   }
 
+  close(): Promise<void> {
+    return this.lease.release();
+  }
+
   private call<T>(fn: () => Promise<T>): Promise<T> {
     return classifying(fn, classify);
   }
 }
 
-const clients = new Map<string, KMSClient>();
-
-function clientFor(region: string | undefined, settings: AwsSettings, timeoutMs: number): { port: AwsKmsPort; location: string } {
-  const location = `${region ?? '(default region)'} ${settings.endpoint ?? '(default endpoint)'}`;
-  let client = clients.get(location);
-  if (!client) {
-    client = new KMSClient({
-      ...(region ? { region } : {}),
-      ...(settings.endpoint ? { endpoint: settings.endpoint } : {}),
-      maxAttempts: settings.maxAttempts,
-      requestHandler: { connectionTimeout: timeoutMs, requestTimeout: timeoutMs },
-    });
-    clients.set(location, client);
-  }
-  return { port: sdkPort(client), location };
-}
+/** One SDK client per region, endpoint and client options, shared by the wrappers that use it. */
+const awsClients = new SharedClients<string, AwsKmsPort>();
 
 export function createWrapper(kek: string, options: AdapterOptions): KeyWrapper {
-  const settings = (options.settings ?? DEFAULT_ADAPTER_SETTINGS)['aws-kms'];
+  const settings: AwsSettings = (options.settings ?? DEFAULT_ADAPTER_SETTINGS)['aws-kms'];
   const target = parseAwsKek(kek);
-  const { port, location } = clientFor(target.region ?? settings.region, settings, options.timeoutMs ?? 2000);
-  return new AwsKmsWrapper(kek, port, location) satisfies KeyWrapper;
-}
-
-/** Closes every SDK client (sockets of the keep-alive pool). */
-export function closeClients(): void {
-  for (const client of clients.values()) client.destroy();
-  clients.clear();
+  const region = target.region ?? settings.region;
+  const timeoutMs = options.timeoutMs ?? 2000;
+  const location = `${region ?? '(default region)'} ${settings.endpoint ?? '(default endpoint)'}`;
+  const lease = awsClients.acquire(JSON.stringify([location, settings.maxAttempts, timeoutMs]), () =>
+    sdkPort(
+      new KMSClient({
+        ...(region ? { region } : {}),
+        ...(settings.endpoint ? { endpoint: settings.endpoint } : {}),
+        maxAttempts: settings.maxAttempts,
+        requestHandler: { connectionTimeout: timeoutMs, requestTimeout: timeoutMs },
+      }),
+    ),
+  );
+  return new AwsKmsWrapper(kek, lease, location) satisfies KeyWrapper;
 }
 
 export default { createWrapper } satisfies AdapterModule;

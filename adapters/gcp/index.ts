@@ -4,7 +4,7 @@ import { createBackoffSettings, createRetryOptions, grpc, type CallOptions } fro
 import { crc32c } from '../../src/crypto/crc32c.js';
 import { GatewayError, KmsError } from '../../src/protocol/errors.js';
 import { DEFAULT_ADAPTER_SETTINGS } from '../settings.js';
-import { classifying, responseBytes } from '../support.js';
+import { SharedClients, classifying, responseBytes, type Closable, type Lease } from '../support.js';
 import type { AdapterModule, AdapterOptions, KeyWrapper, WrapContext, WrappedKey } from '../types.js';
 import { classify, type GcpOp } from './classify.js';
 import type { GcpSettings } from './settings.js';
@@ -23,7 +23,7 @@ export interface CallLimits {
 }
 
 /** What the adapter needs from Cloud KMS: Encrypt and Decrypt. The SDK client by default. */
-export interface GcpKmsPort {
+export interface GcpKmsPort extends Closable {
   encrypt(request: EncryptRequest, limits: CallLimits): Promise<EncryptResponse>;
   decrypt(request: DecryptRequest, limits: CallLimits): Promise<DecryptResponse>;
 }
@@ -68,10 +68,14 @@ export class GcpKmsWrapper implements KeyWrapper {
 
   constructor(
     readonly kek: string,
-    private readonly port: GcpKmsPort,
+    private readonly lease: Lease<GcpKmsPort>,
     private readonly timeoutMs: number,
   ) {
     this.keyName = parseGcpKek(kek);
+  }
+
+  private get port(): GcpKmsPort {
+    return this.lease.client;
   }
 
   async wrap(dek: Buffer, ctx: WrapContext): Promise<WrappedKey> {
@@ -121,6 +125,10 @@ export class GcpKmsWrapper implements KeyWrapper {
     return dek;
   }
 
+  close(): Promise<void> {
+    return this.lease.release();
+  }
+
   private call<T>(op: GcpOp, fn: () => Promise<T>): Promise<T> {
     return classifying(fn, (err) => classify(err, op));
   }
@@ -149,41 +157,39 @@ function withLimits<T>(start: (options: CallOptions) => Promise<[T, ...unknown[]
   );
 }
 
-/** The SDK client behind the port. */
+/** The SDK client behind the port; closing the port closes the client's gRPC channel. */
 export function sdkPort(client: KeyManagementServiceClient): GcpKmsPort {
   return {
+    close: () => client.close(),
     encrypt: (request, limits) => withLimits((o) => client.encrypt(request, o), limits),
     decrypt: (request, limits) => withLimits((o) => client.decrypt(request, o), limits),
   };
 }
 
-const clients = new Map<string, KeyManagementServiceClient>();
-
-function clientFor(settings: GcpSettings): KeyManagementServiceClient {
-  const key = JSON.stringify(settings);
-  let client = clients.get(key);
-  if (!client) {
-    const [host, port] = settings.endpoint ? settings.endpoint.split(':') : [undefined, undefined];
-    client = new KeyManagementServiceClient({
-      universeDomain: settings.universeDomain,
-      // Reconnect soon after an outage ends (grpc-js would otherwise back off up to 120 s).
-      'grpc.initial_reconnect_backoff_ms': 100,
-      'grpc.max_reconnect_backoff_ms': 1000,
-      ...(host ? { apiEndpoint: host, port: Number(port) } : {}),
-      ...(settings.tls
-        ? settings.caFile
-          ? { sslCreds: grpc.credentials.createSsl(readFileSync(settings.caFile)) }
-          : {}
-        : { sslCreds: grpc.credentials.createInsecure() }),
-    });
-    clients.set(key, client);
-  }
-  return client;
+function newClient(settings: GcpSettings): KeyManagementServiceClient {
+  const [host, port] = settings.endpoint ? settings.endpoint.split(':') : [undefined, undefined];
+  return new KeyManagementServiceClient({
+    universeDomain: settings.universeDomain,
+    // Reconnect soon after an outage ends (grpc-js would otherwise back off up to 120 s).
+    'grpc.initial_reconnect_backoff_ms': 100,
+    'grpc.max_reconnect_backoff_ms': 1000,
+    ...(host ? { apiEndpoint: host, port: Number(port) } : {}),
+    ...(settings.tls
+      ? settings.caFile
+        ? { sslCreds: grpc.credentials.createSsl(readFileSync(settings.caFile)) }
+        : {}
+      : { sslCreds: grpc.credentials.createInsecure() }),
+  });
 }
+
+/** One client per settings, shared by the wrappers that use it. */
+const gcpClients = new SharedClients<string, GcpKmsPort>();
 
 export function createWrapper(kek: string, options: AdapterOptions): KeyWrapper {
   const settings = (options.settings ?? DEFAULT_ADAPTER_SETTINGS)['gcp-kms'];
-  return new GcpKmsWrapper(kek, sdkPort(clientFor(settings)), options.timeoutMs ?? 2000) satisfies KeyWrapper;
+  parseGcpKek(kek); // before a client is held: a bad URI leaves nothing to release
+  const lease = gcpClients.acquire(JSON.stringify(settings), () => sdkPort(newClient(settings)));
+  return new GcpKmsWrapper(kek, lease, options.timeoutMs ?? 2000) satisfies KeyWrapper;
 }
 
 export default { createWrapper } satisfies AdapterModule;

@@ -1,4 +1,4 @@
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { LocalWrapper, ensureLocalKek, localKekPath } from '../../adapters/local/index.js';
@@ -53,6 +53,17 @@ describe('local KEK adapter', () => {
     const b = await wrapperIn(await tmp());
     const { blob } = await a.wrap(Buffer.alloc(32, 1), ctx('k', 1));
     await expect(b.unwrap({ blob }, ctx('k', 1))).rejects.toMatchObject({ code: 'DECRYPT_FAILED' });
+  });
+
+  it('close() drops the KEK it read: after it, a removed file is KMS_DENIED', async () => {
+    const dir = await tmp();
+    const w = await wrapperIn(dir);
+    const { blob } = await w.wrap(Buffer.alloc(32, 5), ctx('k', 1));
+    await rm(join(dir, 'local-kek'));
+    // Still held in memory until close().
+    expect((await w.unwrap({ blob }, ctx('k', 1))).equals(Buffer.alloc(32, 5))).toBe(true);
+    await w.close();
+    await expect(w.unwrap({ blob }, ctx('k', 1))).rejects.toMatchObject({ code: 'KMS_DENIED', message: 'local KEK file not found' });
   });
 
   it('a missing or malformed KEK file is KMS_DENIED, and fixing the file needs no restart', async () => {
