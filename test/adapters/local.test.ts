@@ -1,11 +1,29 @@
 import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { LocalWrapper, ensureLocalKek, localKekPath } from '../../adapters/local/index.js';
+import local, { LocalWrapper, ensureLocalKek, localKekPath } from '../../adapters/local/index.js';
 import { GatewayError } from '../../src/protocol/errors.js';
 import { useTmpDirs } from '../helpers/tmp.js';
+import { describeKeyWrapperConformance } from './conformance.js';
 
 const tmp = useTmpDirs();
+
+describeKeyWrapperConformance('local KEK file', {
+  scheme: 'local',
+  module: local,
+  target: {
+    adapters: {},
+    // An absolute local:/// URI, so the adapter and the gateway find the same file.
+    newKek: async () => {
+      const path = join(await tmp(), 'kek');
+      await ensureLocalKek(path);
+      return { uri: `local://${path}` };
+    },
+  },
+  generates: false,
+  bindsContext: true,
+  movedBlobReply: 'ERR DECRYPT_FAILED wrapped key failed authentication under the local KEK',
+});
 const ctx = (keyId: string, version: number) => ({ keyId, version, signal: new AbortController().signal });
 
 async function wrapperIn(dir: string) {
