@@ -7,9 +7,12 @@ import { DEFAULT_ADAPTER_SETTINGS } from '../settings.js';
 import { SharedClients, classifying, responseBytes, type Closable, type Lease } from '../support.js';
 import type { AdapterModule, AdapterOptions, KeyWrapper, WrapContext, WrappedKey } from '../types.js';
 import { classify, type AzureOp } from './classify.js';
-import type { AzureSettings } from './settings.js';
+import { WRAP_ALGORITHMS, type AzureSettings } from './settings.js';
 
 export { classify, retryAfterSeconds } from './classify.js';
+
+// settings.ts imports only zod; here the compiler checks that it allows only algorithms the SDK knows.
+WRAP_ALGORITHMS satisfies readonly KeyWrapAlgorithm[];
 
 /** What the adapter needs from Key Vault: the key's current version, wrapKey and unwrapKey on a kid. */
 export interface AzureKeyPort extends Closable {
