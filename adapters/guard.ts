@@ -86,7 +86,7 @@ export class GuardedWrapper {
   }
 
   close(): Promise<void> {
-    return this.inner.close?.() ?? Promise.resolve();
+    return this.inner.close();
   }
 
   private async call<T>(

@@ -33,3 +33,60 @@ export const NETWORK_ERROR_CODES: ReadonlySet<string> = new Set([
   'ECONNABORTED',
   'UND_ERR_SOCKET',
 ]);
+
+/** Something holding sockets or channels; `close()` releases them. */
+export interface Closable {
+  close?(): void | Promise<void>;
+}
+
+/** One user's hold on a shared client. */
+export interface Lease<C> {
+  /** The client; throws `INTERNAL` once this lease is released. */
+  readonly client: C;
+  /** Gives the client back; the last user's release closes it. Idempotent. */
+  release(): Promise<void>;
+}
+
+/**
+ * Clients shared by every wrapper (of every gateway in the process) with equal
+ * settings, counted so that closing one wrapper never breaks another and the
+ * last one out closes the client.
+ */
+export class SharedClients<K, C extends Closable> {
+  private readonly entries = new Map<K, { readonly client: C; users: number }>();
+
+  /** The client for `key`, made by `make` when none is open, held until the lease is released. */
+  acquire(key: K, make: () => C): Lease<C> {
+    let entry = this.entries.get(key);
+    if (entry === undefined) {
+      entry = { client: make(), users: 0 };
+      this.entries.set(key, entry);
+    }
+    entry.users++;
+    const held = entry;
+    let released = false;
+    return {
+      get client(): C {
+        if (released) throw new GatewayError('INTERNAL', 'KEK adapter is closed');
+        return held.client;
+      },
+      release: async () => {
+        if (released) return;
+        released = true;
+        if (--held.users > 0) return;
+        this.entries.delete(key);
+        await held.client.close?.();
+      },
+    };
+  }
+
+  /** How many leases on `key` are open (for tests and metrics). */
+  users(key: K): number {
+    return this.entries.get(key)?.users ?? 0;
+  }
+}
+
+/** A lease on a client nobody shares (a test's port, an embedder's client). */
+export function soleLease<C extends Closable>(client: C): Lease<C> {
+  return new SharedClients<null, C>().acquire(null, () => client);
+}

@@ -1,3 +1,5 @@
+import type { AdapterSettings } from './settings.js';
+
 /**
  * The one interface every KEK adapter implements, in the spirit of
  * go-kms-wrapping's `Wrapper`: it wraps and unwraps DEKs under one KEK and
@@ -43,16 +45,19 @@ export interface KeyWrapper {
    * Resolves undefined when `to` cannot be reached that way; the gateway then unwraps and wraps.
    */
   rewrap?(wrapped: WrappedKey, ctx: WrapContext, to: KeyWrapper): Promise<WrappedKey | undefined>;
-  /** Releases clients and zeroizes any key material the adapter holds. */
-  close?(): Promise<void>;
+  /**
+   * Releases this wrapper's hold on its client (the last holder closes it) and
+   * zeroizes any key material it keeps. Idempotent; called at shutdown.
+   */
+  close(): Promise<void>;
 }
 
 /** Settings every adapter factory receives. */
 export interface AdapterOptions {
   /** Folder that relative `local://` paths are resolved against. */
   readonly dataDir: string;
-  /** Adapter-specific settings from the config file, keyed by URI scheme. */
-  readonly settings?: Readonly<Record<string, unknown>>;
+  /** `kms.adapters`, already validated at start-up; absent: every default. */
+  readonly settings?: AdapterSettings;
   /** The gateway's per-call deadline in ms, for SDK-level timeouts. */
   readonly timeoutMs?: number;
 }

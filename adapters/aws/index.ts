@@ -9,35 +9,22 @@ import {
   type GenerateDataKeyCommandInput,
   type ReEncryptCommandInput,
 } from '@aws-sdk/client-kms';
-import { z } from 'zod';
 import { GatewayError } from '../../src/protocol/errors.js';
-import { classifying, responseBytes } from '../support.js';
+import { DEFAULT_ADAPTER_SETTINGS } from '../settings.js';
+import { SharedClients, classifying, responseBytes, type Closable, type Lease } from '../support.js';
 import type { AdapterModule, AdapterOptions, GeneratedKey, KeyWrapper, WrapContext, WrappedKey } from '../types.js';
 import { classify } from './classify.js';
+import type { AwsSettings } from './settings.js';
 
 export { classify } from './classify.js';
 
 /** What the adapter needs from AWS KMS: four calls, each cancellable. The SDK client by default. */
-export interface AwsKmsPort {
+export interface AwsKmsPort extends Closable {
   generateDataKey(input: GenerateDataKeyCommandInput, signal: AbortSignal): Promise<{ Plaintext?: Uint8Array; CiphertextBlob?: Uint8Array; KeyId?: string }>;
   encrypt(input: EncryptCommandInput, signal: AbortSignal): Promise<{ CiphertextBlob?: Uint8Array; KeyId?: string }>;
   decrypt(input: DecryptCommandInput, signal: AbortSignal): Promise<{ Plaintext?: Uint8Array; KeyId?: string }>;
   reEncrypt(input: ReEncryptCommandInput, signal: AbortSignal): Promise<{ CiphertextBlob?: Uint8Array; KeyId?: string }>;
 }
-
-/** `kms.adapters.aws-kms` in the config. */
-export const AwsSettingsSchema = z
-  .object({
-    /** Region for KEKs named without an ARN (`aws-kms://alias/x`); else the SDK's AWS_REGION chain. */
-    region: z.string().min(1).optional(),
-    /** Endpoint override (LocalStack, VPC endpoints); AWS_ENDPOINT_URL_KMS / AWS_ENDPOINT_URL work too. */
-    endpoint: z.string().url().optional(),
-    /** SDK attempts per call, retries included; the gateway's deadline bounds them all. */
-    maxAttempts: z.number().int().min(1).max(10).default(2),
-  })
-  .strict();
-
-export type AwsSettings = z.output<typeof AwsSettingsSchema>;
 
 /** A parsed `aws-kms://` URI. */
 export interface AwsKek {
@@ -64,9 +51,10 @@ export function encryptionContext(ctx: Pick<WrapContext, 'keyId' | 'version'>): 
   return { 'kmsgw:key-id': ctx.keyId, 'kmsgw:version': String(ctx.version) };
 }
 
-/** The SDK client behind the port, one per region and endpoint. */
+/** The SDK client behind the port; closing the port destroys the client's sockets. */
 export function sdkPort(client: KMSClient): AwsKmsPort {
   return {
+    close: () => client.destroy(),
     generateDataKey: (input, signal) => client.send(new GenerateDataKeyCommand(input), { abortSignal: signal }),
     encrypt: (input, signal) => client.send(new EncryptCommand(input), { abortSignal: signal }),
     decrypt: (input, signal) => client.send(new DecryptCommand(input), { abortSignal: signal }),
@@ -82,11 +70,15 @@ export class AwsKmsWrapper implements KeyWrapper {
 
   constructor(
     readonly kek: string,
-    private readonly port: AwsKmsPort,
+    private readonly lease: Lease<AwsKmsPort>,
     /** Identifies the account/endpoint, so ReEncrypt is only tried between KEKs of one client. */
     readonly location: string,
   ) {
     this.target = parseAwsKek(kek);
+  }
+
+  private get port(): AwsKmsPort {
+    return this.lease.client;
   }
 
   async generate(ctx: WrapContext): Promise<GeneratedKey> {
@@ -137,42 +129,35 @@ export class AwsKmsWrapper implements KeyWrapper {
     return { blob: Buffer.from(bytes(out.CiphertextBlob, 'wrapped key')), ...(out.KeyId ? { kekVersion: out.KeyId } : {}) };
   }
 
+  close(): Promise<void> {
+    return this.lease.release();
+  }
+
   private call<T>(fn: () => Promise<T>): Promise<T> {
     return classifying(fn, classify);
   }
 }
 
-const clients = new Map<string, KMSClient>();
-
-function clientFor(region: string | undefined, settings: AwsSettings, timeoutMs: number): { port: AwsKmsPort; location: string } {
-  const location = `${region ?? '(default region)'} ${settings.endpoint ?? '(default endpoint)'}`;
-  let client = clients.get(location);
-  if (!client) {
-    client = new KMSClient({
-      ...(region ? { region } : {}),
-      ...(settings.endpoint ? { endpoint: settings.endpoint } : {}),
-      maxAttempts: settings.maxAttempts,
-      requestHandler: { connectionTimeout: timeoutMs, requestTimeout: timeoutMs },
-    });
-    clients.set(location, client);
-  }
-  return { port: sdkPort(client), location };
-}
+/** One SDK client per region, endpoint and client options, shared by the wrappers that use it. */
+const awsClients = new SharedClients<string, AwsKmsPort>();
 
 export function createWrapper(kek: string, options: AdapterOptions): KeyWrapper {
-  const parsed = AwsSettingsSchema.safeParse(options.settings?.['aws-kms'] ?? {});
-  if (!parsed.success) {
-    throw new GatewayError('INTERNAL', `invalid kms.adapters.aws-kms settings: ${parsed.error.issues.map((i) => i.path.join('.')).join(', ')}`);
-  }
+  const settings: AwsSettings = (options.settings ?? DEFAULT_ADAPTER_SETTINGS)['aws-kms'];
   const target = parseAwsKek(kek);
-  const { port, location } = clientFor(target.region ?? parsed.data.region, parsed.data, options.timeoutMs ?? 2000);
-  return new AwsKmsWrapper(kek, port, location) satisfies KeyWrapper;
-}
-
-/** Closes every SDK client (sockets of the keep-alive pool). */
-export function closeClients(): void {
-  for (const client of clients.values()) client.destroy();
-  clients.clear();
+  const region = target.region ?? settings.region;
+  const timeoutMs = options.timeoutMs ?? 2000;
+  const location = `${region ?? '(default region)'} ${settings.endpoint ?? '(default endpoint)'}`;
+  const lease = awsClients.acquire(JSON.stringify([location, settings.maxAttempts, timeoutMs]), () =>
+    sdkPort(
+      new KMSClient({
+        ...(region ? { region } : {}),
+        ...(settings.endpoint ? { endpoint: settings.endpoint } : {}),
+        maxAttempts: settings.maxAttempts,
+        requestHandler: { connectionTimeout: timeoutMs, requestTimeout: timeoutMs },
+      }),
+    ),
+  );
+  return new AwsKmsWrapper(kek, lease, location) satisfies KeyWrapper;
 }
 
 export default { createWrapper } satisfies AdapterModule;

@@ -2,36 +2,25 @@ import { readFileSync } from 'node:fs';
 import { Agent } from 'node:https';
 import type { TokenCredential } from '@azure/core-auth';
 import { CryptographyClient, KeyClient, type CryptographyClientOptions, type KeyWrapAlgorithm } from '@azure/keyvault-keys';
-import { z } from 'zod';
 import { GatewayError, KmsError } from '../../src/protocol/errors.js';
-import { classifying, responseBytes } from '../support.js';
+import { DEFAULT_ADAPTER_SETTINGS } from '../settings.js';
+import { SharedClients, classifying, responseBytes, type Closable, type Lease } from '../support.js';
 import type { AdapterModule, AdapterOptions, KeyWrapper, WrapContext, WrappedKey } from '../types.js';
 import { classify, type AzureOp } from './classify.js';
+import { WRAP_ALGORITHMS, type AzureSettings } from './settings.js';
 
 export { classify, retryAfterSeconds } from './classify.js';
 
-/** Wrap algorithms the adapter allows: RSA-OAEP-256 for vault keys, A256KW for Managed HSM keys. */
-export const WRAP_ALGORITHMS = ['RSA-OAEP-256', 'RSA-OAEP', 'A256KW'] as const satisfies readonly KeyWrapAlgorithm[];
+// settings.ts imports only zod; here the compiler checks that it allows only algorithms the SDK knows.
+WRAP_ALGORITHMS satisfies readonly KeyWrapAlgorithm[];
 
 /** What the adapter needs from Key Vault: the key's current version, wrapKey and unwrapKey on a kid. */
-export interface AzureKeyPort {
+export interface AzureKeyPort extends Closable {
   /** The versioned kid of the key's current version. */
   currentKid(vaultUrl: string, name: string, limits: { timeoutMs: number; signal: AbortSignal }): Promise<string>;
   wrapKey(kid: string, algorithm: KeyWrapAlgorithm, key: Uint8Array, limits: { timeoutMs: number; signal: AbortSignal }): Promise<{ result: Uint8Array; keyID?: string }>;
   unwrapKey(kid: string, algorithm: KeyWrapAlgorithm, blob: Uint8Array, limits: { timeoutMs: number; signal: AbortSignal }): Promise<{ result: Uint8Array }>;
 }
-
-/** `kms.adapters.azure-kv` in the config. */
-export const AzureSettingsSchema = z
-  .object({
-    /** Key wrap algorithm (the key's type must support it). */
-    algorithm: z.enum(WRAP_ALGORITHMS).default('RSA-OAEP-256'),
-    /** Extra CA certificate (PEM) to trust for this vault (private endpoints, test vaults); never disables verification. */
-    caFile: z.string().min(1).optional(),
-  })
-  .strict();
-
-export type AzureSettings = z.output<typeof AzureSettingsSchema>;
 
 /** A parsed `azure-kv://` URI. */
 export interface AzureKek {
@@ -74,11 +63,15 @@ export class AzureKeyVaultWrapper implements KeyWrapper {
 
   constructor(
     readonly kek: string,
-    private readonly port: AzureKeyPort,
+    private readonly lease: Lease<AzureKeyPort>,
     private readonly algorithm: KeyWrapAlgorithm,
     private readonly timeoutMs: number,
   ) {
     this.target = parseAzureKek(kek);
+  }
+
+  private get port(): AzureKeyPort {
+    return this.lease.client;
   }
 
   async wrap(dek: Buffer, ctx: WrapContext): Promise<WrappedKey> {
@@ -105,14 +98,17 @@ export class AzureKeyVaultWrapper implements KeyWrapper {
     return responseBytes(res.result, 'Azure Key Vault', 'unwrapped key');
   }
 
+  close(): Promise<void> {
+    return this.lease.release();
+  }
+
   private call<T>(op: AzureOp, fn: () => Promise<T>): Promise<T> {
     return classifying(fn, (err) => classify(err, op));
   }
 }
 
 /** Options for the SDK clients: one attempt per call (the gateway's deadline is the budget; 429 is reported, not slept on). */
-export function sdkClientOptions(settings: AzureSettings, extra: CryptographyClientOptions = {}): CryptographyClientOptions {
-  const agent = settings.caFile ? new Agent({ ca: readFileSync(settings.caFile), keepAlive: true }) : undefined;
+function sdkClientOptions(agent: Agent | undefined, extra: CryptographyClientOptions = {}): CryptographyClientOptions {
   return {
     retryOptions: { maxRetries: 0 },
     ...(agent
@@ -135,8 +131,14 @@ export function sdkClientOptions(settings: AzureSettings, extra: CryptographyCli
   };
 }
 
-/** The SDK behind the port: one KeyClient per vault, one CryptographyClient per kid. */
-export function sdkPort(credential: TokenCredential, options: CryptographyClientOptions): AzureKeyPort {
+/**
+ * The SDK behind the port: one KeyClient per vault, one CryptographyClient per kid.
+ * The SDK clients have nothing to close; the agent that trusts `caFile` holds the
+ * keep-alive sockets, so closing the port destroys it.
+ */
+export function sdkPort(credential: TokenCredential, settings: AzureSettings, extra?: CryptographyClientOptions): AzureKeyPort {
+  const agent = settings.caFile ? new Agent({ ca: readFileSync(settings.caFile), keepAlive: true }) : undefined;
+  const options = sdkClientOptions(agent, extra);
   const clients = new Map<string, CryptographyClient>();
   const client = (kid: string) => {
     let c = clients.get(kid);
@@ -156,6 +158,7 @@ export function sdkPort(credential: TokenCredential, options: CryptographyClient
     return c;
   };
   return {
+    close: () => agent?.destroy(),
     currentKid: async (vaultUrl, name, limits) => {
       const key = await keyClient(vaultUrl).getKey(name, { abortSignal: limits.signal, requestOptions: { timeout: limits.timeoutMs } });
       if (typeof key.id !== 'string') throw new KmsError('INTERNAL', 'Azure Key Vault returned a key without an id');
@@ -186,40 +189,27 @@ async function loadDefaultCredential(): Promise<TokenCredential> {
   return defaultCredential;
 }
 
-function settingsFrom(options: AdapterOptions): AzureSettings {
-  const parsed = AzureSettingsSchema.safeParse(options.settings?.['azure-kv'] ?? {});
-  if (!parsed.success) {
-    throw new GatewayError('INTERNAL', `invalid kms.adapters.azure-kv settings: ${parsed.error.issues.map((i) => i.path.join('.')).join(', ')}`);
-  }
-  return parsed.data;
-}
-
 /** An adapter module with injected dependencies (the default module uses DefaultAzureCredential). */
 export function azureModule(deps: AzureDeps = {}): AdapterModule {
-  const ports = new Map<string, AzureKeyPort>();
+  // The credential is resolved lazily so merely naming an azure-kv KEK loads no identity code.
+  const credential: TokenCredential = {
+    getToken: async (scopes, opts) => (deps.credential ?? (await loadDefaultCredential())).getToken(scopes, opts),
+  };
+  const ports = new SharedClients<string, AzureKeyPort>();
   return {
     createWrapper(kek: string, options: AdapterOptions): KeyWrapper {
-      const settings = settingsFrom(options);
-      const key = JSON.stringify(settings);
-      let port = ports.get(key);
-      if (!port) {
-        const clientOptions = sdkClientOptions(settings, deps.clientOptions);
-        // The credential is resolved lazily so merely naming an azure-kv KEK loads no identity code.
-        const lazy: TokenCredential = {
-          getToken: async (scopes, opts) => (deps.credential ?? (await loadDefaultCredential())).getToken(scopes, opts),
-        };
-        port = sdkPort(lazy, clientOptions);
-        ports.set(key, port);
-      }
-      return new AzureKeyVaultWrapper(kek, port, settings.algorithm, options.timeoutMs ?? 2000) satisfies KeyWrapper;
+      const settings = (options.settings ?? DEFAULT_ADAPTER_SETTINGS)['azure-kv'];
+      parseAzureKek(kek); // before a port is held: a bad URI leaves nothing to release
+      const lease = ports.acquire(JSON.stringify(settings), () => sdkPort(credential, settings, deps.clientOptions));
+      return new AzureKeyVaultWrapper(kek, lease, settings.algorithm, options.timeoutMs ?? 2000) satisfies KeyWrapper;
     },
-  };
+  } satisfies AdapterModule;
 }
+
+const defaultModule = azureModule();
 
 export function createWrapper(kek: string, options: AdapterOptions): KeyWrapper {
   return defaultModule.createWrapper(kek, options);
 }
-
-const defaultModule = azureModule();
 
 export default { createWrapper } satisfies AdapterModule;

@@ -1,12 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { KeyManagementServiceClient, protos } from '@google-cloud/kms';
 import { createBackoffSettings, createRetryOptions, grpc, type CallOptions } from 'google-gax';
-import { z } from 'zod';
 import { crc32c } from '../../src/crypto/crc32c.js';
 import { GatewayError, KmsError } from '../../src/protocol/errors.js';
-import { classifying, responseBytes } from '../support.js';
+import { DEFAULT_ADAPTER_SETTINGS } from '../settings.js';
+import { SharedClients, classifying, responseBytes, type Closable, type Lease } from '../support.js';
 import type { AdapterModule, AdapterOptions, KeyWrapper, WrapContext, WrappedKey } from '../types.js';
 import { classify, type GcpOp } from './classify.js';
+import type { GcpSettings } from './settings.js';
 
 export { classify, GRPC } from './classify.js';
 
@@ -22,29 +23,10 @@ export interface CallLimits {
 }
 
 /** What the adapter needs from Cloud KMS: Encrypt and Decrypt. The SDK client by default. */
-export interface GcpKmsPort {
+export interface GcpKmsPort extends Closable {
   encrypt(request: EncryptRequest, limits: CallLimits): Promise<EncryptResponse>;
   decrypt(request: DecryptRequest, limits: CallLimits): Promise<DecryptResponse>;
 }
-
-/** `kms.adapters.gcp-kms` in the config. */
-export const GcpSettingsSchema = z
-  .object({
-    /** `host:port` of the Cloud KMS API (default: Google's); for private endpoints and emulators. */
-    endpoint: z
-      .string()
-      .regex(/^[A-Za-z0-9.-]+:\d{1,5}$/, 'must be host:port')
-      .optional(),
-    /** TLS to the endpoint (default true); false only for a local emulator. */
-    tls: z.boolean().default(true),
-    /** Extra CA certificate (PEM file) to trust for a private endpoint. */
-    caFile: z.string().min(1).optional(),
-    /** Named so the client never probes a metadata server to learn it. */
-    universeDomain: z.string().min(1).default('googleapis.com'),
-  })
-  .strict();
-
-export type GcpSettings = z.output<typeof GcpSettingsSchema>;
 
 const KEY_NAME_RE = /^projects\/[a-z0-9-]{1,63}\/locations\/[a-z0-9-]{1,63}\/keyRings\/[A-Za-z0-9_-]{1,63}\/cryptoKeys\/[A-Za-z0-9_-]{1,63}$/;
 
@@ -86,10 +68,14 @@ export class GcpKmsWrapper implements KeyWrapper {
 
   constructor(
     readonly kek: string,
-    private readonly port: GcpKmsPort,
+    private readonly lease: Lease<GcpKmsPort>,
     private readonly timeoutMs: number,
   ) {
     this.keyName = parseGcpKek(kek);
+  }
+
+  private get port(): GcpKmsPort {
+    return this.lease.client;
   }
 
   async wrap(dek: Buffer, ctx: WrapContext): Promise<WrappedKey> {
@@ -139,6 +125,10 @@ export class GcpKmsWrapper implements KeyWrapper {
     return dek;
   }
 
+  close(): Promise<void> {
+    return this.lease.release();
+  }
+
   private call<T>(op: GcpOp, fn: () => Promise<T>): Promise<T> {
     return classifying(fn, (err) => classify(err, op));
   }
@@ -167,44 +157,39 @@ function withLimits<T>(start: (options: CallOptions) => Promise<[T, ...unknown[]
   );
 }
 
-/** The SDK client behind the port. */
+/** The SDK client behind the port; closing the port closes the client's gRPC channel. */
 export function sdkPort(client: KeyManagementServiceClient): GcpKmsPort {
   return {
+    close: () => client.close(),
     encrypt: (request, limits) => withLimits((o) => client.encrypt(request, o), limits),
     decrypt: (request, limits) => withLimits((o) => client.decrypt(request, o), limits),
   };
 }
 
-const clients = new Map<string, KeyManagementServiceClient>();
-
-function clientFor(settings: GcpSettings): KeyManagementServiceClient {
-  const key = JSON.stringify(settings);
-  let client = clients.get(key);
-  if (!client) {
-    const [host, port] = settings.endpoint ? settings.endpoint.split(':') : [undefined, undefined];
-    client = new KeyManagementServiceClient({
-      universeDomain: settings.universeDomain,
-      // Reconnect soon after an outage ends (grpc-js would otherwise back off up to 120 s).
-      'grpc.initial_reconnect_backoff_ms': 100,
-      'grpc.max_reconnect_backoff_ms': 1000,
-      ...(host ? { apiEndpoint: host, port: Number(port) } : {}),
-      ...(settings.tls
-        ? settings.caFile
-          ? { sslCreds: grpc.credentials.createSsl(readFileSync(settings.caFile)) }
-          : {}
-        : { sslCreds: grpc.credentials.createInsecure() }),
-    });
-    clients.set(key, client);
-  }
-  return client;
+function newClient(settings: GcpSettings): KeyManagementServiceClient {
+  const [host, port] = settings.endpoint ? settings.endpoint.split(':') : [undefined, undefined];
+  return new KeyManagementServiceClient({
+    universeDomain: settings.universeDomain,
+    // Reconnect soon after an outage ends (grpc-js would otherwise back off up to 120 s).
+    'grpc.initial_reconnect_backoff_ms': 100,
+    'grpc.max_reconnect_backoff_ms': 1000,
+    ...(host ? { apiEndpoint: host, port: Number(port) } : {}),
+    ...(settings.tls
+      ? settings.caFile
+        ? { sslCreds: grpc.credentials.createSsl(readFileSync(settings.caFile)) }
+        : {}
+      : { sslCreds: grpc.credentials.createInsecure() }),
+  });
 }
 
+/** One client per settings, shared by the wrappers that use it. */
+const gcpClients = new SharedClients<string, GcpKmsPort>();
+
 export function createWrapper(kek: string, options: AdapterOptions): KeyWrapper {
-  const parsed = GcpSettingsSchema.safeParse(options.settings?.['gcp-kms'] ?? {});
-  if (!parsed.success) {
-    throw new GatewayError('INTERNAL', `invalid kms.adapters.gcp-kms settings: ${parsed.error.issues.map((i) => i.path.join('.')).join(', ')}`);
-  }
-  return new GcpKmsWrapper(kek, sdkPort(clientFor(parsed.data)), options.timeoutMs ?? 2000) satisfies KeyWrapper;
+  const settings = (options.settings ?? DEFAULT_ADAPTER_SETTINGS)['gcp-kms'];
+  parseGcpKek(kek); // before a client is held: a bad URI leaves nothing to release
+  const lease = gcpClients.acquire(JSON.stringify(settings), () => sdkPort(newClient(settings)));
+  return new GcpKmsWrapper(kek, lease, options.timeoutMs ?? 2000) satisfies KeyWrapper;
 }
 
 export default { createWrapper } satisfies AdapterModule;

@@ -1,11 +1,29 @@
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { LocalWrapper, ensureLocalKek, localKekPath } from '../../adapters/local/index.js';
+import local, { LocalWrapper, ensureLocalKek, localKekPath } from '../../adapters/local/index.js';
 import { GatewayError } from '../../src/protocol/errors.js';
 import { useTmpDirs } from '../helpers/tmp.js';
+import { describeKeyWrapperConformance } from './conformance.js';
 
 const tmp = useTmpDirs();
+
+describeKeyWrapperConformance('local KEK file', {
+  scheme: 'local',
+  module: local,
+  target: {
+    adapters: {},
+    // An absolute local:/// URI, so the adapter and the gateway find the same file.
+    newKek: async () => {
+      const path = join(await tmp(), 'kek');
+      await ensureLocalKek(path);
+      return { uri: `local://${path}` };
+    },
+  },
+  generates: false,
+  bindsContext: true,
+  movedBlobReply: 'ERR DECRYPT_FAILED wrapped key failed authentication under the local KEK',
+});
 const ctx = (keyId: string, version: number) => ({ keyId, version, signal: new AbortController().signal });
 
 async function wrapperIn(dir: string) {
@@ -53,6 +71,17 @@ describe('local KEK adapter', () => {
     const b = await wrapperIn(await tmp());
     const { blob } = await a.wrap(Buffer.alloc(32, 1), ctx('k', 1));
     await expect(b.unwrap({ blob }, ctx('k', 1))).rejects.toMatchObject({ code: 'DECRYPT_FAILED' });
+  });
+
+  it('close() drops the KEK it read: after it, a removed file is KMS_DENIED', async () => {
+    const dir = await tmp();
+    const w = await wrapperIn(dir);
+    const { blob } = await w.wrap(Buffer.alloc(32, 5), ctx('k', 1));
+    await rm(join(dir, 'local-kek'));
+    // Still held in memory until close().
+    expect((await w.unwrap({ blob }, ctx('k', 1))).equals(Buffer.alloc(32, 5))).toBe(true);
+    await w.close();
+    await expect(w.unwrap({ blob }, ctx('k', 1))).rejects.toMatchObject({ code: 'KMS_DENIED', message: 'local KEK file not found' });
   });
 
   it('a missing or malformed KEK file is KMS_DENIED, and fixing the file needs no restart', async () => {

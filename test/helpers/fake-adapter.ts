@@ -59,6 +59,8 @@ class FakeWrapper implements KeyWrapper {
     fakeKms.lastUnwrapped = out;
     return fakeKms.mode === 'short-dek' ? out.subarray(0, 16) : out;
   }
+
+  async close(): Promise<void> {}
 }
 
 export const fakeModule: AdapterModule = {

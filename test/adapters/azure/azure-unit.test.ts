@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { soleLease } from '../../../adapters/support.js';
 import { AzureKeyVaultWrapper, classify, keyUrl, kidBelongsTo, parseAzureKek, retryAfterSeconds, type AzureKeyPort } from '../../../adapters/azure/index.js';
 
 const VER = '0123456789abcdef0123456789abcdef';
@@ -86,7 +87,7 @@ describe('AzureKeyVaultWrapper', () => {
   it('wraps with the current version named explicitly, stores its kid, and unwraps with exactly that kid', async () => {
     const kid = `https://v.vault.azure.net/keys/k1/${VER}`;
     const p = port(kid);
-    const w = new AzureKeyVaultWrapper('azure-kv://v.vault.azure.net/keys/k1', p, 'RSA-OAEP-256', 1000);
+    const w = new AzureKeyVaultWrapper('azure-kv://v.vault.azure.net/keys/k1', soleLease(p), 'RSA-OAEP-256', 1000);
     const dek = Buffer.from(Array.from({ length: 32 }, (_, i) => i));
     const wrapped = await w.wrap(dek, ctx);
     expect(wrapped.kekVersion).toBe(kid);
@@ -97,13 +98,13 @@ describe('AzureKeyVaultWrapper', () => {
   it('a pinned KEK version wraps without a lookup', async () => {
     const kid = `https://v.vault.azure.net/keys/k1/${VER}`;
     const p = port(kid);
-    const w = new AzureKeyVaultWrapper(`azure-kv://v.vault.azure.net/keys/k1/${VER}`, p, 'A256KW', 1000);
+    const w = new AzureKeyVaultWrapper(`azure-kv://v.vault.azure.net/keys/k1/${VER}`, soleLease(p), 'A256KW', 1000);
     expect((await w.wrap(Buffer.alloc(32, 1), ctx)).kekVersion).toBe(kid);
     expect(p.calls).toEqual([`wrap ${kid} A256KW`]);
   });
 
   it('refuses an answer for another key, and a stored kid of another vault', async () => {
-    const w = new AzureKeyVaultWrapper('azure-kv://v.vault.azure.net/keys/k1', port(`https://evil.example/keys/k1/${VER}`), 'RSA-OAEP-256', 1000);
+    const w = new AzureKeyVaultWrapper('azure-kv://v.vault.azure.net/keys/k1', soleLease(port(`https://evil.example/keys/k1/${VER}`)), 'RSA-OAEP-256', 1000);
     await expect(w.wrap(Buffer.alloc(32), ctx)).rejects.toMatchObject({ code: 'INTERNAL' });
     await expect(w.unwrap({ blob: Buffer.alloc(256), kekVersion: `https://evil.example/keys/k1/${VER}` }, ctx)).rejects.toMatchObject({
       code: 'DECRYPT_FAILED',

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { soleLease } from '../../../adapters/support.js';
 import { GcpKmsWrapper, GRPC, classify, int64, parseGcpKek, wrapAad, type GcpKmsPort } from '../../../adapters/gcp/index.js';
 import { crc32c } from '../../../src/crypto/crc32c.js';
 
@@ -80,7 +81,7 @@ describe('GcpKmsWrapper integrity checks', () => {
 
   it('sends CRC32C for plaintext and AAD, and records the CryptoKeyVersion', async () => {
     const port = fakePort();
-    const w = new GcpKmsWrapper(`gcp-kms://${KEY}`, port, 1000);
+    const w = new GcpKmsWrapper(`gcp-kms://${KEY}`, soleLease(port), 1000);
     const wrapped = await w.wrap(dek, ctx);
     expect(wrapped.kekVersion).toBe(`${KEY}/cryptoKeyVersions/3`);
     expect(port.requests[0]).toMatchObject({
@@ -97,12 +98,12 @@ describe('GcpKmsWrapper integrity checks', () => {
     ['a ciphertext checksum mismatch', { ctCrc: 1 }, 'KMS_UNAVAILABLE'],
     ['a response for another key', { name: 'projects/p1/locations/global/keyRings/r1/cryptoKeys/other/cryptoKeyVersions/1' }, 'INTERNAL'],
   ])('refuses %s on wrap', async (_label, tamper, code) => {
-    const w = new GcpKmsWrapper(`gcp-kms://${KEY}`, fakePort(tamper), 1000);
+    const w = new GcpKmsWrapper(`gcp-kms://${KEY}`, soleLease(fakePort(tamper)), 1000);
     await expect(w.wrap(dek, ctx)).rejects.toMatchObject({ code });
   });
 
   it('refuses a plaintext checksum mismatch on unwrap and zeroizes what it got', async () => {
-    const good = new GcpKmsWrapper(`gcp-kms://${KEY}`, fakePort(), 1000);
+    const good = new GcpKmsWrapper(`gcp-kms://${KEY}`, soleLease(fakePort()), 1000);
     const wrapped = await good.wrap(dek, ctx);
     const port = fakePort({ ptCrc: 5 });
     let seen: Buffer | undefined;
@@ -114,7 +115,7 @@ describe('GcpKmsWrapper integrity checks', () => {
         return res;
       },
     };
-    const bad = new GcpKmsWrapper(`gcp-kms://${KEY}`, spy, 1000);
+    const bad = new GcpKmsWrapper(`gcp-kms://${KEY}`, soleLease(spy), 1000);
     await expect(bad.unwrap(wrapped, ctx)).rejects.toMatchObject({ code: 'KMS_UNAVAILABLE', message: 'Cloud KMS: the plaintext failed its integrity check' });
     expect(seen?.every((b) => b === 0)).toBe(true);
   });

@@ -1,0 +1,26 @@
+import { z } from 'zod';
+
+// Only zod here: validating the config must not load the AWS SDK.
+
+/** `kms.adapters.aws-kms` in the config. */
+export const AwsSettingsSchema = z
+  .object({
+    /**
+     * Region for KEKs named without an ARN (`aws-kms://alias/x`); ARNs carry their own.
+     * @default the SDK's AWS_REGION chain
+     */
+    region: z.string().min(1).optional(),
+    /**
+     * Endpoint override (LocalStack, VPC endpoints); AWS_ENDPOINT_URL_KMS / AWS_ENDPOINT_URL work too.
+     * @default the SDK's endpoint for the region
+     */
+    endpoint: z.string().url().optional(),
+    /**
+     * SDK attempts per call, retries included; the gateway's deadline bounds them all.
+     * @default 2
+     */
+    maxAttempts: z.number().int().min(1).max(10).default(2),
+  })
+  .strict();
+
+export type AwsSettings = z.output<typeof AwsSettingsSchema>;

@@ -1,0 +1,171 @@
+// The gateway half of the conformance suite (conformance.ts): the scenarios every adapter must pass
+// behind a real gateway, written once and run by each cloud's test file with its harness.
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_LOADERS } from '../../adapters/registry.js';
+import type { Clock } from '../../src/cache/dek-cache.js';
+import { createClient } from '../../src/client/index.js';
+import { fileNameFor } from '../../src/keystore/file-store.js';
+import { b64, okPayload as ok, rawConnect, startTestGateway, useRunningGateways, type TestGateway } from '../helpers/gateway.js';
+import { useTmpDirs } from '../helpers/tmp.js';
+import type { ConformanceHarness, KmsTarget, StoppableTarget } from './conformance.js';
+
+/** A manual clock for the DEK cache's TTL. */
+function manualClock(start = 1_000_000): Clock & { advance(ms: number): void } {
+  let now = start;
+  return { now: () => now, advance: (ms) => void (now += ms) };
+}
+
+/** A test gateway (keys not auto-created) with the harness's adapter, talking to `target`. */
+export function startHarnessGateway(
+  h: ConformanceHarness,
+  dir: string,
+  opts: { target?: KmsTarget; timeoutMs?: number; clock?: Clock } = {},
+): Promise<TestGateway> {
+  const kms = { timeoutMs: opts.timeoutMs ?? 2000, adapters: (opts.target ?? h.target).adapters };
+  const loaders = { ...DEFAULT_LOADERS, [h.scheme]: async () => h.module };
+  return startTestGateway(dir, { keys: { autoCreate: false }, kms }, { loaders, ...(opts.clock ? { clock: opts.clock } : {}) });
+}
+
+export function describeThroughGateway(name: string, h: ConformanceHarness): void {
+  describe(`${name} through the gateway`, () => {
+    const tmp = useTmpDirs();
+    const running = useRunningGateways();
+    const gateway = async (dir: string, opts: Parameters<typeof startHarnessGateway>[2] = {}) => {
+      const gw = await startHarnessGateway(h, dir, opts);
+      running.push(gw);
+      return gw;
+    };
+
+    it('CREATE, GET, restart with an empty cache, GET: same DEK, one adapter call per start; INFO names the KEK version', async () => {
+      const kek = await h.target.newKek();
+      const dir = await tmp();
+      const gw = await gateway(dir);
+      const c = await rawConnect(gw.socketPath as string);
+      expect(await c.ask(`CREATE conf/one ${kek.uri}`)).toBe('OK 1');
+      const dek = ok(await c.ask('GET conf/one'));
+      expect(ok(await c.ask('GET conf/one'))).toBe(dek);
+      expect(gw.adapterCalls).toEqual([{ op: h.generates ? 'generate' : 'wrap', kek: kek.uri }]);
+      c.close();
+      await gw.close();
+
+      const gw2 = await gateway(dir);
+      const c2 = await rawConnect(gw2.socketPath as string);
+      expect(ok(await c2.ask('GET conf/one'))).toBe(dek);
+      expect(ok(await c2.ask('GET conf/one'))).toBe(dek);
+      expect(gw2.adapterCalls).toEqual([{ op: 'unwrap', kek: kek.uri }]);
+      const info = JSON.parse(ok(await c2.ask('INFO conf/one')));
+      expect(info.versions[0].kek).toBe(kek.uri);
+      expect(info.versions[0].kekVersion).toBe(kek.kekVersion);
+      c2.close();
+    });
+
+    it('a blob moved to another key id is refused; the key it came from still serves its DEK', async () => {
+      const kek = await h.target.newKek();
+      const dir = await tmp();
+      const gw = await gateway(dir);
+      const cl = await createClient({ socketPath: gw.socketPath as string });
+      await cl.create('conf/a', kek.uri);
+      await cl.create('conf/b', kek.uri);
+      const dekB = await cl.get('conf/b');
+      await cl.close();
+      await gw.close();
+      const file = (id: string) => join(dir, 'data', 'keys', fileNameFor(id));
+      const [a, b] = [JSON.parse(await readFile(file('conf/a'), 'utf8')), JSON.parse(await readFile(file('conf/b'), 'utf8'))];
+      a.versions[0].wrapped = b.versions[0].wrapped;
+      await writeFile(file('conf/a'), JSON.stringify(a));
+      const c = await rawConnect((await gateway(dir)).socketPath as string);
+      expect(await c.ask('GET conf/a')).toBe(h.movedBlobReply);
+      expect(ok(await c.ask('GET conf/b'))).toBe(dekB.toString('base64'));
+      c.close();
+    });
+
+    it.skipIf(!h.rotate)('rotation in the provider: old blobs stay readable, new DEK versions use the new KEK version', async () => {
+      const kek = await h.target.newKek();
+      const gw = await gateway(await tmp());
+      const cl = await createClient({ socketPath: gw.socketPath as string });
+      await cl.create('conf/rot', kek.uri);
+      const v1 = await cl.get('conf/rot');
+      const env = await cl.enc('conf/rot', Buffer.from('before the KEK rotated'));
+      const rotated = await h.rotate?.(kek);
+      expect(await cl.rotate('conf/rot')).toBe(2);
+      const v2 = await cl.get('conf/rot');
+      gw.cache.clear();
+      expect((await cl.get('conf/rot@1')).equals(v1)).toBe(true);
+      expect((await cl.get('conf/rot@2')).equals(v2)).toBe(true);
+      expect((await cl.dec('conf/rot', env)).toString()).toBe('before the KEK rotated');
+      const info = (await cl.info('conf/rot')) as { versions: Array<{ kekVersion?: string }> };
+      expect(info.versions.map((v) => v.kekVersion)).toEqual([kek.kekVersion, rotated]);
+      await cl.close();
+    });
+
+    it.skipIf(!h.disable)('a disabled KEK: a cold GET is refused, a cached DEK is served until its TTL, enabling needs no restart', async () => {
+      const disable = h.disable as NonNullable<ConformanceHarness['disable']>;
+      const kek = await h.target.newKek();
+      const clock = manualClock();
+      const gw = await gateway(await tmp(), { clock });
+      const c = await rawConnect(gw.socketPath as string);
+      expect(await c.ask(`CREATE warm/key ${kek.uri}`)).toBe('OK 1');
+      expect(await c.ask(`CREATE cold/key ${kek.uri}`)).toBe('OK 1');
+      gw.cache.evict('cold/key', 1);
+      await disable.off(kek);
+      expect(await c.ask('GET cold/key')).toBe(disable.reply);
+      expect(await c.ask('GET warm/key')).toMatch(/^OK /);
+      clock.advance(299_000); // the default cache TTL is 300 s
+      expect(await c.ask('GET warm/key')).toMatch(/^OK /);
+      clock.advance(2_000);
+      expect(await c.ask('GET warm/key')).toBe(disable.reply);
+      await disable.on(kek);
+      expect(await c.ask('GET warm/key')).toMatch(/^OK /);
+      expect(await c.ask('GET cold/key')).toMatch(/^OK /);
+      c.close();
+    });
+
+    it('ENC/DEC through a wrapped DEK; versions under two KEKs both decrypt; a wrong or missing AAD is refused', async () => {
+      const [k1, k2] = [await h.target.newKek(), await h.target.newKek()];
+      const gw = await gateway(await tmp());
+      const c = await rawConnect(gw.socketPath as string);
+      expect(await c.ask(`CREATE col/email ${k1.uri}`)).toBe('OK 1');
+      const e1 = ok(await c.ask(`ENC col/email ${b64('alice@example.com')} ${b64('users:1')}`));
+      expect(await c.ask(`ROTATE col/email ${k2.uri}`)).toBe('OK 2');
+      const e2 = ok(await c.ask(`ENC col/email ${b64('bob@example.com')} ${b64('users:2')}`));
+      gw.cache.clear();
+      expect(await c.ask(`DEC col/email ${e1} ${b64('users:1')}`)).toBe(`OK ${b64('alice@example.com')}`);
+      expect(await c.ask(`DEC col/email ${e2} ${b64('users:2')}`)).toBe(`OK ${b64('bob@example.com')}`);
+      expect(await c.ask(`DEC col/email ${e2} ${b64('users:1')}`)).toMatch(/^ERR DECRYPT_FAILED /);
+      expect(await c.ask(`DEC col/email ${e1}`)).toMatch(/^ERR DECRYPT_FAILED /);
+      const info = JSON.parse(ok(await c.ask('INFO col/email')));
+      expect(info.versions.map((v: { kek: string }) => v.kek)).toEqual([k1.uri, k2.uri]);
+      c.close();
+    });
+
+    describe.skipIf(!h.outage)('outage (a KMS of its own, stopped mid-test)', () => {
+      const outage = h.outage as NonNullable<ConformanceHarness['outage']>;
+      let own: StoppableTarget | undefined;
+      beforeAll(async () => {
+        own = await outage.open();
+      }, 180_000);
+      afterAll(() => own?.dispose());
+
+      it('a stopped KMS gives KMS_UNAVAILABLE within the deadline; cached keys keep working; it recovers without a restart', async () => {
+        const target = own as StoppableTarget;
+        const kek = await target.newKek();
+        const gw = await gateway(await tmp(), { target, timeoutMs: outage.timeoutMs });
+        const c = await rawConnect(gw.socketPath as string);
+        expect(await c.ask(`CREATE out/warm ${kek.uri}`)).toBe('OK 1');
+        expect(await c.ask(`CREATE out/cold ${kek.uri}`)).toBe('OK 1');
+        const cold = ok(await c.ask('GET out/cold'));
+        gw.cache.evict('out/cold', 1);
+        await target.stop();
+        const started = performance.now();
+        expect(await c.ask('GET out/cold')).toMatch(outage.reply);
+        expect(performance.now() - started).toBeLessThan(outage.timeoutMs + 1000);
+        expect(await c.ask('GET out/warm')).toMatch(/^OK /);
+        await target.start();
+        expect(ok(await c.ask('GET out/cold'))).toBe(cold);
+        c.close();
+      }, 180_000);
+    });
+  });
+}
