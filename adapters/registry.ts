@@ -1,6 +1,5 @@
 import { GatewayError } from '../src/protocol/errors.js';
 import { GuardedWrapper, type GuardOptions } from './guard.js';
-import { parseAdapterSettings } from './settings.js';
 import type { AdapterModule, AdapterOptions } from './types.js';
 
 /** Loads one adapter module on first use, so a user of one cloud never loads another's SDK. */
@@ -21,22 +20,17 @@ export function kekScheme(kek: string): string | undefined {
   return SCHEME_RE.exec(kek)?.[1];
 }
 
-/** What a registry is built with: `settings` is `kms.adapters`, raw or parsed. */
-export type RegistryOptions = Omit<AdapterOptions, 'settings'> & GuardOptions & { readonly settings?: unknown };
+/** What a registry is built with: `settings` is `kms.adapters` as the config schema parsed it. */
+export type RegistryOptions = AdapterOptions & GuardOptions;
 
 /** Hands out one guarded wrapper per KEK URI, loading adapters lazily. */
 export class AdapterRegistry {
   private readonly wrappers = new Map<string, Promise<GuardedWrapper>>();
-  private readonly options: AdapterOptions & GuardOptions;
 
-  /** Throws at start-up, naming the field, when `options.settings` is invalid. */
   constructor(
-    options: RegistryOptions,
+    private readonly options: RegistryOptions,
     private readonly loaders: Readonly<Record<string, AdapterLoader>> = DEFAULT_LOADERS,
-  ) {
-    // Parsed here, once, so no adapter validates settings per request.
-    this.options = { ...options, settings: parseAdapterSettings(options.settings) };
-  }
+  ) {}
 
   /** Throws `BAD_REQUEST` when no adapter serves the URI's scheme. */
   assertSupported(kek: string): void {

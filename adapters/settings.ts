@@ -26,14 +26,3 @@ export type AdapterSettingsInput = z.input<typeof AdapterSettingsSchema>;
 
 /** Every default, for adapters built without settings (tests, embedding). */
 export const DEFAULT_ADAPTER_SETTINGS: AdapterSettings = AdapterSettingsSchema.parse({});
-
-/**
- * Validates `kms.adapters` once; the error names each bad field
- * (`kms.adapters.aws-kms.maxAttempts: …`).
- */
-export function parseAdapterSettings(raw: unknown): AdapterSettings {
-  const parsed = AdapterSettingsSchema.safeParse(raw ?? {});
-  if (parsed.success) return parsed.data;
-  const fields = parsed.error.issues.map((i) => `kms.adapters${i.path.map((p) => `.${String(p)}`).join('')}: ${i.message}`);
-  throw new Error(`invalid adapter settings: ${fields.join('; ')}`);
-}

@@ -5,6 +5,7 @@ import { ensureLocalKek, localKekPath } from '../adapters/local/index.js';
 import type { AdapterOp } from '../adapters/guard.js';
 import { AuditLog } from './audit/log.js';
 import type { Clock, DekCache } from './cache/dek-cache.js';
+import { ConfigError } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { DekService } from './keys/dek-service.js';
 import { KeyService } from './keys/key-service.js';
@@ -48,6 +49,10 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
 
   const loaders = options.loaders ?? DEFAULT_LOADERS;
+  const scheme = kekScheme(config.keys.defaultKek);
+  if (scheme === undefined || !Object.hasOwn(loaders, scheme)) {
+    throw new ConfigError(`keys.defaultKek ${config.keys.defaultKek}: no KEK adapter for scheme ${scheme ?? '(none)'}`);
+  }
   if (kekScheme(config.keys.defaultKek) === 'local') {
     const path = localKekPath(config.keys.defaultKek, dataDir);
     if (await ensureLocalKek(path)) log.warn({ path }, 'created a new local KEK (development only: the KEK is on this host)');

@@ -41,7 +41,7 @@ const ALIAS_RE = /^alias\/[A-Za-z0-9/_-]+$/;
 export function parseAwsKek(kek: string): AwsKek {
   const body = kek.startsWith('aws-kms://') ? kek.slice('aws-kms://'.length) : '';
   const arn = ARN_RE.exec(body);
-  if (arn) return { keyId: body, region: arn[1] as string };
+  if (arn) return { keyId: body, region: arn[1] };
   if (ALIAS_RE.test(body) && !body.startsWith('alias/aws/')) return { keyId: body };
   throw new GatewayError('BAD_REQUEST', 'aws-kms KEK URI must be aws-kms://<key or alias ARN> or aws-kms://alias/<name>');
 }

@@ -48,7 +48,8 @@ export function wrapAad(ctx: Pick<WrapContext, 'keyId' | 'version'>): Buffer {
 export function int64(value: { value?: unknown } | null | undefined): number | undefined {
   const raw = value?.value;
   if (raw === undefined || raw === null) return undefined;
-  const n = Number(typeof raw === 'object' ? String(raw) : raw);
+  // A Long (protobufjs' int64) prints its decimal value.
+  const n = Number(typeof raw === 'object' ? (raw as { toString(): string }).toString() : raw);
   return Number.isSafeInteger(n) ? n : undefined;
 }
 

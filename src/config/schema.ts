@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { AdapterSettingsSchema } from '../../adapters/settings.js';
 import { DEFAULT_DATA_DIR, DEFAULT_SOCKET_PATH } from './defaults.js';
 import { PolicySchema } from '../policy/policy.js';
 
@@ -97,8 +98,8 @@ export const ConfigSchema = z
       .object({
         /** Deadline of each KMS call in ms; a dead KMS never hangs a client longer. */
         timeoutMs: z.number().int().min(1).max(120_000).default(2000),
-        /** Per-adapter settings, keyed by URI scheme (filled in by each cloud's issue). */
-        adapters: z.record(z.string(), z.unknown()).default({}),
+        /** Per-adapter settings, keyed by KEK URI scheme; validated here, at start-up, without loading any SDK. */
+        adapters: AdapterSettingsSchema.prefault({}),
       })
       .strict()
       .prefault({}),

@@ -1,8 +1,8 @@
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { AdapterRegistry } from '../../adapters/registry.js';
-import { AdapterSettingsSchema, DEFAULT_ADAPTER_SETTINGS, parseAdapterSettings } from '../../adapters/settings.js';
+import { AdapterSettingsSchema, DEFAULT_ADAPTER_SETTINGS } from '../../adapters/settings.js';
+import { ConfigError, validateConfig } from '../../src/config/load.js';
 
 describe('adapter settings', () => {
   it('fills every default from the inner fields, for a missing or a partial section', () => {
@@ -18,41 +18,34 @@ describe('adapter settings', () => {
       tls: true,
       universeDomain: 'googleapis.com',
     });
-    // Parsing is idempotent, so settings parsed by the config may be parsed again by the registry.
-    expect(AdapterSettingsSchema.parse(AdapterSettingsSchema.parse({ 'aws-kms': { region: 'eu-west-1' } }))).toEqual({
+    expect(validateConfig({ kms: { adapters: { 'aws-kms': { region: 'eu-west-1' } } } }, 'test').kms.adapters).toEqual({
       ...defaults,
       'aws-kms': { region: 'eu-west-1', maxAttempts: 2 },
     });
   });
 
   it.each([
-    [{ 'aws-kms': { maxAttempts: 0 } }, 'kms.adapters.aws-kms.maxAttempts'],
-    [{ 'aws-kms': { endpoint: 'not a url' } }, 'kms.adapters.aws-kms.endpoint'],
+    [{ 'aws-kms': { maxAttempts: 0 } }, 'kms.adapters.aws-kms.maxAttempts: '],
+    [{ 'aws-kms': { endpoint: 'not a url' } }, 'kms.adapters.aws-kms.endpoint: '],
     [{ 'gcp-kms': { endpoint: 'no-port' } }, 'kms.adapters.gcp-kms.endpoint: must be host:port'],
-    [{ 'gcp-kms': { tls: 'yes' } }, 'kms.adapters.gcp-kms.tls'],
-    [{ 'azure-kv': { algorithm: 'RSA1_5' } }, 'kms.adapters.azure-kv.algorithm'],
+    [{ 'gcp-kms': { tls: 'yes' } }, 'kms.adapters.gcp-kms.tls: '],
+    [{ 'azure-kv': { algorithm: 'RSA1_5' } }, 'kms.adapters.azure-kv.algorithm: '],
     [{ 'azure-kv': { caFlie: '/x' } }, 'kms.adapters.azure-kv: Unrecognized key: "caFlie"'],
     [{ 'aws-kmz': {} }, 'kms.adapters: Unrecognized key: "aws-kmz"'],
-  ])('refuses %j, naming %s', (raw, field) => {
-    expect(() => parseAdapterSettings(raw)).toThrow(field);
+  ])('the config refuses kms.adapters %j at start-up, naming %s', (adapters, field) => {
+    expect(() => validateConfig({ kms: { adapters } }, 'test')).toThrow(ConfigError);
+    expect(() => validateConfig({ kms: { adapters } }, 'test')).toThrow(field);
   });
 
-  it('the registry validates settings when it is built, not when a KEK is first used', () => {
-    expect(() => new AdapterRegistry({ dataDir: '/x', timeoutMs: 100, settings: { 'aws-kms': { maxAttempts: 11 } } })).toThrow(
-      /^invalid adapter settings: kms\.adapters\.aws-kms\.maxAttempts: /,
-    );
-    expect(() => new AdapterRegistry({ dataDir: '/x', timeoutMs: 100, settings: { 'aws-kms': { maxAttempts: 3 } } })).not.toThrow();
-  });
-
-  it('validating settings loads no cloud SDK', () => {
-    const settings = fileURLToPath(new URL('../../dist/adapters/settings.js', import.meta.url));
+  it('validating the config, adapter settings included, loads no cloud SDK', () => {
+    const load = fileURLToPath(new URL('../../dist/src/config/load.js', import.meta.url));
     // Every module the import resolves, recorded by a resolve hook in a fresh process.
     const script = `
       import { registerHooks } from 'node:module';
       const seen = [];
       registerHooks({ resolve: (s, c, next) => (seen.push(s), next(s, c)) });
-      const { parseAdapterSettings } = await import(${JSON.stringify(settings)});
-      parseAdapterSettings({ 'aws-kms': {}, 'gcp-kms': {}, 'azure-kv': {} });
+      const { validateConfig } = await import(${JSON.stringify(load)});
+      validateConfig({ kms: { adapters: { 'aws-kms': {}, 'gcp-kms': {}, 'azure-kv': {} } } }, 'test');
       console.log(JSON.stringify(seen));`;
     const seen = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' })) as string[];
     expect(seen).toContain('zod');

@@ -108,7 +108,7 @@ describe('GcpKmsWrapper integrity checks', () => {
     const port = fakePort({ ptCrc: 5 });
     let seen: Buffer | undefined;
     const spy: GcpKmsPort = {
-      encrypt: port.encrypt,
+      encrypt: (req, limits) => port.encrypt(req, limits),
       decrypt: async (req, limits) => {
         const res = await port.decrypt(req, limits);
         seen = res.plaintext as Buffer;
