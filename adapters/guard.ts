@@ -89,11 +89,7 @@ export class GuardedWrapper {
     return this.inner.close();
   }
 
-  private async call<T>(
-    op: AdapterOp,
-    ctx: Ctx,
-    fn: (c: WrapContext) => Promise<T>,
-  ): Promise<T> {
+  private async call<T>(op: AdapterOp, ctx: Ctx, fn: (c: WrapContext) => Promise<T>): Promise<T> {
     this.options.onCall?.(op, this.inner.kek);
     const controller = new AbortController();
     let timer: NodeJS.Timeout | undefined;

@@ -54,15 +54,15 @@ export async function runEncBench(gateway: RunningGateway, rounds: number, ms: n
   const setupOne = async (spec: (typeof specs)[number]) => {
     const plaintexts = Array.from({ length: VARIANTS }, () => randomBytes(spec.size));
     // Built through a Buffer so the strings are flat and not internalized, as a framer's output is.
-    const lines = plaintexts.map((p) =>
-      Buffer.from(`ENC ${BENCH_KEY} ${p.toString('base64')}`, 'latin1').toString('latin1'),
-    );
+    const lines = plaintexts.map((p) => Buffer.from(`ENC ${BENCH_KEY} ${p.toString('base64')}`, 'latin1').toString('latin1'));
     // The first ENC of a DEK version reserves its nonce budget in the store (asynchronous);
     // later ones are synchronous cache hits, with one more reservation every 65536 ENC.
     await handleLine(lines[0] as string);
     const first = handleLine(lines[0] as string);
     if (typeof first !== 'string' || !first.startsWith('OK ')) {
-      throw new Error(`ENC ${spec.label} was not answered synchronously with OK: ${typeof first === 'string' ? first.slice(0, 80) : 'a promise'}`);
+      throw new Error(
+        `ENC ${spec.label} was not answered synchronously with OK: ${typeof first === 'string' ? first.slice(0, 80) : 'a promise'}`,
+      );
     }
     const node = (i: number): void => {
       randomFillSync(iv);

@@ -166,8 +166,7 @@ function fmtRate(n: number): string {
   if (n >= 1e3) return `${(n / 1e3).toFixed(1)} k`;
   return n.toFixed(0);
 }
-const fmtRatio = (v: readonly number[]): string =>
-  `**${median(v).toFixed(2)}x** (${min(v).toFixed(2)}–${max(v).toFixed(2)})`;
+const fmtRatio = (v: readonly number[]): string => `**${median(v).toFixed(2)}x** (${min(v).toFixed(2)}–${max(v).toFixed(2)})`;
 const fmtUs = (v: number): string => v.toFixed(1);
 
 // --- main --------------------------------------------------------------------
@@ -188,7 +187,14 @@ async function main(): Promise<void> {
     // Warm-up (JIT, connection setup paths), not recorded.
     for (const mode of MODES) {
       for (const server of [gateway, bare]) {
-        await runLoad({ socketPath: server.socketPath, conns: mode.conns, depth: mode.depth, request: mode.request, warmupMs: 100, durationMs: 300 });
+        await runLoad({
+          socketPath: server.socketPath,
+          conns: mode.conns,
+          depth: mode.depth,
+          request: mode.request,
+          warmupMs: 100,
+          durationMs: 300,
+        });
       }
       socket[mode.id] = { gateway: [], bare: [] };
     }
@@ -283,10 +289,10 @@ async function main(): Promise<void> {
   out.push('### ENC in process (cached key)');
   out.push('');
   out.push(
-    'Baseline: Node `createCipheriv(\'aes-256-gcm\')` + `setAAD` + `update` + `final` + `getAuthTag` per call, random 12-byte nonce. ' +
+    "Baseline: Node `createCipheriv('aes-256-gcm')` + `setAAD` + `update` + `final` + `getAuthTag` per call, random 12-byte nonce. " +
       '`handleLine` = `gateway.handleLine("ENC bench/key <b64>")`: parse + base64 decode + seal + base64 encode. ' +
       '`seal()` = the envelope function alone. "Node, pooled nonces" = the baseline with nonces cut from a pre-filled random pool ' +
-      '(as the gateway\'s NoncePool does), i.e. the cipher calls alone; the target is against the first baseline.',
+      "(as the gateway's NoncePool does), i.e. the cipher calls alone; the target is against the first baseline.",
   );
   out.push('');
   out.push(

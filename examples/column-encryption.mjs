@@ -12,8 +12,7 @@ import pg from 'pg';
 // name does not resolve, so this imports the built client (`npm run build` first).
 import { createClient } from '../dist/src/index.js';
 
-const [connectionString = process.env.DATABASE_URL, socketPath = process.env.KMSGW_SOCKET || '.kmsgw/kmsgw.sock'] =
-  process.argv.slice(2);
+const [connectionString = process.env.DATABASE_URL, socketPath = process.env.KMSGW_SOCKET || '.kmsgw/kmsgw.sock'] = process.argv.slice(2);
 
 const KEY_ID = 'app/users.email';
 // The AAD names the column and the row's primary key: an envelope copied into another row
@@ -35,10 +34,10 @@ try {
   // Requests are pipelined on one connection: issue them all, then await them together.
   const sealed = await Promise.all(users.map(([id, email]) => kms.enc(KEY_ID, Buffer.from(email), aad(id))));
   for (const [i, [id]] of users.entries()) {
-    await db.query(
-      'insert into example_users (id, email) values ($1, $2) on conflict (id) do update set email = excluded.email',
-      [id, sealed[i]],
-    );
+    await db.query('insert into example_users (id, email) values ($1, $2) on conflict (id) do update set email = excluded.email', [
+      id,
+      sealed[i],
+    ]);
   }
 
   // bytea comes back as a Buffer: the envelope, as stored.

@@ -29,7 +29,9 @@ const r = spawnSync(cc, ['-shared', '-fPIC', '-O2', '-Wall', '-Werror', '-I', in
   stdio: 'inherit',
 });
 if (r.status !== 0) {
-  console.warn(`build-native: ${cc} failed (${r.error?.message ?? `exit ${r.status}`}); the gateway will identify Unix socket clients by file permissions only`);
+  console.warn(
+    `build-native: ${cc} failed (${r.error?.message ?? `exit ${r.status}`}); the gateway will identify Unix socket clients by file permissions only`,
+  );
   process.exit(0);
 }
 console.log(`build-native: built ${out}`);

@@ -59,15 +59,16 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   }
 
   // The audit log is opened before anything is served: a file that cannot be used stops start-up.
-  const audit = config.audit.file === undefined
-    ? undefined
-    : await AuditLog.open({
-        file: resolve(baseDir, config.audit.file),
-        fsync: config.audit.fsync,
-        fsyncIntervalMs: config.audit.fsyncIntervalMs,
-        failOpen: config.audit.failOpen,
-        logger: log,
-      });
+  const audit =
+    config.audit.file === undefined
+      ? undefined
+      : await AuditLog.open({
+          file: resolve(baseDir, config.audit.file),
+          fsync: config.audit.fsync,
+          fsyncIntervalMs: config.audit.fsyncIntervalMs,
+          failOpen: config.audit.failOpen,
+          logger: log,
+        });
   let store: FileKeyStore;
   try {
     store = await FileKeyStore.open(dataDir);
@@ -94,7 +95,10 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     log,
   );
   const keys = new KeyService(store, adapters, deks, config.keys, log);
-  const pipeline = new Pipeline(new Executor(keys, deks, access, log), { ...(access ? { access } : {}), ...(audit ? { observer: audit } : {}) });
+  const pipeline = new Pipeline(new Executor(keys, deks, access, log), {
+    ...(access ? { access } : {}),
+    ...(audit ? { observer: audit } : {}),
+  });
 
   const socketPath = config.listen.socket ? resolve(baseDir, config.listen.socket.path) : undefined;
   let listener: Listener;

@@ -24,7 +24,6 @@ const BY_NAME: Readonly<Record<string, readonly [KmsError['code'], string]>> = {
   AbortError: ['KMS_UNAVAILABLE', 'AWS KMS: request was cut off by its deadline'],
 };
 
-
 interface AwsLikeError {
   name?: unknown;
   code?: unknown;
@@ -44,7 +43,9 @@ export function classify(err: unknown): KmsError {
   if (known) return new KmsError(known[0], known[1], { cause: err });
   // The SDK's own configuration error, raised before any request is sent.
   if (err instanceof Error && err.message === 'Region is missing') {
-    return new KmsError('KMS_DENIED', 'AWS KMS: no region for this KEK (use an ARN, kms.adapters.aws-kms.region or AWS_REGION)', { cause: err });
+    return new KmsError('KMS_DENIED', 'AWS KMS: no region for this KEK (use an ARN, kms.adapters.aws-kms.region or AWS_REGION)', {
+      cause: err,
+    });
   }
   if (e.$retryable?.throttling === true) return new KmsError('THROTTLED', 'AWS KMS: request rate exceeded', { cause: err });
   if (typeof e.code === 'string' && NETWORK_ERROR_CODES.has(e.code)) {

@@ -20,7 +20,10 @@ export { classify } from './classify.js';
 
 /** What the adapter needs from AWS KMS: four calls, each cancellable. The SDK client by default. */
 export interface AwsKmsPort extends Closable {
-  generateDataKey(input: GenerateDataKeyCommandInput, signal: AbortSignal): Promise<{ Plaintext?: Uint8Array; CiphertextBlob?: Uint8Array; KeyId?: string }>;
+  generateDataKey(
+    input: GenerateDataKeyCommandInput,
+    signal: AbortSignal,
+  ): Promise<{ Plaintext?: Uint8Array; CiphertextBlob?: Uint8Array; KeyId?: string }>;
   encrypt(input: EncryptCommandInput, signal: AbortSignal): Promise<{ CiphertextBlob?: Uint8Array; KeyId?: string }>;
   decrypt(input: DecryptCommandInput, signal: AbortSignal): Promise<{ Plaintext?: Uint8Array; KeyId?: string }>;
   reEncrypt(input: ReEncryptCommandInput, signal: AbortSignal): Promise<{ CiphertextBlob?: Uint8Array; KeyId?: string }>;
@@ -102,10 +105,7 @@ export class AwsKmsWrapper implements KeyWrapper {
   async unwrap(wrapped: WrappedKey, ctx: WrapContext): Promise<Buffer> {
     // The KEK is always named: a blob is never sent to whatever key its header claims.
     const out = await this.call(() =>
-      this.port.decrypt(
-        { KeyId: this.target.keyId, CiphertextBlob: wrapped.blob, EncryptionContext: encryptionContext(ctx) },
-        ctx.signal,
-      ),
+      this.port.decrypt({ KeyId: this.target.keyId, CiphertextBlob: wrapped.blob, EncryptionContext: encryptionContext(ctx) }, ctx.signal),
     );
     return bytes(out.Plaintext, 'plaintext key');
   }

@@ -18,8 +18,18 @@ WRAP_ALGORITHMS satisfies readonly KeyWrapAlgorithm[];
 export interface AzureKeyPort extends Closable {
   /** The versioned kid of the key's current version. */
   currentKid(vaultUrl: string, name: string, limits: { timeoutMs: number; signal: AbortSignal }): Promise<string>;
-  wrapKey(kid: string, algorithm: KeyWrapAlgorithm, key: Uint8Array, limits: { timeoutMs: number; signal: AbortSignal }): Promise<{ result: Uint8Array; keyID?: string }>;
-  unwrapKey(kid: string, algorithm: KeyWrapAlgorithm, blob: Uint8Array, limits: { timeoutMs: number; signal: AbortSignal }): Promise<{ result: Uint8Array }>;
+  wrapKey(
+    kid: string,
+    algorithm: KeyWrapAlgorithm,
+    key: Uint8Array,
+    limits: { timeoutMs: number; signal: AbortSignal },
+  ): Promise<{ result: Uint8Array; keyID?: string }>;
+  unwrapKey(
+    kid: string,
+    algorithm: KeyWrapAlgorithm,
+    blob: Uint8Array,
+    limits: { timeoutMs: number; signal: AbortSignal },
+  ): Promise<{ result: Uint8Array }>;
 }
 
 /** A parsed `azure-kv://` URI. */

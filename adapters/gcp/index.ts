@@ -28,7 +28,8 @@ export interface GcpKmsPort extends Closable {
   decrypt(request: DecryptRequest, limits: CallLimits): Promise<DecryptResponse>;
 }
 
-const KEY_NAME_RE = /^projects\/[a-z0-9-]{1,63}\/locations\/[a-z0-9-]{1,63}\/keyRings\/[A-Za-z0-9_-]{1,63}\/cryptoKeys\/[A-Za-z0-9_-]{1,63}$/;
+const KEY_NAME_RE =
+  /^projects\/[a-z0-9-]{1,63}\/locations\/[a-z0-9-]{1,63}\/keyRings\/[A-Za-z0-9_-]{1,63}\/cryptoKeys\/[A-Za-z0-9_-]{1,63}$/;
 
 /** `gcp-kms://projects/<p>/locations/<l>/keyRings/<r>/cryptoKeys/<k>` → the CryptoKey name. */
 export function parseGcpKek(kek: string): string {
@@ -136,7 +137,10 @@ export class GcpKmsWrapper implements KeyWrapper {
 }
 
 /** Runs a google-gax call with a deadline, no gax-level retries, cancelled by `signal`. */
-function withLimits<T>(start: (options: CallOptions) => Promise<[T, ...unknown[]]> & { cancel?: () => void }, limits: CallLimits): Promise<T> {
+function withLimits<T>(
+  start: (options: CallOptions) => Promise<[T, ...unknown[]]> & { cancel?: () => void },
+  limits: CallLimits,
+): Promise<T> {
   // The client's defaults retry for up to 600 s. Here the gateway's deadline is the whole budget:
   // UNAVAILABLE (no connection yet, e.g. just after the KMS came back) is retried briefly within it.
   const t = limits.timeoutMs;

@@ -25,7 +25,8 @@ export interface ChainFields {
 }
 
 /** What a line is: a record of the chain, JSON that is not one, or not JSON at all. */
-export type ParsedLine = { readonly kind: 'record'; readonly fields: ChainFields } | { readonly kind: 'not-record' } | { readonly kind: 'not-json' };
+export type ParsedLine =
+  { readonly kind: 'record'; readonly fields: ChainFields } | { readonly kind: 'not-record' } | { readonly kind: 'not-json' };
 
 /** Parses a line's bytes (without LF) as far as the chain needs. */
 export function parseLine(bytes: Uint8Array): ParsedLine {

@@ -92,7 +92,8 @@ export class AuditLog implements RequestObserver {
     this.maxBufferBytes = options.maxBufferBytes ?? DEFAULT_MAX_BUFFER_BYTES;
     this.seq = seq;
     this.prev = prev;
-    this.stopTimer = this.policy === 'interval' ? (options.every ?? defaultEvery)(options.fsyncIntervalMs ?? 1000, () => this.onInterval()) : undefined;
+    this.stopTimer =
+      this.policy === 'interval' ? (options.every ?? defaultEvery)(options.fsyncIntervalMs ?? 1000, () => this.onInterval()) : undefined;
   }
 
   /**
@@ -120,11 +121,20 @@ export class AuditLog implements RequestObserver {
         if (tail.needsLf) head = '\n';
       } else if (tail.kind === 'torn') {
         const reason = `the last line (${tail.tornBytes} bytes) is not valid JSON: a write cut short, most likely by a crash; records in it are lost`;
-        const line = JSON.stringify({ seq: tail.lastSeq + 1, prev: tail.tornHash, time: now().toISOString(), event: 'chain-restart', reason });
+        const line = JSON.stringify({
+          seq: tail.lastSeq + 1,
+          prev: tail.tornHash,
+          time: now().toISOString(),
+          event: 'chain-restart',
+          reason,
+        });
         head = `${tail.needsLf ? '\n' : ''}${line}\n`;
         seq = tail.lastSeq + 1;
         prev = sha256Hex(line);
-        options.logger.warn({ file: path, tornBytes: tail.tornBytes, seq }, 'audit log: torn last line; started a new chain segment (chain-restart record)');
+        options.logger.warn(
+          { file: path, tornBytes: tail.tornBytes, seq },
+          'audit log: torn last line; started a new chain segment (chain-restart record)',
+        );
       }
       if (head !== '') {
         await file.append(Buffer.from(head, 'utf8'));
@@ -182,7 +192,9 @@ export class AuditLog implements RequestObserver {
       this.stopTimer?.();
       await this.flush();
       if (!this.broken) await this.syncNow();
-      await this.file.close().catch((err: unknown) => this.log.error({ file: this.path, err: (err as Error).message }, 'audit log: close failed'));
+      await this.file
+        .close()
+        .catch((err: unknown) => this.log.error({ file: this.path, err: (err as Error).message }, 'audit log: close failed'));
       if (this.droppedCount > 0) this.log.warn({ file: this.path, dropped: this.droppedCount }, 'audit log closed; records were dropped');
     })();
     return this.closing;
@@ -303,7 +315,13 @@ export class AuditLog implements RequestObserver {
     this.queue = [];
     this.queuedBytes = 0;
     this.queuedLines = 0;
-    const detail = { file: this.path, op, err: (err as Error)?.message ?? String(err), code: (err as NodeJS.ErrnoException)?.code, recordsAtRisk: lost };
+    const detail = {
+      file: this.path,
+      op,
+      err: (err as Error)?.message ?? String(err),
+      code: (err as NodeJS.ErrnoException)?.code,
+      recordsAtRisk: lost,
+    };
     if (this.failOpen) {
       this.log.warn(detail, `audit log ${op} failed; serving on without an audit log (audit.failOpen), records are dropped until restart`);
     } else {
@@ -319,7 +337,10 @@ export class AuditLog implements RequestObserver {
     // A warning at 1, 10, 100, ... dropped records: visible, never a flood. (Fail closed
     // logged its fatal line already; records of requests still running at close are counted.)
     if ((this.failOpen || this.closed) && Math.floor(Math.log10(this.droppedCount)) > Math.floor(Math.log10(Math.max(before, 0.5)))) {
-      this.log.warn({ file: this.path, dropped: this.droppedCount, reason }, this.closed ? 'audit records dropped: they came after the log was closed' : 'audit records dropped (audit.failOpen)');
+      this.log.warn(
+        { file: this.path, dropped: this.droppedCount, reason },
+        this.closed ? 'audit records dropped: they came after the log was closed' : 'audit records dropped (audit.failOpen)',
+      );
     }
   }
 

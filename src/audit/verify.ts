@@ -118,18 +118,26 @@ export async function verifyAuditLog(input: AsyncIterable<Uint8Array>): Promise<
       if (cur.bytes > MAX_RECORD_LINE_BYTES) return { line: here, reason: `${cur.bytes} bytes long: not an audit record` };
       return next
         ? { line: here, reason: 'not valid JSON' }
-        : { line: here, reason: 'not valid JSON: the last line was cut short (a torn write); the gateway starts a new chain segment after it when it next opens the file' };
+        : {
+            line: here,
+            reason:
+              'not valid JSON: the last line was cut short (a torn write); the gateway starts a new chain segment after it when it next opens the file',
+          };
     }
     if (cur.parsed.kind === 'not-record') return { line: here, reason: 'valid JSON but not an audit record (no seq or prev)' };
     const { seq, prev } = cur.parsed.fields;
     const expectedSeq = lastSeq + 1;
     if (p1 === undefined) {
-      if (prev !== ZERO_HASH) return { line: here, reason: 'prev is not 64 zeros: the file does not start a chain (lines removed from its start?)' };
+      if (prev !== ZERO_HASH)
+        return { line: here, reason: 'prev is not 64 zeros: the file does not start a chain (lines removed from its start?)' };
     } else if (prev !== p1.hash) {
       return brokenLink(p2, p1, cur, next, expectedSeq);
     }
     if (seq !== expectedSeq) {
-      return { line: here, reason: `seq ${seq} where ${expectedSeq} was expected (its prev matches ${here > 1 ? `line ${here - 1}` : 'the start of the file'}: this line was altered)` };
+      return {
+        line: here,
+        reason: `seq ${seq} where ${expectedSeq} was expected (its prev matches ${here > 1 ? `line ${here - 1}` : 'the start of the file'}: this line was altered)`,
+      };
     }
     lastSeq = seq;
     records += 1;
@@ -144,15 +152,23 @@ export async function verifyAuditLog(input: AsyncIterable<Uint8Array>): Promise<
     const beforePrevious = p2 ? p2.hash : ZERO_HASH; // line i-2, or the chain start when i = 2
     const nextPrev = next?.parsed.kind === 'record' ? next.parsed.fields.prev : undefined;
     if (cur.hash === p1.hash) return { line: i, reason: `a copy of line ${i - 1}: inserted` };
-    if (nextPrev !== undefined && nextPrev === p1.hash) return { line: i, reason: `inserted or moved: line ${i + 1} chains to line ${i - 1}` };
-    if (prev === beforePrevious) return { line: i - 1, reason: `inserted: line ${i} chains to ${i > 2 ? `line ${i - 2}` : 'the start of the file'}, not to it` };
+    if (nextPrev !== undefined && nextPrev === p1.hash)
+      return { line: i, reason: `inserted or moved: line ${i + 1} chains to line ${i - 1}` };
+    if (prev === beforePrevious)
+      return { line: i - 1, reason: `inserted: line ${i} chains to ${i > 2 ? `line ${i - 2}` : 'the start of the file'}, not to it` };
     if (nextPrev === cur.hash) {
       // Line i is vouched for by line i+1.
       if (seq === expectedSeq) return { line: i - 1, reason: `altered: line ${i} was chained to different bytes for it (prev mismatch)` };
-      return { line: i, reason: `prev does not match line ${i - 1} and seq ${seq} does not follow ${expectedSeq - 1}: lines removed or moved before it` };
+      return {
+        line: i,
+        reason: `prev does not match line ${i - 1} and seq ${seq} does not follow ${expectedSeq - 1}: lines removed or moved before it`,
+      };
     }
     if (next === undefined && seq === expectedSeq) {
-      return { line: i - 1, reason: `altered: line ${i}, the last, does not chain to it (or line ${i} itself was forged or its prev altered)` };
+      return {
+        line: i - 1,
+        reason: `altered: line ${i}, the last, does not chain to it (or line ${i} itself was forged or its prev altered)`,
+      };
     }
     return { line: i, reason: `prev does not match the hash of line ${i - 1}` };
   };
@@ -190,6 +206,9 @@ export function verifyAuditFile(path: string): Promise<VerifyResult> {
 /** The one-line summary `kmsgw audit verify` prints. */
 export function describeResult(r: VerifyResult): string {
   if (r.problem) return `line ${r.problem.line}: ${r.problem.reason}`;
-  const restarts = r.restarts.length === 0 ? '' : `; ${r.restarts.length} chain restart${r.restarts.length === 1 ? '' : 's'} after a torn line (${r.restarts.map((x) => `line ${x.tornLine}`).join(', ')})`;
+  const restarts =
+    r.restarts.length === 0
+      ? ''
+      : `; ${r.restarts.length} chain restart${r.restarts.length === 1 ? '' : 's'} after a torn line (${r.restarts.map((x) => `line ${x.tornLine}`).join(', ')})`;
   return `${r.records} records, chain intact${restarts}`;
 }

@@ -114,7 +114,9 @@ export function addClientCommands(program: Command): void {
       try {
         await withClient(opts, (c) =>
           toOutput(opts.out, (sink) =>
-            verb === 'enc' ? encryptStream(c, keyId, inputStream(opts.in), sink, aad) : decryptStream(c, keyId, inputStream(opts.in), sink, aad),
+            verb === 'enc'
+              ? encryptStream(c, keyId, inputStream(opts.in), sink, aad)
+              : decryptStream(c, keyId, inputStream(opts.in), sink, aad),
           ),
         );
       } catch (err) {
@@ -126,16 +128,22 @@ export function addClientCommands(program: Command): void {
 
   const key = program.command('key').description('administer keys');
   const printJson = (value: unknown) => process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
-  clientOptions(key.command('create <key-id>').description('create a key (version 1)').option('--kek <uri>', 'KEK URI (default: the gateway\'s keys.defaultKek)')).action(
-    async (id: string, opts: ClientFlags & { kek?: string }) => {
-      process.stdout.write(`${await withClient(opts, (c) => c.create(id, opts.kek))}\n`);
-    },
-  );
-  clientOptions(key.command('rotate <key-id>').description('add a new DEK version, used by ENC from now on').option('--kek <uri>', 'KEK URI for the new version (default: as the newest)')).action(
-    async (id: string, opts: ClientFlags & { kek?: string }) => {
-      process.stdout.write(`${await withClient(opts, (c) => c.rotate(id, opts.kek))}\n`);
-    },
-  );
+  clientOptions(
+    key
+      .command('create <key-id>')
+      .description('create a key (version 1)')
+      .option('--kek <uri>', "KEK URI (default: the gateway's keys.defaultKek)"),
+  ).action(async (id: string, opts: ClientFlags & { kek?: string }) => {
+    process.stdout.write(`${await withClient(opts, (c) => c.create(id, opts.kek))}\n`);
+  });
+  clientOptions(
+    key
+      .command('rotate <key-id>')
+      .description('add a new DEK version, used by ENC from now on')
+      .option('--kek <uri>', 'KEK URI for the new version (default: as the newest)'),
+  ).action(async (id: string, opts: ClientFlags & { kek?: string }) => {
+    process.stdout.write(`${await withClient(opts, (c) => c.rotate(id, opts.kek))}\n`);
+  });
   clientOptions(
     key
       .command('rewrap <key-id>')
@@ -144,16 +152,19 @@ export function addClientCommands(program: Command): void {
   ).action(async (id: string, opts: ClientFlags & { kek: string }) => {
     process.stdout.write(`${await withClient(opts, (c) => c.rewrap(id, opts.kek))}\n`);
   });
-  clientOptions(key.command('destroy <key-id@version>').description('destroy one old DEK version for good')).action(async (ref: string, opts: ClientFlags) => {
-    const m = /^(.+)@(\d+)$/.exec(ref);
-    if (!m) throw new UsageError('destroy takes key-id@version');
-    process.stdout.write(`${await withClient(opts, (c) => c.destroy(m[1] as string, Number(m[2])))}\n`);
-  });
-  clientOptions(key.command('info <key-id>').description('show versions, KEKs and states (never key material)')).action(async (id: string, opts: ClientFlags) => {
-    printJson(await withClient(opts, (c) => c.info(id)));
-  });
+  clientOptions(key.command('destroy <key-id@version>').description('destroy one old DEK version for good')).action(
+    async (ref: string, opts: ClientFlags) => {
+      const m = /^(.+)@(\d+)$/.exec(ref);
+      if (!m) throw new UsageError('destroy takes key-id@version');
+      process.stdout.write(`${await withClient(opts, (c) => c.destroy(m[1] as string, Number(m[2])))}\n`);
+    },
+  );
+  clientOptions(key.command('info <key-id>').description('show versions, KEKs and states (never key material)')).action(
+    async (id: string, opts: ClientFlags) => {
+      printJson(await withClient(opts, (c) => c.info(id)));
+    },
+  );
   clientOptions(key.command('list [prefix]').description('list key ids')).action(async (prefix: string | undefined, opts: ClientFlags) => {
     for (const id of await withClient(opts, (c) => c.list(prefix))) process.stdout.write(`${id}\n`);
   });
-
 }

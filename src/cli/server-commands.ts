@@ -56,7 +56,7 @@ export function addServerCommands(program: Command): void {
     .command('audit')
     .description('work with the audit log')
     .command('verify <file>')
-    .description('check an audit log\'s hash chain; exit 0 when intact, 1 naming the first line altered, removed, inserted or reordered')
+    .description("check an audit log's hash chain; exit 0 when intact, 1 naming the first line altered, removed, inserted or reordered")
     .action(async (file: string) => {
       const { verifyAuditFile, describeResult } = await import('../audit/verify.js');
       const result = await verifyAuditFile(file);
@@ -90,11 +90,12 @@ export function addServerCommands(program: Command): void {
       const { hashToken } = await import('../policy/policy.js');
       const chunks: Buffer[] = [];
       for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-      const token = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+      const token = Buffer.concat(chunks)
+        .toString('utf8')
+        .replace(/\r?\n$/, '');
       if (token.length === 0) throw new UsageError('no token on stdin');
       process.stdout.write(`${hashToken(token)}\n`);
     });
-
 }
 
 function isVerb(text: string): text is Verb {

@@ -43,7 +43,11 @@ async function* rechunk(source: AsyncIterable<Uint8Array>, size: number): AsyncG
 }
 
 /** Runs `work` for items in order with at most WINDOW in flight, handing results to `done` in order. */
-async function pipelined<T, R>(items: AsyncIterable<T>, work: (item: T, i: number) => Promise<R>, done: (r: R) => Promise<void>): Promise<number> {
+async function pipelined<T, R>(
+  items: AsyncIterable<T>,
+  work: (item: T, i: number) => Promise<R>,
+  done: (r: R) => Promise<void>,
+): Promise<number> {
   const inFlight: Array<Promise<R>> = [];
   let i = 0;
   try {

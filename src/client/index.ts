@@ -69,13 +69,13 @@ function b64(data: Uint8Array): string {
 /** Connects and resolves once the connection is up. */
 export async function createClient(options: ClientOptions = {}): Promise<KmsgwClient> {
   const timeoutMs = options.timeoutMs ?? 10_000;
-  const socket: Socket = options.tcp
-    ? connect(options.tcp.port, options.tcp.host)
-    : connect(options.socketPath ?? defaultSocketPath());
+  const socket: Socket = options.tcp ? connect(options.tcp.port, options.tcp.host) : connect(options.socketPath ?? defaultSocketPath());
   await new Promise<void>((resolve, reject) => {
     socket.once('connect', resolve);
     socket.once('error', (err) =>
-      reject(new KmsgwError('UNAVAILABLE', `cannot reach the gateway: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err })),
+      reject(
+        new KmsgwError('UNAVAILABLE', `cannot reach the gateway: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err }),
+      ),
     );
   });
   socket.setNoDelay(true);
@@ -110,10 +110,12 @@ export async function createClient(options: ClientOptions = {}): Promise<KmsgwCl
     if (failure) return Promise.reject(failure);
     return new Promise<string>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
-      const settle = <T>(fn: (v: T) => void) => (v: T) => {
-        clearTimeout(timer);
-        fn(v);
-      };
+      const settle =
+        <T>(fn: (v: T) => void) =>
+        (v: T) => {
+          clearTimeout(timer);
+          fn(v);
+        };
       waiters.push({ resolve: settle(resolve), reject: settle(reject) });
       if (timeoutMs > 0) {
         timer = setTimeout(() => {
@@ -133,10 +135,8 @@ export async function createClient(options: ClientOptions = {}): Promise<KmsgwCl
       await request('PING');
     },
     get: async (keyId) => decodeSecret(await request(`GET ${keyId}`)),
-    enc: async (keyId, plaintext, aad) =>
-      Buffer.from(await request(withOptional('ENC', keyId, b64(plaintext), aad && b64(aad))), 'base64'),
-    dec: async (keyId, envelope, aad) =>
-      decodeSecret(await request(withOptional('DEC', keyId, b64(envelope), aad && b64(aad)))),
+    enc: async (keyId, plaintext, aad) => Buffer.from(await request(withOptional('ENC', keyId, b64(plaintext), aad && b64(aad))), 'base64'),
+    dec: async (keyId, envelope, aad) => decodeSecret(await request(withOptional('DEC', keyId, b64(envelope), aad && b64(aad)))),
     create: async (keyId, kek) => Number(await request(withOptional('CREATE', keyId, kek))),
     rotate: async (keyId, kek) => Number(await request(withOptional('ROTATE', keyId, kek))),
     rewrap: async (keyId, kek) => Number(await request(`REWRAP ${keyId} ${kek}`)),

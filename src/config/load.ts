@@ -21,7 +21,6 @@ export interface LoadedConfig {
   readonly baseDir: string;
 }
 
-
 /**
  * Environment overrides, applied after the file. Documented in README.
  * Each maps a variable to a path in the config.
@@ -84,8 +83,13 @@ export function validateConfig(raw: unknown, source: string, env: NodeJS.Process
  * Loads `file`, else `$KMSGW_CONFIG`, else `./kmsgw.yaml` when present, else the
  * embedded development default. YAML or JSON (JSON is YAML).
  */
-export async function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Promise<LoadedConfig> {
-  const chosen = file ?? (env['KMSGW_CONFIG'] || undefined) ?? (existsSync(resolve(cwd, DEFAULT_CONFIG_FILE)) ? DEFAULT_CONFIG_FILE : undefined);
+export async function loadConfig(
+  file: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+  cwd = process.cwd(),
+): Promise<LoadedConfig> {
+  const chosen =
+    file ?? (env['KMSGW_CONFIG'] || undefined) ?? (existsSync(resolve(cwd, DEFAULT_CONFIG_FILE)) ? DEFAULT_CONFIG_FILE : undefined);
   if (chosen === undefined) {
     return { config: validateConfig(DEV_DEFAULT, 'the embedded default', env), file: undefined, baseDir: cwd };
   }

@@ -59,7 +59,12 @@ export const ConfigSchema = z
     limits: z
       .object({
         /** Longest request line in bytes, without its LF. */
-        maxLineBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
+        maxLineBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .max(64 * 1024 * 1024)
+          .default(1024 * 1024),
         /** Most client connections at once. */
         maxConnections: z.number().int().min(1).max(1_000_000).default(1024),
         /** Most pipelined requests awaiting a reply per connection before reading pauses. */
@@ -88,9 +93,17 @@ export const ConfigSchema = z
          * Most ENC calls per DEK version (AES-GCM with random nonces: NIST's bound is 2^32).
          * Warnings are logged at 50 %, 75 % and 90 %; past it ENC is refused until ROTATE.
          */
-        maxEncryptionsPerVersion: z.number().int().min(1).max(2 ** 32).default(2 ** 32),
+        maxEncryptionsPerVersion: z
+          .number()
+          .int()
+          .min(1)
+          .max(2 ** 32)
+          .default(2 ** 32),
         /** KEK for keys created without one. */
-        defaultKek: z.string().regex(/^[a-z][a-z0-9+.-]*:\/\/\S+$/, 'must be a KEK URI such as local://local-kek').default('local://local-kek'),
+        defaultKek: z
+          .string()
+          .regex(/^[a-z][a-z0-9+.-]*:\/\/\S+$/, 'must be a KEK URI such as local://local-kek')
+          .default('local://local-kek'),
       })
       .strict()
       .prefault({}),

@@ -47,11 +47,7 @@ export interface SealParams {
  * Encrypts into one freshly allocated envelope buffer (no concat per call).
  * `nonceSource` is injectable only so the documented test vector can be reproduced.
  */
-export function seal(
-  params: SealParams,
-  plaintext: Uint8Array,
-  nonceSource: NoncePool | Uint8Array,
-): Buffer {
+export function seal(params: SealParams, plaintext: Uint8Array, nonceSource: NoncePool | Uint8Array): Buffer {
   const out = Buffer.allocUnsafe(ENVELOPE_HEADER_BYTES + plaintext.length + TAG_BYTES);
   out[0] = ENVELOPE_V1;
   out.writeUInt32BE(params.version, 1);

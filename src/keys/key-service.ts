@@ -121,7 +121,9 @@ export class KeyService {
       if (version !== undefined && findVersion(record, version)?.state !== 'enabled') {
         throw new GatewayError('NOT_FOUND', 'no such key version');
       }
-      const targets = record.versions.filter((v) => v.state === 'enabled' && (version === undefined || v.version === version) && v.kek !== kek);
+      const targets = record.versions.filter(
+        (v) => v.state === 'enabled' && (version === undefined || v.version === version) && v.kek !== kek,
+      );
       this.adapters.assertSupported(kek);
       const to = await this.adapters.get(kek);
       const moved = new Map<number, VersionRecord>();

@@ -15,7 +15,13 @@ export interface MadeDek {
  * KMS where the adapter can (AWS GenerateDataKey), else random here and
  * wrapped. The plaintext DEK belongs to `scope`.
  */
-export async function makeVersion(wrapper: GuardedWrapper, scope: SecretScope, keyId: string, version: number, created: string): Promise<MadeDek> {
+export async function makeVersion(
+  wrapper: GuardedWrapper,
+  scope: SecretScope,
+  keyId: string,
+  version: number,
+  created: string,
+): Promise<MadeDek> {
   const ctx = { keyId, version };
   let dek: Buffer;
   let wrapped;

@@ -100,7 +100,9 @@ export class FileKeyStore implements KeyStore {
       try {
         record = KeyRecordSchema.parse(JSON.parse(await readFile(path, 'utf8')));
       } catch (err) {
-        throw new KeyStoreError(`key store file ${path} is not a valid key record; fix or move it (it is never overwritten)`, { cause: err });
+        throw new KeyStoreError(`key store file ${path} is not a valid key record; fix or move it (it is never overwritten)`, {
+          cause: err,
+        });
       }
       if (fileNameFor(record.id) !== name) {
         throw new KeyStoreError(`key store file ${path} holds key id ${JSON.stringify(record.id)}, which belongs in another file`);

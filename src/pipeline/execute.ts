@@ -111,7 +111,9 @@ export class Executor {
       throw new GatewayError('DECRYPT_FAILED', 'envelope was made with another key version');
     }
     return this.withDek({ id: ref.id, version }, 'decrypt', trace, (dek) =>
-      withSecrets((scope) => success(scope.track(open({ dek, keyId: ref.id, version, ...(aad ? { aad } : {}) }, envelope)).toString('base64'))),
+      withSecrets((scope) =>
+        success(scope.track(open({ dek, keyId: ref.id, version, ...(aad ? { aad } : {}) }, envelope)).toString('base64')),
+      ),
     );
   }
 
@@ -119,7 +121,8 @@ export class Executor {
     const outcome = failureFrom(err);
     if (outcome.code === 'INTERNAL' || outcome.code === 'KMS_UNAVAILABLE' || outcome.code === 'KMS_DENIED') {
       // The cause may hold an SDK message; it goes to the log, never to the client.
-      const cause = err instanceof GatewayError && err.cause instanceof Error ? { name: err.cause.name, message: err.cause.message } : undefined;
+      const cause =
+        err instanceof GatewayError && err.cause instanceof Error ? { name: err.cause.name, message: err.cause.message } : undefined;
       this.log.warn({ verb: command.verb, code: outcome.code, err: outcome.text, cause }, 'request failed');
     }
     return outcome;

@@ -4,10 +4,7 @@ import type { Outcome, Reply } from '../protocol/reply.js';
  * How a request touches keys, for ordering: it reads or changes one key id,
  * reads every key (LIST), or touches none (PING).
  */
-export type Access =
-  | { readonly kind: 'read' | 'write'; readonly key: string }
-  | { readonly kind: 'read-all' }
-  | { readonly kind: 'none' };
+export type Access = { readonly kind: 'read' | 'write'; readonly key: string } | { readonly kind: 'read-all' } | { readonly kind: 'none' };
 
 const settle = (): void => undefined;
 

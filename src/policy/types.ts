@@ -3,8 +3,7 @@ import type { ClientIdentity } from '../request/context.js';
 
 /** Outcome of `AUTH <token>`. */
 export type AuthResult =
-  | { readonly ok: true; readonly client: string }
-  | { readonly ok: false; readonly reason: 'denied' | 'rate-limited' };
+  { readonly ok: true; readonly client: string } | { readonly ok: false; readonly reason: 'denied' | 'rate-limited' };
 
 /**
  * Who may ask for which key. The gateway asks it once per connection (who is

@@ -35,8 +35,7 @@ const everyVerbListed: [Missing] extends [never] ? true : Missing = true;
 void everyVerbListed;
 
 export type ParseResult =
-  | { readonly ok: true; readonly command: Command }
-  | { readonly ok: false; readonly code: ErrorCode; readonly text: string };
+  { readonly ok: true; readonly command: Command } | { readonly ok: false; readonly code: ErrorCode; readonly text: string };
 
 /** Longest key id, in characters, without the `@version` suffix. */
 export const MAX_KEY_ID_LENGTH = 256;
@@ -190,9 +189,6 @@ export function parseRequest(line: string): ParseResult {
       return ok(aad === undefined ? { verb, key, data } : { verb, key, data, aad });
     }
     default:
-      return fail(
-        'UNKNOWN_VERB',
-        SAFE_VERB_RE.test(rawVerb) ? `unknown verb ${verb}` : 'unknown verb',
-      );
+      return fail('UNKNOWN_VERB', SAFE_VERB_RE.test(rawVerb) ? `unknown verb ${verb}` : 'unknown verb');
   }
 }

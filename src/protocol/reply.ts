@@ -6,8 +6,7 @@ import { toGatewayError, type ErrorCode } from './errors.js';
  * here, never from the text.
  */
 export type Outcome =
-  | { readonly ok: true; readonly payload: string }
-  | { readonly ok: false; readonly code: ErrorCode; readonly text: string };
+  { readonly ok: true; readonly payload: string } | { readonly ok: false; readonly code: ErrorCode; readonly text: string };
 
 /** Synchronous when served from memory (a cached DEK); a promise when the KMS or the disk is involved. */
 export type Reply = Outcome | Promise<Outcome>;

@@ -113,14 +113,19 @@ export class Listener {
     await chmod(path, this.options.socketMode);
     const noPeerCred = peerCredUnavailable();
     if (noPeerCred) {
-      this.log.warn({ reason: noPeerCred }, 'SO_PEERCRED addon unavailable: Unix socket clients are governed by the socket file permissions only (no per-uid policy)');
+      this.log.warn(
+        { reason: noPeerCred },
+        'SO_PEERCRED addon unavailable: Unix socket clients are governed by the socket file permissions only (no per-uid policy)',
+      );
     }
     this.log.info({ socket: path, mode: this.options.socketMode.toString(8) }, 'listening on unix socket');
   }
 
   private async listenTcp(host: string, port: number, insecure: boolean): Promise<void> {
     if (!insecure) {
-      throw new Error('listen.tcp is plain TCP without TLS: set listen.tcp.insecure: true to accept that (loopback only), or use listen.tls');
+      throw new Error(
+        'listen.tcp is plain TCP without TLS: set listen.tcp.insecure: true to accept that (loopback only), or use listen.tls',
+      );
     }
     if (!isLoopback(host)) {
       throw new Error(`listen.tcp.host ${host} is not a loopback address; plain TCP is only allowed on loopback`);

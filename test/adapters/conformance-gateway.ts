@@ -111,27 +111,30 @@ export function describeThroughGateway(name: string, h: ConformanceHarness): voi
       await cl.close();
     });
 
-    when(h.disable)?.it('a disabled KEK: a cold GET is refused, a cached DEK is served until its TTL, enabling needs no restart', async () => {
-      const disable = h.disable as NonNullable<ConformanceHarness['disable']>;
-      const kek = await h.target.newKek();
-      const clock = manualClock();
-      const gw = await gateway(await tmp(), { clock });
-      const c = await rawConnect(gw.socketPath as string);
-      expect(await c.ask(`CREATE warm/key ${kek.uri}`)).toBe('OK 1');
-      expect(await c.ask(`CREATE cold/key ${kek.uri}`)).toBe('OK 1');
-      gw.cache.evict('cold/key', 1);
-      await disable.off(kek);
-      expect(await c.ask('GET cold/key')).toBe(disable.reply);
-      expect(await c.ask('GET warm/key')).toMatch(/^OK /);
-      clock.advance(299_000); // the default cache TTL is 300 s
-      expect(await c.ask('GET warm/key')).toMatch(/^OK /);
-      clock.advance(2_000);
-      expect(await c.ask('GET warm/key')).toBe(disable.reply);
-      await disable.on(kek);
-      expect(await c.ask('GET warm/key')).toMatch(/^OK /);
-      expect(await c.ask('GET cold/key')).toMatch(/^OK /);
-      c.close();
-    });
+    when(h.disable)?.it(
+      'a disabled KEK: a cold GET is refused, a cached DEK is served until its TTL, enabling needs no restart',
+      async () => {
+        const disable = h.disable as NonNullable<ConformanceHarness['disable']>;
+        const kek = await h.target.newKek();
+        const clock = manualClock();
+        const gw = await gateway(await tmp(), { clock });
+        const c = await rawConnect(gw.socketPath as string);
+        expect(await c.ask(`CREATE warm/key ${kek.uri}`)).toBe('OK 1');
+        expect(await c.ask(`CREATE cold/key ${kek.uri}`)).toBe('OK 1');
+        gw.cache.evict('cold/key', 1);
+        await disable.off(kek);
+        expect(await c.ask('GET cold/key')).toBe(disable.reply);
+        expect(await c.ask('GET warm/key')).toMatch(/^OK /);
+        clock.advance(299_000); // the default cache TTL is 300 s
+        expect(await c.ask('GET warm/key')).toMatch(/^OK /);
+        clock.advance(2_000);
+        expect(await c.ask('GET warm/key')).toBe(disable.reply);
+        await disable.on(kek);
+        expect(await c.ask('GET warm/key')).toMatch(/^OK /);
+        expect(await c.ask('GET cold/key')).toMatch(/^OK /);
+        c.close();
+      },
+    );
 
     it('ENC/DEC through a wrapped DEK; versions under two KEKs both decrypt; a wrong or missing AAD is refused', async () => {
       const [k1, k2] = [await h.target.newKek(), await h.target.newKek()];

@@ -60,12 +60,15 @@ describe('AdapterRegistry', () => {
     expect(kekScheme('aws-kms://alias/x')).toBe('aws-kms');
     expect(kekScheme('nonsense')).toBeUndefined();
     let loads = 0;
-    const registry = new AdapterRegistry({ dataDir: '/x', timeoutMs: 100 }, {
-      fake: async () => {
-        loads++;
-        return fakeLoader();
+    const registry = new AdapterRegistry(
+      { dataDir: '/x', timeoutMs: 100 },
+      {
+        fake: async () => {
+          loads++;
+          return fakeLoader();
+        },
       },
-    });
+    );
     expect(() => registry.assertSupported('aws-kms://alias/x')).toThrow(/no KEK adapter for scheme aws-kms/);
     expect(() => registry.assertSupported('constructor://x')).toThrow(/no KEK adapter/);
     const [a, b] = await Promise.all([registry.get('fake://one'), registry.get('fake://one')]);

@@ -3,9 +3,13 @@ import { SharedClients, soleLease } from '../../adapters/support.js';
 
 /** A narrow fake client: counts how often it was closed. */
 function fakeClient(name: string) {
-  return { name, closed: 0, close() {
-    this.closed++;
-  } };
+  return {
+    name,
+    closed: 0,
+    close() {
+      this.closed++;
+    },
+  };
 }
 
 describe('SharedClients', () => {

@@ -56,7 +56,11 @@ describe('audit log through a real gateway', () => {
       expect(r.client).toBe(client);
       expect(Date.parse(r.time as string)).not.toBeNaN();
       expect(typeof r.latencyMs).toBe('number');
-      expect(Object.keys(r).every((k) => ['seq', 'prev', 'time', 'client', 'verb', 'keyId', 'version', 'outcome', 'latencyMs', 'kek'].includes(k))).toBe(true);
+      expect(
+        Object.keys(r).every((k) =>
+          ['seq', 'prev', 'time', 'client', 'verb', 'keyId', 'version', 'outcome', 'latencyMs', 'kek'].includes(k),
+        ),
+      ).toBe(true);
     }
 
     const text = await readFile(path, 'utf8');
@@ -101,24 +105,29 @@ describe('audit log through a real gateway', () => {
   it('a file that cannot be opened stops start-up with a message naming it', async () => {
     const dir = await tmp();
     await mkdir(join(dir, 'logs-are-a-dir'));
-    await expect(startTestGateway(dir, { audit: { file: 'logs-are-a-dir' } })).rejects.toThrow(`cannot open audit log ${join(dir, 'logs-are-a-dir')}`);
+    await expect(startTestGateway(dir, { audit: { file: 'logs-are-a-dir' } })).rejects.toThrow(
+      `cannot open audit log ${join(dir, 'logs-are-a-dir')}`,
+    );
     // Nothing is left listening or locked: a gateway starts on the same folder.
     running.push(await startTestGateway(dir));
   });
 
-  it.runIf(existsSync('/dev/full'))('fail closed: when writes fail (ENOSPC on /dev/full), requests get ERR INTERNAL audit log unavailable', async () => {
-    const gw = await gateway({ audit: { file: '/dev/full', fsync: 'never' } });
-    const c = await rawConnect(gw.socketPath as string);
-    // The first reply goes out before its record is written; the write fails just after.
-    expect(await c.ask('PING')).toBe('OK PONG');
-    let reply = '';
-    for (let i = 0; i < 200 && reply !== UNAVAILABLE; i++) reply = await c.ask('GET demo/key');
-    expect(reply).toBe(UNAVAILABLE);
-    expect(await c.ask('PING')).toBe(UNAVAILABLE);
-    const fatal = gw.logLines.map((l) => JSON.parse(l)).find((l) => l.level === 60);
-    expect(fatal).toMatchObject({ file: '/dev/full', code: 'ENOSPC', msg: expect.stringMatching(/audit log unavailable/) });
-    c.close();
-  });
+  it.runIf(existsSync('/dev/full'))(
+    'fail closed: when writes fail (ENOSPC on /dev/full), requests get ERR INTERNAL audit log unavailable',
+    async () => {
+      const gw = await gateway({ audit: { file: '/dev/full', fsync: 'never' } });
+      const c = await rawConnect(gw.socketPath as string);
+      // The first reply goes out before its record is written; the write fails just after.
+      expect(await c.ask('PING')).toBe('OK PONG');
+      let reply = '';
+      for (let i = 0; i < 200 && reply !== UNAVAILABLE; i++) reply = await c.ask('GET demo/key');
+      expect(reply).toBe(UNAVAILABLE);
+      expect(await c.ask('PING')).toBe(UNAVAILABLE);
+      const fatal = gw.logLines.map((l) => JSON.parse(l)).find((l) => l.level === 60);
+      expect(fatal).toMatchObject({ file: '/dev/full', code: 'ENOSPC', msg: expect.stringMatching(/audit log unavailable/) });
+      c.close();
+    },
+  );
 
   it.runIf(existsSync('/dev/full'))('fail open: when writes fail, requests are still served and a warning is logged', async () => {
     const gw = await gateway({ audit: { file: '/dev/full', fsync: 'never', failOpen: true } });

@@ -30,7 +30,15 @@ describe('AuditLog: records', () => {
       `{"seq":1,"prev":"${ZERO_HASH}","time":"2026-11-27T12:00:01.000Z","client":"uid:1000","verb":"CREATE","keyId":"app/a","version":1,"outcome":"OK","latencyMs":0.05,"kek":"local://local-kek"}`,
     );
     expect(lines[1]).not.toContain('payload');
-    expect(JSON.parse(lines[2] as string)).toEqual({ seq: 3, prev: sha256(lines[1] as string), time: 't', client: 'tcp:127.0.0.1', verb: '-', outcome: 'BAD_REQUEST', latencyMs: 0.01 });
+    expect(JSON.parse(lines[2] as string)).toEqual({
+      seq: 3,
+      prev: sha256(lines[1] as string),
+      time: 't',
+      client: 'tcp:127.0.0.1',
+      verb: '-',
+      outcome: 'BAD_REQUEST',
+      latencyMs: 0.01,
+    });
     expect((await stat(path)).mode & 0o777).toBe(0o600);
   });
 
@@ -48,7 +56,7 @@ describe('AuditLog: records', () => {
     await log.close();
   });
 
-  it('a record\'s text survives any client name (quotes, LF, non-ASCII) on one line', async () => {
+  it("a record's text survives any client name (quotes, LF, non-ASCII) on one line", async () => {
     const path = await file();
     const log = await AuditLog.open({ file: path, logger: captureLogger().logger, fsync: 'never' });
     log.record(rec(1, { client: 'cert:"evil"\n{"seq":99}\u2028é\ud800' }));
@@ -123,13 +131,17 @@ describe('AuditLog: the chain across close and reopen', () => {
   it('refuses a file whose last line is JSON but not an audit record, naming the file', async () => {
     const path = await file();
     await writeFile(path, '{"hello":"world"}\n');
-    await expect(AuditLog.open({ file: path, logger: captureLogger().logger })).rejects.toThrow(`cannot use audit log ${path}: its last line is JSON but not an audit record`);
+    await expect(AuditLog.open({ file: path, logger: captureLogger().logger })).rejects.toThrow(
+      `cannot use audit log ${path}: its last line is JSON but not an audit record`,
+    );
   });
 
   it('refuses a path it cannot open (a directory), naming it', async () => {
     const dir = await tmp();
     await mkdir(join(dir, 'sub'));
-    await expect(AuditLog.open({ file: join(dir, 'sub'), logger: captureLogger().logger })).rejects.toThrow(`cannot open audit log ${join(dir, 'sub')}: EISDIR`);
+    await expect(AuditLog.open({ file: join(dir, 'sub'), logger: captureLogger().logger })).rejects.toThrow(
+      `cannot open audit log ${join(dir, 'sub')}: EISDIR`,
+    );
   });
 });
 
@@ -172,7 +184,14 @@ describe('AuditLog: fsync policies', () => {
       tick = fn;
       return () => void (stopped = true);
     };
-    const log = await AuditLog.open({ file: path, logger: captureLogger().logger, fsync: 'interval', fsyncIntervalMs: 250, every, openFile: spyOpen(calls) });
+    const log = await AuditLog.open({
+      file: path,
+      logger: captureLogger().logger,
+      fsync: 'interval',
+      fsyncIntervalMs: 250,
+      every,
+      openFile: spyOpen(calls),
+    });
     expect(period).toBe(250);
     tick?.();
     expect(calls).toEqual([]);
@@ -194,7 +213,13 @@ describe('AuditLog: fsync policies', () => {
     const path = await file();
     const calls: Call[] = [];
     let timers = 0;
-    const log = await AuditLog.open({ file: path, logger: captureLogger().logger, fsync: 'never', every: () => (timers++, () => undefined), openFile: spyOpen(calls) });
+    const log = await AuditLog.open({
+      file: path,
+      logger: captureLogger().logger,
+      fsync: 'never',
+      every: () => (timers++, () => undefined),
+      openFile: spyOpen(calls),
+    });
     for (let i = 1; i <= 3; i++) {
       log.record(rec(i));
       await log.flush();
@@ -217,7 +242,12 @@ describe('AuditLog: when records cannot be kept', () => {
     log.record(rec(1));
     await log.flush();
     expect(log.available).toBe(false);
-    expect(lines.find((l) => l.level === 60)).toMatchObject({ file: path, op: 'write', code: 'EIO', msg: expect.stringMatching(/requests are refused/) });
+    expect(lines.find((l) => l.level === 60)).toMatchObject({
+      file: path,
+      op: 'write',
+      code: 'EIO',
+      msg: expect.stringMatching(/requests are refused/),
+    });
     log.record(rec(2)); // a request that was already running
     expect(log.dropped).toBe(2);
     await log.close();
@@ -238,7 +268,13 @@ describe('AuditLog: when records cannot be kept', () => {
     const path = await file();
     const { logger, lines } = captureLogger();
     const held = deferred();
-    const log = await AuditLog.open({ file: path, logger, fsync: 'never', maxBufferBytes: 2000, openFile: spyOpen([], { append: () => held.promise }) });
+    const log = await AuditLog.open({
+      file: path,
+      logger,
+      fsync: 'never',
+      maxBufferBytes: 2000,
+      openFile: spyOpen([], { append: () => held.promise }),
+    });
     log.record(rec(1));
     await turn(); // batch 1 is being written, and held
     for (let i = 2; i <= 20; i++) log.record(rec(i));
@@ -255,7 +291,14 @@ describe('AuditLog: when records cannot be kept', () => {
     const path = await file();
     const { logger, lines } = captureLogger();
     const held = deferred();
-    const log = await AuditLog.open({ file: path, logger, fsync: 'never', failOpen: true, maxBufferBytes: 2000, openFile: spyOpen([], { append: () => held.promise }) });
+    const log = await AuditLog.open({
+      file: path,
+      logger,
+      fsync: 'never',
+      failOpen: true,
+      maxBufferBytes: 2000,
+      openFile: spyOpen([], { append: () => held.promise }),
+    });
     log.record(rec(1));
     await turn();
     for (let i = 2; i <= 40; i++) log.record(rec(i));
@@ -272,7 +315,13 @@ describe('AuditLog: when records cannot be kept', () => {
   it('fail open: a failing write leaves it available, counting dropped records, with warnings', async () => {
     const path = await file();
     const { logger, lines } = captureLogger();
-    const log = await AuditLog.open({ file: path, logger, fsync: 'never', failOpen: true, openFile: spyOpen([], { append: () => Promise.reject(eio()) }) });
+    const log = await AuditLog.open({
+      file: path,
+      logger,
+      fsync: 'never',
+      failOpen: true,
+      openFile: spyOpen([], { append: () => Promise.reject(eio()) }),
+    });
     log.record(rec(1));
     await log.flush();
     expect(log.available).toBe(true);

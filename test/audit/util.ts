@@ -19,7 +19,16 @@ export function captureLogger(): { logger: Logger; lines: LogLine[] } {
 
 /** A request record as the gateway would produce it. */
 export function rec(i: number, extra: Partial<RequestRecord> = {}): RequestRecord {
-  return { time: `2026-11-27T12:00:${String(i % 60).padStart(2, '0')}.000Z`, client: 'uid:1000', verb: 'GET', keyId: `app/k${i}`, version: 1, outcome: 'OK', latencyMs: 0.05, ...extra };
+  return {
+    time: `2026-11-27T12:00:${String(i % 60).padStart(2, '0')}.000Z`,
+    client: 'uid:1000',
+    verb: 'GET',
+    keyId: `app/k${i}`,
+    version: 1,
+    outcome: 'OK',
+    latencyMs: 0.05,
+    ...extra,
+  };
 }
 
 /** Lets setImmediate callbacks and settled I/O run: a yield, not a sleep. */

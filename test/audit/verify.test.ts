@@ -192,7 +192,13 @@ describe('describeResult', () => {
   it('reports a chain restart after a torn line without failing', async () => {
     const { lines } = await logOf(2);
     const torn = '{"seq":3,"prev":"ab';
-    const restart = JSON.stringify({ seq: 3, prev: sha256(torn), time: '2026-11-27T12:00:00.000Z', event: 'chain-restart', reason: 'test' });
+    const restart = JSON.stringify({
+      seq: 3,
+      prev: sha256(torn),
+      time: '2026-11-27T12:00:00.000Z',
+      event: 'chain-restart',
+      reason: 'test',
+    });
     const after = JSON.stringify({ seq: 4, prev: sha256(restart), time: 'x', client: 'c', verb: 'PING', outcome: 'OK', latencyMs: 0 });
     const r = await verifyLines([...lines, torn, restart, after]);
     expect(r).toMatchObject({ ok: true, records: 4, restarts: [{ line: 4, tornLine: 3, tornBytes: torn.length }] });

@@ -218,7 +218,11 @@ describe('kmsgw CLI against a running gateway', () => {
 
 describe('kmsgw serve and init', () => {
   async function serve(cwd: string, args: string[] = []) {
-    const child = spawn(process.execPath, [BIN, 'serve', ...args], { cwd, env: { ...process.env, KMSGW_SOCKET: '' }, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, 'serve', ...args], {
+      cwd,
+      env: { ...process.env, KMSGW_SOCKET: '' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     let log = '';
     child.stderr.on('data', (c: Buffer) => (log += c.toString()));
     await new Promise<void>((ok, fail) => {

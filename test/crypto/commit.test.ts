@@ -6,7 +6,9 @@ const seq = (n: number): Buffer => Buffer.from(Array.from({ length: n }, (_, i) 
 
 /** Independent computation of the documented commitment. */
 function reference(dek: Buffer, keyId: string, version: number): Buffer {
-  return createHmac('sha256', dek).update(Buffer.from(`kmsgw/v1 commit ${keyId} ${version}`, 'ascii')).digest();
+  return createHmac('sha256', dek)
+    .update(Buffer.from(`kmsgw/v1 commit ${keyId} ${version}`, 'ascii'))
+    .digest();
 }
 
 describe('commitTag', () => {

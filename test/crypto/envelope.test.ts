@@ -28,14 +28,7 @@ function expectDecryptFailed(fn: () => unknown, label = ''): void {
 }
 
 /** Independent AES-256-GCM envelope, built by hand from the documented format. */
-function referenceEnvelope(
-  dek: Buffer,
-  keyId: string,
-  version: number,
-  nonce: Buffer,
-  plaintext: Buffer,
-  callerAad?: Buffer,
-): Buffer {
+function referenceEnvelope(dek: Buffer, keyId: string, version: number, nonce: Buffer, plaintext: Buffer, callerAad?: Buffer): Buffer {
   const base = Buffer.from(`kmsgw/v1 ${keyId} ${version}`, 'ascii');
   const aad = callerAad === undefined ? base : Buffer.concat([base, Buffer.from([0x00]), callerAad]);
   const cipher = createCipheriv('aes-256-gcm', dek, nonce, { authTagLength: 16 });
@@ -97,9 +90,7 @@ describe('envelope fixed test vectors', () => {
 
   it('the two vectors are not interchangeable', () => {
     expectDecryptFailed(() => open({ dek, keyId: 'demo/key', version: 1 }, Buffer.from(WITH_AAD, 'base64')));
-    expectDecryptFailed(() =>
-      open({ dek, keyId: 'demo/key', version: 1, aad: callerAad }, Buffer.from(WITHOUT_AAD, 'base64')),
-    );
+    expectDecryptFailed(() => open({ dek, keyId: 'demo/key', version: 1, aad: callerAad }, Buffer.from(WITHOUT_AAD, 'base64')));
   });
 
   it('refuses a nonce source that is not exactly 12 bytes', () => {

@@ -76,11 +76,10 @@ export function spawnEmulator(
 ): Promise<SpawnedEmulator> {
   installExitHook();
   return new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      [server, '--port', String(port), '--state', stateFile, ...extraArgs, '--exit-with-stdin'],
-      { stdio: ['pipe', 'pipe', 'pipe'], env: process.env },
-    );
+    const child = spawn(process.execPath, [server, '--port', String(port), '--state', stateFile, ...extraArgs, '--exit-with-stdin'], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: process.env,
+    });
     running.add(child);
     let stderr = '';
     let stdout = '';

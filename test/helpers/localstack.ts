@@ -15,15 +15,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { CreateAliasCommand, CreateKeyCommand, type Tag } from '@aws-sdk/client-kms';
 import { inject } from 'vitest';
-import {
-  LOCALSTACK_DIR,
-  REGION,
-  kmsClient,
-  runLocalStackScript,
-  startOnly,
-  stopInstance,
-  tail,
-} from '../setup/localstack.js';
+import { LOCALSTACK_DIR, REGION, kmsClient, runLocalStackScript, startOnly, stopInstance, tail } from '../setup/localstack.js';
 import { freePort } from './net.js';
 
 export interface LocalStackInstance {

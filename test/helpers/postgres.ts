@@ -66,7 +66,8 @@ export function runAsPg(cmd: string, args: readonly string[], opts: ExecFileOpti
 
 async function mustRunAsPg(cmd: string, args: readonly string[], opts: ExecFileOptions = {}): Promise<string> {
   const r = await runAsPg(cmd, args, opts);
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} (as ${IS_ROOT ? PG_OS_USER : userInfo().username}) exited ${r.code}\n${r.stderr}${r.stdout}`);
+  if (r.code !== 0)
+    throw new Error(`${cmd} ${args.join(' ')} (as ${IS_ROOT ? PG_OS_USER : userInfo().username}) exited ${r.code}\n${r.stderr}${r.stdout}`);
   return r.stdout;
 }
 
@@ -91,7 +92,7 @@ export async function pgBinDir(): Promise<string> {
   }
   throw new Error(
     `PostgreSQL 15 binaries not found (looked in ${candidates.join(', ')} for initdb, pg_ctl, postgres, psql, pg_basebackup). ` +
-      'Install Debian\'s package: apt-get install -y postgresql (.ci/run does this when they are missing).',
+      "Install Debian's package: apt-get install -y postgresql (.ci/run does this when they are missing).",
   );
 }
 
@@ -109,7 +110,7 @@ export function pgPreflight(): Promise<void> {
       if (id.code !== 0) {
         throw new Error(
           `the tests run as root and PostgreSQL refuses to; they run it as the "${PG_OS_USER}" OS user, which does not exist ` +
-            '(Debian\'s postgresql package creates it: apt-get install -y postgresql)',
+            "(Debian's postgresql package creates it: apt-get install -y postgresql)",
         );
       }
     }
@@ -214,7 +215,8 @@ export function usePostgres(): PgHarness {
         await appendFile(join(dataDir, 'postgresql.conf'), `\n# kmsgw test harness\n${lines.join('')}`);
       },
       tryStart: async () => {
-        const pgCtlStart = () => runAsPg(join(bin, 'pg_ctl'), ['start', '-D', dataDir, '-l', logFile, '-w', '-t', '90'], { cwd: dataDir, timeout: 120_000 });
+        const pgCtlStart = () =>
+          runAsPg(join(bin, 'pg_ctl'), ['start', '-D', dataDir, '-l', logFile, '-w', '-t', '90'], { cwd: dataDir, timeout: 120_000 });
         let r = await pgCtlStart();
         // The free port was taken in between: once more, on another.
         if (r.code !== 0 && /could not bind IPv4 address "127\.0\.0\.1": Address already in use/.test(await cluster.log())) {
@@ -226,14 +228,24 @@ export function usePostgres(): PgHarness {
       },
       start: async () => {
         const r = await cluster.tryStart();
-        if (!r.ok) throw new Error(`PostgreSQL did not start (port ${port}):\n${r.output}\n--- server log (tail) ---\n${tail(await cluster.log(), 40)}`);
+        if (!r.ok)
+          throw new Error(
+            `PostgreSQL did not start (port ${port}):\n${r.output}\n--- server log (tail) ---\n${tail(await cluster.log(), 40)}`,
+          );
       },
       stop: async (mode = 'fast') => {
         if (!existsSync(join(dataDir, 'postmaster.pid'))) return;
         await runAsPg(join(bin, 'pg_ctl'), ['stop', '-D', dataDir, '-m', mode, '-w', '-t', '60'], { cwd: dataDir, timeout: 90_000 });
       },
       sql: async (query, conn = {}) => {
-        const conninfo = Object.entries({ host: '127.0.0.1', port: String(port), user: 'postgres', dbname: 'postgres', connect_timeout: '10', ...conn })
+        const conninfo = Object.entries({
+          host: '127.0.0.1',
+          port: String(port),
+          user: 'postgres',
+          dbname: 'postgres',
+          connect_timeout: '10',
+          ...conn,
+        })
           .map(([k, v]) => `${k}=${v}`)
           .join(' ');
         const r = await run(join(bin, 'psql'), ['-X', '-A', '-t', '-q', '-v', 'ON_ERROR_STOP=1', '-d', conninfo, '-c', query], {
@@ -303,5 +315,8 @@ export async function waitFor<T>(check: () => Promise<T | undefined>, timeoutMs:
 }
 
 export function tail(text: string, lines: number): string {
-  return text.split('\n').slice(-lines - 1).join('\n');
+  return text
+    .split('\n')
+    .slice(-lines - 1)
+    .join('\n');
 }

@@ -68,7 +68,7 @@ describe('Policy: key-id globs', () => {
     );
   });
 
-  it('any of a grant\'s globs suffices', () => {
+  it("any of a grant's globs suffices", () => {
     const p = single(['GET'], ['pg/*', 'app/users']);
     expect(p.authorize('c', 'GET', 'pg/x')).toBe(true);
     expect(p.authorize('c', 'GET', 'app/users')).toBe(true);
@@ -150,7 +150,7 @@ describe('Policy: verbs', () => {
     expect(p.authorize('c', 'LIST', 'app/a')).toBe(false);
   });
 
-  it('grants add up across a client\'s grants', () => {
+  it("grants add up across a client's grants", () => {
     const p = policy({
       clients: [
         {
@@ -199,7 +199,11 @@ describe('Policy: tokens', () => {
     // SHA-256("abc"), FIPS 180-2 test vector.
     expect(hashToken('abc')).toBe('sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
     // UTF-8, not latin1: "é" is the two bytes c3 a9.
-    expect(hashToken('é')).toBe(`sha256:${createHash('sha256').update(Buffer.from([0xc3, 0xa9])).digest('hex')}`);
+    expect(hashToken('é')).toBe(
+      `sha256:${createHash('sha256')
+        .update(Buffer.from([0xc3, 0xa9]))
+        .digest('hex')}`,
+    );
     fc.assert(
       fc.property(fc.string(), (t) => {
         expect(hashToken(t)).toMatch(/^sha256:[0-9a-f]{64}$/);
@@ -318,7 +322,10 @@ describe('Policy: AUTH failure rate limit', () => {
   it('the same uid is one source whatever its pid', () => {
     const p = policy({ clients: clientsWithToken }, makeClock());
     for (let pid = 1; pid <= 5; pid++) p.authenticate('wrong', { transport: 'unix', peer: { uid: 7, gid: 7, pid } });
-    expect(p.authenticate('right', { transport: 'unix', peer: { uid: 7, gid: 7, pid: 99 } })).toEqual({ ok: false, reason: 'rate-limited' });
+    expect(p.authenticate('right', { transport: 'unix', peer: { uid: 7, gid: 7, pid: 99 } })).toEqual({
+      ok: false,
+      reason: 'rate-limited',
+    });
   });
 
   it('uses Date by default', () => {
@@ -390,14 +397,44 @@ describe('PolicySchema validation', () => {
     ['an unknown match field', { clients: [{ ...valid, match: { user: 'postgres' } }] }, 'policy.clients.0.match', /user/],
     ['an unknown verb', { clients: [{ ...valid, grants: [{ verbs: ['FETCH'], keys: ['*'] }] }] }, 'policy.clients.0.grants.0.verbs.0', /./],
     ['a lowercase verb', { clients: [{ ...valid, grants: [{ verbs: ['get'], keys: ['*'] }] }] }, 'policy.clients.0.grants.0.verbs.0', /./],
-    ['PING as a grant verb', { clients: [{ ...valid, grants: [{ verbs: ['PING'], keys: ['*'] }] }] }, 'policy.clients.0.grants.0.verbs.0', /./],
+    [
+      'PING as a grant verb',
+      { clients: [{ ...valid, grants: [{ verbs: ['PING'], keys: ['*'] }] }] },
+      'policy.clients.0.grants.0.verbs.0',
+      /./,
+    ],
     ['no verbs', { clients: [{ ...valid, grants: [{ verbs: [], keys: ['*'] }] }] }, 'policy.clients.0.grants.0.verbs', /./],
     ['no keys', { clients: [{ ...valid, grants: [{ verbs: ['GET'], keys: [] }] }] }, 'policy.clients.0.grants.0.keys', /./],
-    ['a glob with [', { clients: [{ ...valid, grants: [{ verbs: ['GET'], keys: ['pg/[ab]'] }] }] }, 'policy.clients.0.grants.0.keys.0', /must be a key-id glob/],
-    ['a glob with a space', { clients: [{ ...valid, grants: [{ verbs: ['GET'], keys: ['pg x'] }] }] }, 'policy.clients.0.grants.0.keys.0', /must be a key-id glob/],
-    ['an empty glob', { clients: [{ ...valid, grants: [{ verbs: ['GET'], keys: [''] }] }] }, 'policy.clients.0.grants.0.keys.0', /must be a key-id glob/],
-    ['a glob over 256 characters', { clients: [{ ...valid, grants: [{ verbs: ['GET'], keys: ['a'.repeat(257)] }] }] }, 'policy.clients.0.grants.0.keys.0', /must be a key-id glob/],
-    ['an unknown grant field', { clients: [{ ...valid, grants: [{ verbs: ['GET'], keys: ['*'], deny: true }] }] }, 'policy.clients.0.grants.0', /deny/],
+    [
+      'a glob with [',
+      { clients: [{ ...valid, grants: [{ verbs: ['GET'], keys: ['pg/[ab]'] }] }] },
+      'policy.clients.0.grants.0.keys.0',
+      /must be a key-id glob/,
+    ],
+    [
+      'a glob with a space',
+      { clients: [{ ...valid, grants: [{ verbs: ['GET'], keys: ['pg x'] }] }] },
+      'policy.clients.0.grants.0.keys.0',
+      /must be a key-id glob/,
+    ],
+    [
+      'an empty glob',
+      { clients: [{ ...valid, grants: [{ verbs: ['GET'], keys: [''] }] }] },
+      'policy.clients.0.grants.0.keys.0',
+      /must be a key-id glob/,
+    ],
+    [
+      'a glob over 256 characters',
+      { clients: [{ ...valid, grants: [{ verbs: ['GET'], keys: ['a'.repeat(257)] }] }] },
+      'policy.clients.0.grants.0.keys.0',
+      /must be a key-id glob/,
+    ],
+    [
+      'an unknown grant field',
+      { clients: [{ ...valid, grants: [{ verbs: ['GET'], keys: ['*'], deny: true }] }] },
+      'policy.clients.0.grants.0',
+      /deny/,
+    ],
     ['an unknown client field', { clients: [{ ...valid, role: 'admin' }] }, 'policy.clients.0', /role/],
     ['an unknown policy field', { clients: [valid], defaultAllow: true }, 'policy', /defaultAllow/],
     ['authFailures.max 0', { clients: [valid], authFailures: { max: 0 } }, 'policy.authFailures.max', /./],
@@ -420,7 +457,11 @@ describe('PolicySchema validation', () => {
       {
         policy: {
           clients: [
-            { name: 'pg-cluster-1', match: { certs: ['pg-cluster-1'], uids: [26] }, grants: [{ verbs: ['GET', 'ENC', 'DEC'], keys: ['pg/cluster-1/*'] }] },
+            {
+              name: 'pg-cluster-1',
+              match: { certs: ['pg-cluster-1'], uids: [26] },
+              grants: [{ verbs: ['GET', 'ENC', 'DEC'], keys: ['pg/cluster-1/*'] }],
+            },
             { name: 'ops', match: { tokens: [hashToken('s3cret')] }, grants: [{ verbs: ['admin'], keys: ['*'] }] },
           ],
         },

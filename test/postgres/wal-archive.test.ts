@@ -25,13 +25,16 @@ beforeAll(() => pgPreflight(), 60_000);
 async function waitArchived(primary: PgCluster, segment: string): Promise<void> {
   await waitFor(
     async () => {
-      const [archived = '', failed = '0'] = (await primary.sql('select coalesce(last_archived_wal, \'\'), failed_count from pg_stat_archiver')).split('|');
+      const [archived = '', failed = '0'] = (
+        await primary.sql("select coalesce(last_archived_wal, ''), failed_count from pg_stat_archiver")
+      ).split('|');
       if (archived >= segment) return true;
       if (Number(failed) >= 3) throw new Error(`archive_command keeps failing (${failed} times):\n${tail(await primary.log(), 30)}`);
       return undefined;
     },
     120_000,
-    async () => `segment ${segment} not archived; pg_stat_archiver: ${await primary.sql('select * from pg_stat_archiver')}\n${tail(await primary.log(), 30)}`,
+    async () =>
+      `segment ${segment} not archived; pg_stat_archiver: ${await primary.sql('select * from pg_stat_archiver')}\n${tail(await primary.log(), 30)}`,
   );
 }
 
@@ -60,7 +63,11 @@ describe('PostgreSQL WAL archive encrypted with kmsgw', () => {
     // The base backup comes first, so the marked rows exist only in WAL written after it.
     const backups = await pg.pgDir();
     const base = join(backups, 'base');
-    await pgTool('pg_basebackup', ['-D', base, '-X', 'none', '-c', 'fast', '-h', '127.0.0.1', '-p', String(primary.port), '-U', 'postgres'], backups);
+    await pgTool(
+      'pg_basebackup',
+      ['-D', base, '-X', 'none', '-c', 'fast', '-h', '127.0.0.1', '-p', String(primary.port), '-U', 'postgres'],
+      backups,
+    );
     const fresh = join(backups, 'fresh');
     expect((await run('cp', ['-a', base, fresh])).code).toBe(0);
     const tBackup = Date.now();

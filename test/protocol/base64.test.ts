@@ -95,21 +95,10 @@ describe('canonical base64: rejections', () => {
     expectRejected(bad);
   });
 
-  it.each([
-    'Zg==Zg==',
-    'Zm8=Zm8=',
-    'Zg==Zm9v',
-    '=Zm9',
-    '==Zg',
-    'Z=g=',
-    'Zm=v',
-    'Zm9v=',
-    'Zm9v====',
-    'Z===',
-    '====',
-    '=',
-    'Zg===',
-  ])('padding in the wrong place: %j', (text) => expectRejected(text));
+  it.each(['Zg==Zg==', 'Zm8=Zm8=', 'Zg==Zm9v', '=Zm9', '==Zg', 'Z=g=', 'Zm=v', 'Zm9v=', 'Zm9v====', 'Z===', '====', '=', 'Zg==='])(
+    'padding in the wrong place: %j',
+    (text) => expectRejected(text),
+  );
 
   it('uses the label in the error message', () => {
     expect(() => decodeBase64('Zh==', 'aad')).toThrow('aad is not canonical base64');
@@ -192,8 +181,10 @@ describe('canonical base64: mutated strings', () => {
         const at = Math.floor(rand() * (text.length + 1));
         const ch = extra[Math.floor(rand() * extra.length)] as string;
         const op = rand();
-        if (op < 0.5 && text.length > 0) text = text.slice(0, at) + ch + text.slice(at + 1); // replace
-        else if (op < 0.75) text = text.slice(0, at) + ch + text.slice(at); // insert
+        if (op < 0.5 && text.length > 0)
+          text = text.slice(0, at) + ch + text.slice(at + 1); // replace
+        else if (op < 0.75)
+          text = text.slice(0, at) + ch + text.slice(at); // insert
         else text = text.slice(0, at) + text.slice(at + 1); // delete
       }
       const ok = isCanonicalBase64(text);

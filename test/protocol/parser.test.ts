@@ -1,14 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { isCanonicalBase64 } from '../../src/protocol/base64.js';
 import { ERROR_CODES } from '../../src/protocol/errors.js';
-import {
-  ADMIN_VERBS,
-  MAX_KEY_ID_LENGTH,
-  MAX_VERSION,
-  parseKeyRef,
-  parseRequest,
-  type Command,
-} from '../../src/protocol/parser.js';
+import { ADMIN_VERBS, MAX_KEY_ID_LENGTH, MAX_VERSION, parseKeyRef, parseRequest, type Command } from '../../src/protocol/parser.js';
 import { prng } from '../helpers/prng.js';
 
 const KEY_ID_TEXT = 'key id must be 1-256 characters of A-Z a-z 0-9 . _ - / :';
@@ -58,9 +51,14 @@ describe('parseRequest: valid requests', () => {
     ['create k local://main', { verb: 'CREATE', key: { id: 'k' }, kek: 'local://main' }],
     [`CREATE k ${AWS_KEK}`, { verb: 'CREATE', key: { id: 'k' }, kek: AWS_KEK }],
     ['ROTATE k', { verb: 'ROTATE', key: { id: 'k' } }],
-    ['rotate a:b gcp-kms://projects/p/locations/l/keyRings/r/cryptoKeys/k', {
-      verb: 'ROTATE', key: { id: 'a:b' }, kek: 'gcp-kms://projects/p/locations/l/keyRings/r/cryptoKeys/k',
-    }],
+    [
+      'rotate a:b gcp-kms://projects/p/locations/l/keyRings/r/cryptoKeys/k',
+      {
+        verb: 'ROTATE',
+        key: { id: 'a:b' },
+        kek: 'gcp-kms://projects/p/locations/l/keyRings/r/cryptoKeys/k',
+      },
+    ],
 
     ['DESTROY k@1', { verb: 'DESTROY', key: { id: 'k', version: 1 } }],
     ['destroy a/b@4294967295', { verb: 'DESTROY', key: { id: 'a/b', version: 4294967295 } }],

@@ -12,7 +12,9 @@ export const versionArb = fc.oneof(
   fc.integer({ min: 1, max: 0xffff_ffff }).map(String),
   fc.constantFrom('0', '01', '4294967296', '99999999999', '', '-1', '1e3', ' 1'),
 );
-export const keyRefArb = fc.tuple(keyIdArb, fc.option(versionArb, { nil: undefined })).map(([id, v]) => (v === undefined ? id : `${id}@${v}`));
+export const keyRefArb = fc
+  .tuple(keyIdArb, fc.option(versionArb, { nil: undefined }))
+  .map(([id, v]) => (v === undefined ? id : `${id}@${v}`));
 /** Payload tokens: canonical base64 of at least 6 random bytes, so 8+ characters that no fixed text contains. */
 export const payloadArb = fc.uint8Array({ minLength: 6, maxLength: 90 }).map((b) => Buffer.from(b).toString('base64'));
 export const kekArb = fc.oneof(
@@ -37,7 +39,10 @@ export const validRequestArb: fc.Arbitrary<Request> = fc.oneof(
   keyRefArb.map((k) => ({ line: `GET ${k}`, payloads: [] })),
   fc
     .tuple(fc.constantFrom('ENC', 'DEC', 'enc', 'Dec'), keyRefArb, payloadArb, fc.option(payloadArb, { nil: undefined }))
-    .map(([verb, k, data, aad]) => ({ line: `${verb} ${k} ${data}${aad === undefined ? '' : ` ${aad}`}`, payloads: aad === undefined ? [data] : [data, aad] })),
+    .map(([verb, k, data, aad]) => ({
+      line: `${verb} ${k} ${data}${aad === undefined ? '' : ` ${aad}`}`,
+      payloads: aad === undefined ? [data] : [data, aad],
+    })),
   fc
     .tuple(fc.constantFrom('CREATE', 'ROTATE'), keyRefArb, fc.option(kekArb, { nil: undefined }))
     .map(([verb, k, kek]) => ({ line: `${verb} ${k}${kek === undefined ? '' : ` ${kek}`}`, payloads: [] })),
@@ -48,7 +53,28 @@ export const validRequestArb: fc.Arbitrary<Request> = fc.oneof(
 
 /** Characters mutations insert: separators, controls, DEL, high latin1, non-latin1, and protocol punctuation. */
 export const mutationCharArb = fc.oneof(
-  fc.constantFrom(' ', '  ', '\t', '\r', '\0', '\x1b', '\x7f', '\x80', '\xff', 'é', '\u2028', '\ud83d', '😀', '=', '@', '/', ':', '+', '-', '_'),
+  fc.constantFrom(
+    ' ',
+    '  ',
+    '\t',
+    '\r',
+    '\0',
+    '\x1b',
+    '\x7f',
+    '\x80',
+    '\xff',
+    'é',
+    '\u2028',
+    '\ud83d',
+    '😀',
+    '=',
+    '@',
+    '/',
+    ':',
+    '+',
+    '-',
+    '_',
+  ),
   fc.string({ unit: 'binary', minLength: 1, maxLength: 3 }),
 );
 
@@ -110,7 +136,10 @@ export const tokenSoupArb: fc.Arbitrary<Request> = fc
     fc.array(fc.oneof(keyRefArb, payloadArb, kekArb, fc.string({ unit: 'binary-ascii', maxLength: 10 })), { maxLength: 5 }),
     fc.constantFrom(' ', ' ', ' ', '  ', '\t'),
   )
-  .map(([verb, rest, sep]) => ({ line: [verb, ...rest].join(sep), payloads: rest.filter((t) => t.length >= 8 && /^[A-Za-z0-9+/]+=*$/.test(t) && t.length % 4 === 0) }));
+  .map(([verb, rest, sep]) => ({
+    line: [verb, ...rest].join(sep),
+    payloads: rest.filter((t) => t.length >= 8 && /^[A-Za-z0-9+/]+=*$/.test(t) && t.length % 4 === 0),
+  }));
 
 export const arbitraryLineArb: fc.Arbitrary<Request> = fc
   .oneof(
@@ -119,4 +148,3 @@ export const arbitraryLineArb: fc.Arbitrary<Request> = fc
     fc.string({ unit: fc.constantFrom(...'GETNCDPIgetncdpi @ kK1=+/\t\r\x00\x7f'), maxLength: 40 }),
   )
   .map((line) => ({ line, payloads: [] }));
-

@@ -113,7 +113,17 @@ export interface Peaks {
 
 export function sample(listener: Listener): { peaks: Peaks; stop(): Peaks } {
   const { rss, heapUsed } = process.memoryUsage();
-  const peaks: Peaks = { heapBefore: heapUsed, heapMax: heapUsed, heapAfter: heapUsed, rssBefore: rss, rssMax: rss, rssAfter: rss, bytesRead: 0, bytesQueued: 0, connections: 0 };
+  const peaks: Peaks = {
+    heapBefore: heapUsed,
+    heapMax: heapUsed,
+    heapAfter: heapUsed,
+    rssBefore: rss,
+    rssMax: rss,
+    rssAfter: rss,
+    bytesRead: 0,
+    bytesQueued: 0,
+    connections: 0,
+  };
   const tick = () => {
     const s = listener.stats();
     peaks.bytesRead = Math.max(peaks.bytesRead, s.bytesRead);

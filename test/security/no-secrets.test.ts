@@ -121,7 +121,9 @@ describe('no key material or payload in logs, errors, INFO/LIST or the audit log
     const snapshotStore = async () => {
       for (const name of await readdir(join(dataDir, 'keys'))) {
         if (!name.endsWith('.json')) continue;
-        const record = JSON.parse(await readFile(join(dataDir, 'keys', name), 'utf8')) as { versions: Array<{ wrapped: string | null; commit: string | null }> };
+        const record = JSON.parse(await readFile(join(dataDir, 'keys', name), 'utf8')) as {
+          versions: Array<{ wrapped: string | null; commit: string | null }>;
+        };
         for (const v of record.versions) {
           if (v.wrapped) wrapped.add(v.wrapped);
           if (v.commit) wrapped.add(v.commit);
@@ -246,7 +248,10 @@ describe('no key material or payload in logs, errors, INFO/LIST or the audit log
     await snapshotStore();
     await ask('DESTROY app/a@1', 'OK 1');
     await ask('DESTROY app/a@1', 'OK 1');
-    const eV1 = envelopes.find((e) => e.key === 'app/a' && Buffer.from(e.env, 'base64').readUInt32BE(1) === 1) as { env: string; aad?: string };
+    const eV1 = envelopes.find((e) => e.key === 'app/a' && Buffer.from(e.env, 'base64').readUInt32BE(1) === 1) as {
+      env: string;
+      aad?: string;
+    };
     await ask(`DEC app/a ${eV1.env}${eV1.aad ? ` ${eV1.aad}` : ''}`, /^ERR DECRYPT_FAILED /);
     await ask('GET app/a@1', /^ERR NOT_FOUND /);
     await ask('INFO app/a', /^OK \{/);

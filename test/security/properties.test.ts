@@ -25,13 +25,7 @@ import {
   trailerPlaintext,
   type StreamHeader,
 } from '../../src/stream/format.js';
-import {
-  ID_CHARS,
-  arbitraryLineArb,
-  mutatedRequestArb,
-  tokenSoupArb,
-  type Request,
-} from './arbitraries.js';
+import { ID_CHARS, arbitraryLineArb, mutatedRequestArb, tokenSoupArb, type Request } from './arbitraries.js';
 import { check } from './seed.js';
 
 const PRINTABLE_RE = /^[\x20-\x7e]+$/;
@@ -128,16 +122,20 @@ describe('framer properties', () => {
 
   it('holds at most maxLineBytes whatever the chunk size, including one huge LF-less chunk', () => {
     check(
-      fc.property(fc.integer({ min: 1, max: 4096 }), fc.array(fc.integer({ min: 0, max: 20_000 }), { minLength: 1, maxLength: 6 }), (max, sizes) => {
-        const framer = new LineFramer(max);
-        const sink = new RecordingSink();
-        for (const size of sizes) {
-          framer.push(Buffer.alloc(size, 0x41), sink);
-          expect(framer.buffered).toBeLessThanOrEqual(max);
-        }
-        const total = sizes.reduce((a, b) => a + b, 0);
-        expect(sink.events).toEqual(total > max ? [['tooLarge']] : []);
-      }),
+      fc.property(
+        fc.integer({ min: 1, max: 4096 }),
+        fc.array(fc.integer({ min: 0, max: 20_000 }), { minLength: 1, maxLength: 6 }),
+        (max, sizes) => {
+          const framer = new LineFramer(max);
+          const sink = new RecordingSink();
+          for (const size of sizes) {
+            framer.push(Buffer.alloc(size, 0x41), sink);
+            expect(framer.buffered).toBeLessThanOrEqual(max);
+          }
+          const total = sizes.reduce((a, b) => a + b, 0);
+          expect(sink.events).toEqual(total > max ? [['tooLarge']] : []);
+        },
+      ),
       200,
     );
   });
@@ -338,7 +336,12 @@ const byteMutationArb: fc.Arbitrary<ByteMutation> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('extend' as const), bytes: fc.uint8Array({ minLength: 1, maxLength: 40 }) }) },
   {
     weight: 1,
-    arbitrary: fc.record({ kind: fc.constant('splice' as const), at: fc.nat(), len: fc.nat({ max: 40 }), bytes: fc.uint8Array({ maxLength: 40 }) }),
+    arbitrary: fc.record({
+      kind: fc.constant('splice' as const),
+      at: fc.nat(),
+      len: fc.nat({ max: 40 }),
+      bytes: fc.uint8Array({ maxLength: 40 }),
+    }),
   },
 );
 
@@ -370,7 +373,12 @@ function mutateBytes(input: Buffer, mutations: readonly ByteMutation[]): Buffer 
 
 const dekArb = fc.uint8Array({ minLength: 32, maxLength: 32 }).map((b) => Buffer.from(b));
 const sealParamsArb: fc.Arbitrary<SealParams> = fc
-  .tuple(dekArb, fc.string({ unit: fc.constantFrom(...ID_CHARS), minLength: 1, maxLength: 40 }), fc.integer({ min: 1, max: 0xffff_ffff }), fc.option(fc.uint8Array({ maxLength: 32 }), { nil: undefined }))
+  .tuple(
+    dekArb,
+    fc.string({ unit: fc.constantFrom(...ID_CHARS), minLength: 1, maxLength: 40 }),
+    fc.integer({ min: 1, max: 0xffff_ffff }),
+    fc.option(fc.uint8Array({ maxLength: 32 }), { nil: undefined }),
+  )
   .map(([dek, keyId, version, aad]) => (aad === undefined ? { dek, keyId, version } : { dek, keyId, version, aad: Buffer.from(aad) }));
 
 /** Asserts `fn` throws GatewayError DECRYPT_FAILED (and nothing else), with a printable text. */
@@ -393,20 +401,25 @@ describe('envelope properties', () => {
 
   it('a mutated envelope never opens, and fails with DECRYPT_FAILED only', () => {
     check(
-      fc.property(sealParamsArb, fc.uint8Array({ maxLength: 100 }), fc.array(byteMutationArb, { minLength: 1, maxLength: 3 }), (p, plaintext, ms) => {
-        const envelope = seal(p, plaintext, nonces);
-        expect(open(p, envelope).equals(Buffer.from(plaintext))).toBe(true);
-        const bad = mutateBytes(envelope, ms);
-        fc.pre(!bad.equals(envelope));
-        expectDecryptFailed(() => open(p, bad), 'mutated envelope');
-        // The header reader alone is just as strict about what it throws.
-        try {
-          envelopeVersion(bad);
-        } catch (err) {
-          expect(err).toBeInstanceOf(GatewayError);
-          expect((err as GatewayError).code).toBe('DECRYPT_FAILED');
-        }
-      }),
+      fc.property(
+        sealParamsArb,
+        fc.uint8Array({ maxLength: 100 }),
+        fc.array(byteMutationArb, { minLength: 1, maxLength: 3 }),
+        (p, plaintext, ms) => {
+          const envelope = seal(p, plaintext, nonces);
+          expect(open(p, envelope).equals(Buffer.from(plaintext))).toBe(true);
+          const bad = mutateBytes(envelope, ms);
+          fc.pre(!bad.equals(envelope));
+          expectDecryptFailed(() => open(p, bad), 'mutated envelope');
+          // The header reader alone is just as strict about what it throws.
+          try {
+            envelopeVersion(bad);
+          } catch (err) {
+            expect(err).toBeInstanceOf(GatewayError);
+            expect((err as GatewayError).code).toBe('DECRYPT_FAILED');
+          }
+        },
+      ),
       1500,
     );
   });
@@ -415,7 +428,9 @@ describe('envelope properties', () => {
     const otherArb = fc.oneof(
       fc.string({ unit: fc.constantFrom(...ID_CHARS), minLength: 1, maxLength: 40 }).map((keyId) => ({ keyId })),
       fc.integer({ min: 1, max: 0xffff_ffff }).map((version) => ({ version })),
-      fc.option(fc.uint8Array({ maxLength: 32 }), { nil: undefined }).map((aad) => ({ aad: aad === undefined ? undefined : Buffer.from(aad) })),
+      fc
+        .option(fc.uint8Array({ maxLength: 32 }), { nil: undefined })
+        .map((aad) => ({ aad: aad === undefined ? undefined : Buffer.from(aad) })),
       dekArb.map((dek) => ({ dek })),
     );
     check(
@@ -470,7 +485,9 @@ function buildStream(dek: Buffer, plaintext: Buffer, chunkBytes: number, userAad
     const env = seal({ dek, ...STREAM_KEY, aad: chunkAad(header, i, false, userAad) }, plaintext.subarray(at, at + chunkBytes), nonces);
     records.push(encodeRecord(env));
   }
-  records.push(encodeRecord(seal({ dek, ...STREAM_KEY, aad: chunkAad(header, i, true, userAad) }, trailerPlaintext(plaintext.length), nonces)));
+  records.push(
+    encodeRecord(seal({ dek, ...STREAM_KEY, aad: chunkAad(header, i, true, userAad) }, trailerPlaintext(plaintext.length), nonces)),
+  );
   return { bytes: Buffer.concat([encodeHeader(header), ...records]), header, records, plaintext };
 }
 
@@ -521,7 +538,10 @@ type StreamMutation =
   | { kind: 'header-of-other' };
 
 const streamMutationArb: fc.Arbitrary<StreamMutation> = fc.oneof(
-  { weight: 4, arbitrary: fc.record({ kind: fc.constant('bytes' as const), ms: fc.array(byteMutationArb, { minLength: 1, maxLength: 2 }) }) },
+  {
+    weight: 4,
+    arbitrary: fc.record({ kind: fc.constant('bytes' as const), ms: fc.array(byteMutationArb, { minLength: 1, maxLength: 2 }) }),
+  },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('truncate' as const), at: fc.nat() }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('drop' as const), i: fc.nat() }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('duplicate' as const), i: fc.nat() }) },
@@ -583,7 +603,10 @@ describe('stream format properties', () => {
     plaintext: fc.uint8Array({ maxLength: 160 }).map((b) => Buffer.from(b)),
     // 8 and up here; chunk sizes 1-7 have their own test below.
     chunkBytes: fc.integer({ min: 8, max: 48 }),
-    userAad: fc.option(fc.uint8Array({ maxLength: 24 }).map((b) => Buffer.from(b)), { nil: undefined }),
+    userAad: fc.option(
+      fc.uint8Array({ maxLength: 24 }).map((b) => Buffer.from(b)),
+      { nil: undefined },
+    ),
     pieces: fc.array(fc.integer({ min: 1, max: 80 }), { maxLength: 6 }),
   });
 

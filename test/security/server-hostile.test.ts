@@ -87,7 +87,9 @@ describe('hostile request lines over a real socket', () => {
     const aboutPrecious = fc.oneof(
       fc.constantFrom(...known.keys()),
       payloadArb.map((p) => `ENC ${PRECIOUS} ${p}`),
-      fc.tuple(fc.array(mutationArb, { minLength: 1, maxLength: 3 }), fc.constantFrom(`DEC ${PRECIOUS} ${env} ${aad}`, `GET ${PRECIOUS}@1`)).map(([ms, l]) => mutate(l, ms)),
+      fc
+        .tuple(fc.array(mutationArb, { minLength: 1, maxLength: 3 }), fc.constantFrom(`DEC ${PRECIOUS} ${env} ${aad}`, `GET ${PRECIOUS}@1`))
+        .map(([ms, l]) => mutate(l, ms)),
       fc.constantFrom('GET faked', 'ENC faked AAAA', `INFO faked`, 'LIST', 'LIST p', 'AUTH sometoken'),
     );
     const lineArb: fc.Arbitrary<Buffer> = fc
@@ -155,7 +157,9 @@ describe('hostile request lines over a real socket', () => {
     // Usage counters may move (ENC of the precious key is allowed); the key material and its metadata may not.
     expect(keyFields(await readFile(storePath, 'utf8'))).toEqual(keyFields(storedBefore));
     admin.close();
-    console.log(`[server-hostile] ${runs} runs, ${linesSent} hostile lines in ${elapsed.toFixed(0)} ms; every line one reply in order; precious key unchanged; replies ${[...tally].map(([k, n]) => `${k}=${n}`).join(' ')}`);
+    console.log(
+      `[server-hostile] ${runs} runs, ${linesSent} hostile lines in ${elapsed.toFixed(0)} ms; every line one reply in order; precious key unchanged; replies ${[...tally].map(([k, n]) => `${k}=${n}`).join(' ')}`,
+    );
   });
 });
 

@@ -69,7 +69,7 @@ describe('policy over the unix socket (AUTH tokens)', () => {
     expect(JSON.parse(payload(await ops.ask('LIST')))).toEqual(['pg/a']);
   });
 
-  it('an authenticated client may GET, ENC and DEC its keys; another tenant\'s key is FORBIDDEN and its DEK never returned', async () => {
+  it("an authenticated client may GET, ENC and DEC its keys; another tenant's key is FORBIDDEN and its DEK never returned", async () => {
     const gw = await gateway({ policy: POLICY });
     const b = await authed(gw, 'tok-tenant-b', 'tenant-b');
     const theirDek = payload(await b.ask('GET tenant-b/secret'));
@@ -108,17 +108,15 @@ describe('policy over the unix socket (AUTH tokens)', () => {
     }
   });
 
-  const ADMIN_LINES = (id: string) => [
-    `CREATE ${id}`,
-    `ROTATE ${id}`,
-    `REWRAP ${id} local://local-kek`,
-    `DESTROY ${id}@1`,
-    `INFO ${id}`,
-  ];
+  const ADMIN_LINES = (id: string) => [`CREATE ${id}`, `ROTATE ${id}`, `REWRAP ${id} local://local-kek`, `DESTROY ${id}@1`, `INFO ${id}`];
 
   it('admin verbs are refused without an admin grant and allowed with one', async () => {
     const gw = await gateway({ policy: POLICY });
-    for (const [token, name] of [['tok-pg-app', 'pg-app'], ['tok-sealer', 'sealer'], ['tok-lister', 'lister']] as const) {
+    for (const [token, name] of [
+      ['tok-pg-app', 'pg-app'],
+      ['tok-sealer', 'sealer'],
+      ['tok-lister', 'lister'],
+    ] as const) {
       const c = await authed(gw, token, name);
       for (const line of ADMIN_LINES('pg/admin-test')) expect(await c.ask(line), `${name}: ${line}`).toMatch(/^ERR FORBIDDEN /);
       if (name !== 'lister') expect(await c.ask('LIST')).toMatch(/^ERR FORBIDDEN /);
@@ -302,16 +300,28 @@ describe('mTLS listener', () => {
 
   const tlsGateway = () =>
     gateway({
-      listen: { socket: null, tls: { host: '127.0.0.1', port: 0, cert: pki.server.certPath, key: pki.server.keyPath, ca: pki.ca.certPath } },
+      listen: {
+        socket: null,
+        tls: { host: '127.0.0.1', port: 0, cert: pki.server.certPath, key: pki.server.keyPath, ca: pki.ca.certPath },
+      },
       policy: {
         clients: [
-          { name: 'pg-cluster-1', match: { certs: ['pg-cluster-1'] }, grants: [{ verbs: ['GET', 'ENC', 'DEC'], keys: ['pg/cluster-1/*'] }] },
+          {
+            name: 'pg-cluster-1',
+            match: { certs: ['pg-cluster-1'] },
+            grants: [{ verbs: ['GET', 'ENC', 'DEC'], keys: ['pg/cluster-1/*'] }],
+          },
           { name: 'ops', match: { tokens: [hashToken('tok-ops')] }, grants: [{ verbs: ['admin'], keys: ['*'] }] },
         ],
       },
     });
 
-  const base = (gw: TestGateway): ConnectionOptions => ({ host: '127.0.0.1', port: gw.listener.tlsPort, ca: pki.ca.cert, servername: 'localhost' });
+  const base = (gw: TestGateway): ConnectionOptions => ({
+    host: '127.0.0.1',
+    port: gw.listener.tlsPort,
+    ca: pki.ca.cert,
+    servername: 'localhost',
+  });
 
   it('a client with a certificate from the CA is identified by its CN, with no AUTH', async () => {
     const gw = await tlsGateway();
@@ -348,8 +358,11 @@ describe('mTLS listener', () => {
   it.each([
     ['no client certificate', (_p: TestPki): ConnectionOptions => ({})],
     ['a certificate with the same CN from another CA', (p: TestPki) => ({ cert: p.foreignClient.cert, key: p.foreignClient.key })],
-    ['the foreign CA\'s own certificate', (p: TestPki) => ({ cert: p.foreignCa.cert, key: p.foreignCa.key })],
-    ['the server\'s certificate (serverAuth only) used as a client certificate', (p: TestPki) => ({ cert: p.server.cert, key: p.server.key })],
+    ["the foreign CA's own certificate", (p: TestPki) => ({ cert: p.foreignCa.cert, key: p.foreignCa.key })],
+    [
+      "the server's certificate (serverAuth only) used as a client certificate",
+      (p: TestPki) => ({ cert: p.server.cert, key: p.server.key }),
+    ],
   ])('%s: the handshake fails or the connection is dropped, nothing is served', async (_what, extra) => {
     const gw = await tlsGateway();
     const result = await attempt({ ...base(gw), ...extra(pki) });
@@ -373,7 +386,7 @@ describe('mTLS listener', () => {
     await waitFor(() => gw.logLines.some((l) => l.includes('TLS handshake refused')));
   });
 
-  it('a client that does not trust the server\'s CA refuses it (the server certificate is checked too)', async () => {
+  it("a client that does not trust the server's CA refuses it (the server certificate is checked too)", async () => {
     const gw = await tlsGateway();
     const result = await attempt({ ...base(gw), ca: pki.foreignCa.cert, cert: pki.client.cert, key: pki.client.key });
     expect(result.secure).toBe(false);

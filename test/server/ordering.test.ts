@@ -82,7 +82,10 @@ describe('requests on one connection take effect in the order sent', () => {
     fakeKms.calls.length = 0;
     fakeKms.mode = 'hang';
     const started = performance.now();
-    const replies = await pipeline(gw.socketPath as string, Array.from({ length: 32 }, () => 'GET burst/k'));
+    const replies = await pipeline(
+      gw.socketPath as string,
+      Array.from({ length: 32 }, () => 'GET burst/k'),
+    );
     // All fail together at one KMS deadline, not one deadline after another.
     expect(performance.now() - started).toBeLessThan(300 * 4);
     expect(new Set(replies)).toEqual(new Set(['ERR KMS_UNAVAILABLE KMS did not answer within 300 ms']));

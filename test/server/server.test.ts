@@ -17,8 +17,6 @@ async function gateway(...args: Parameters<typeof startTestGateway> extends [unk
   return gw;
 }
 
-
-
 describe('protocol v1 over a Unix socket', () => {
   it('answers every verb', async () => {
     const gw = await gateway();
@@ -206,7 +204,8 @@ describe('protocol v1 over a Unix socket', () => {
     const replies = await c.lines(10_000, 30_000);
     replies.forEach((reply, i) => {
       if (i % 3 === 0) envs.push(okPayload(reply));
-      else if (i % 3 === 1) expect(reply).toBe(i % 2 ? 'OK PONG' : 'ERR BAD_REQUEST key version must be a decimal number from 1 to 4294967295');
+      else if (i % 3 === 1)
+        expect(reply).toBe(i % 2 ? 'OK PONG' : 'ERR BAD_REQUEST key version must be a decimal number from 1 to 4294967295');
       else expect(reply).toMatch(/^OK [A-Za-z0-9+/]{43}=$/);
     });
     // Every ENC reply belongs to its own request.
@@ -354,6 +353,8 @@ describe('protocol v1 over a Unix socket', () => {
     await cl.ping();
     expect(await cl.get('tcp/key')).toHaveLength(32);
     await cl.close();
-    await expect(gateway({ listen: { socket: null, tcp: { host: '0.0.0.0', port: 0, insecure: true } } })).rejects.toThrow(/not a loopback/);
+    await expect(gateway({ listen: { socket: null, tcp: { host: '0.0.0.0', port: 0, insecure: true } } })).rejects.toThrow(
+      /not a loopback/,
+    );
   });
 });

@@ -12,13 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import {
-  CreateAliasCommand,
-  CreateKeyCommand,
-  DescribeKeyCommand,
-  KMSClient,
-  UpdateAliasCommand,
-} from '@aws-sdk/client-kms';
+import { CreateAliasCommand, CreateKeyCommand, DescribeKeyCommand, KMSClient, UpdateAliasCommand } from '@aws-sdk/client-kms';
 import type { TestProject } from 'vitest/node';
 import { pidAlive } from '../../src/keystore/file-store.js';
 
@@ -149,8 +143,7 @@ export async function installAndStart(port: number, stateDir: string): Promise<{
   const t1 = performance.now();
   if (install.code !== 0) {
     throw new Error(
-      `LocalStack did not start: localstack/install.sh failed (exit ${install.code ?? install.signal}).\n` +
-        tail(install.output),
+      `LocalStack did not start: localstack/install.sh failed (exit ${install.code ?? install.signal}).\n` + tail(install.output),
     );
   }
   await startOnly(port, stateDir);
@@ -164,7 +157,9 @@ export async function startOnly(port: number, stateDir: string): Promise<void> {
   if (start.code !== 0) {
     // start.sh prints the last 40 log lines itself; add them here only if it did not get that far.
     const out = tail(start.output, TAIL_LINES + 10);
-    const log = out.includes('--- last 40 lines of') ? '' : `\n--- last ${TAIL_LINES} lines of ${join(stateDir, 'localstack.log')} ---\n${logTail(stateDir)}`;
+    const log = out.includes('--- last 40 lines of')
+      ? ''
+      : `\n--- last ${TAIL_LINES} lines of ${join(stateDir, 'localstack.log')} ---\n${logTail(stateDir)}`;
     throw new Error(
       `LocalStack did not start on 127.0.0.1:${port}: localstack/start.sh failed (exit ${start.code ?? start.signal}).\n${out}${log}`,
     );
@@ -199,7 +194,9 @@ async function ensureAliasedKey(kms: KMSClient, alias: string, description: stri
   // Aliases must target the key id: LocalStack 4.14.0 accepts a key ARN in UpdateAlias but then cannot
   // resolve the alias (NotFoundException "Invalid keyId 'arn:...'").
   const createKey = async (): Promise<{ keyId: string; arn: string }> => {
-    const res = await kms.send(new CreateKeyCommand({ Description: description, KeySpec: 'SYMMETRIC_DEFAULT', KeyUsage: 'ENCRYPT_DECRYPT' }));
+    const res = await kms.send(
+      new CreateKeyCommand({ Description: description, KeySpec: 'SYMMETRIC_DEFAULT', KeyUsage: 'ENCRYPT_DECRYPT' }),
+    );
     const keyId = res.KeyMetadata?.KeyId;
     const arn = res.KeyMetadata?.Arn;
     if (!keyId || !arn) throw new Error(`CreateKey for ${alias} returned no KeyId/Arn`);
@@ -227,7 +224,6 @@ async function ensureAliasedKey(kms: KMSClient, alias: string, description: stri
   if (!meta?.Arn) throw new Error(`DescribeKey ${alias} returned no ARN`);
   return meta.Arn;
 }
-
 
 /** Extras dirs of earlier vitest runs that died without teardown: stop what is left in them, remove them. */
 async function sweepStaleExtras(): Promise<void> {

@@ -1,4 +1,11 @@
-import { CreateAliasCommand, DecryptCommand, DisableKeyCommand, EnableKeyCommand, KMSClient, RotateKeyOnDemandCommand } from '@aws-sdk/client-kms';
+import {
+  CreateAliasCommand,
+  DecryptCommand,
+  DisableKeyCommand,
+  EnableKeyCommand,
+  KMSClient,
+  RotateKeyOnDemandCommand,
+} from '@aws-sdk/client-kms';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -9,7 +16,13 @@ import { fileNameFor } from '../../../src/keystore/file-store.js';
 import { useRunningGateways } from '../../helpers/gateway.js';
 import { createKek, startLocalStack } from '../../helpers/localstack.js';
 import { useTmpDirs } from '../../helpers/tmp.js';
-import { describeKeyWrapperConformance, startHarnessGateway, type ConformanceHarness, type KmsTarget, type StoppableTarget } from '../conformance.js';
+import {
+  describeKeyWrapperConformance,
+  startHarnessGateway,
+  type ConformanceHarness,
+  type KmsTarget,
+  type StoppableTarget,
+} from '../conformance.js';
 
 // LocalStack accepts any credentials; the gateway reads them through the SDK's default chain.
 process.env['AWS_ACCESS_KEY_ID'] ??= 'test';
@@ -97,7 +110,11 @@ describe('AWS KMS adapter against LocalStack', () => {
     const stored = JSON.parse(await readFile(join(dir, 'data', 'keys', fileNameFor('app/users')), 'utf8'));
     const blob = Buffer.from(stored.versions[0].wrapped, 'base64');
     const out = await sdk.send(
-      new DecryptCommand({ KeyId: ls.aliasA, CiphertextBlob: blob, EncryptionContext: { 'kmsgw:key-id': 'app/users', 'kmsgw:version': '1' } }),
+      new DecryptCommand({
+        KeyId: ls.aliasA,
+        CiphertextBlob: blob,
+        EncryptionContext: { 'kmsgw:key-id': 'app/users', 'kmsgw:version': '1' },
+      }),
     );
     expect(Buffer.from(out.Plaintext as Uint8Array).equals(dek)).toBe(true);
     const wrongContexts: Array<Record<string, string>> = [
@@ -106,7 +123,9 @@ describe('AWS KMS adapter against LocalStack', () => {
       {},
     ];
     for (const wrong of wrongContexts) {
-      await expect(sdk.send(new DecryptCommand({ KeyId: ls.aliasA, CiphertextBlob: blob, EncryptionContext: wrong }))).rejects.toMatchObject({
+      await expect(
+        sdk.send(new DecryptCommand({ KeyId: ls.aliasA, CiphertextBlob: blob, EncryptionContext: wrong })),
+      ).rejects.toMatchObject({
         name: 'InvalidCiphertextException',
       });
     }

@@ -17,7 +17,10 @@ const sdk = <T>(Ctor: new (o: { message: string; $metadata: object }) => T, stat
   new Ctor({ message: 'arn:aws:kms:... raw SDK text', ...meta(status) });
 
 function serviceError(name: string, status: number, fault: 'client' | 'server' = 'client', extra: object = {}) {
-  return Object.assign(new KMSServiceException({ name, $fault: fault, message: 'raw SDK text', $metadata: { httpStatusCode: status } }), extra);
+  return Object.assign(
+    new KMSServiceException({ name, $fault: fault, message: 'raw SDK text', $metadata: { httpStatusCode: status } }),
+    extra,
+  );
 }
 
 function networkError(code: string) {

@@ -1,6 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { soleLease } from '../../../adapters/support.js';
-import { AzureKeyVaultWrapper, classify, keyUrl, kidBelongsTo, parseAzureKek, retryAfterSeconds, type AzureKeyPort } from '../../../adapters/azure/index.js';
+import {
+  AzureKeyVaultWrapper,
+  classify,
+  keyUrl,
+  kidBelongsTo,
+  parseAzureKek,
+  retryAfterSeconds,
+  type AzureKeyPort,
+} from '../../../adapters/azure/index.js';
 
 const VER = '0123456789abcdef0123456789abcdef';
 const ctx = { keyId: 'pg/x', version: 1, signal: new AbortController().signal };
@@ -13,21 +21,57 @@ const headers = (retryAfter: string) => ({ response: { headers: { get: (n: strin
 
 describe('azure classify()', () => {
   it.each([
-    ['403 KeyDisabled', restError(403, { code: 'Forbidden', details: { error: { code: 'Forbidden', innererror: { code: 'KeyDisabled' } } } }), 'unwrap', 'KMS_DENIED', 'Azure Key Vault: the key is disabled'],
+    [
+      '403 KeyDisabled',
+      restError(403, { code: 'Forbidden', details: { error: { code: 'Forbidden', innererror: { code: 'KeyDisabled' } } } }),
+      'unwrap',
+      'KMS_DENIED',
+      'Azure Key Vault: the key is disabled',
+    ],
     ['403', restError(403, { code: 'Forbidden' }), 'wrap', 'KMS_DENIED', 'Azure Key Vault: access to the key was denied'],
     ['401', restError(401), 'wrap', 'KMS_DENIED', 'Azure Key Vault: access to the key was denied'],
     ['404', restError(404, { code: 'KeyNotFound' }), 'unwrap', 'KMS_DENIED', 'Azure Key Vault: the key or key version was not found'],
     ['429 with Retry-After', restError(429, headers('7')), 'wrap', 'THROTTLED', 'Azure Key Vault: request rate exceeded; retry after 7 s'],
     ['429 without', restError(429), 'wrap', 'THROTTLED', 'Azure Key Vault: request rate exceeded'],
-    ['400 on unwrap', restError(400, { code: 'BadParameter' }), 'unwrap', 'DECRYPT_FAILED', 'Azure Key Vault: the wrapped key does not unwrap under this key version'],
+    [
+      '400 on unwrap',
+      restError(400, { code: 'BadParameter' }),
+      'unwrap',
+      'DECRYPT_FAILED',
+      'Azure Key Vault: the wrapped key does not unwrap under this key version',
+    ],
     ['400 on wrap', restError(400, { code: 'BadParameter' }), 'wrap', 'INTERNAL', 'Azure Key Vault: the request was refused as invalid'],
     ['500', restError(500), 'wrap', 'KMS_UNAVAILABLE', 'Azure Key Vault: service error'],
     ['503', restError(503), 'unwrap', 'KMS_UNAVAILABLE', 'Azure Key Vault: service error'],
     ['ECONNREFUSED', restError(undefined, { code: 'ECONNREFUSED' }), 'unwrap', 'KMS_UNAVAILABLE', 'Azure Key Vault: vault unreachable'],
-    ['REQUEST_SEND_ERROR', restError(undefined, { code: 'REQUEST_SEND_ERROR' }), 'unwrap', 'KMS_UNAVAILABLE', 'Azure Key Vault: vault unreachable'],
-    ['AbortError', Object.assign(new Error('aborted'), { name: 'AbortError' }), 'unwrap', 'KMS_UNAVAILABLE', 'Azure Key Vault: request was cut off by its deadline'],
-    ['untrusted TLS', restError(undefined, { code: 'DEPTH_ZERO_SELF_SIGNED_CERT' }), 'wrap', 'KMS_DENIED', "Azure Key Vault: the vault's TLS certificate is not trusted"],
-    ['no credential', Object.assign(new Error('no creds'), { name: 'CredentialUnavailableError' }), 'wrap', 'KMS_DENIED', 'Azure Key Vault: no usable Azure credential'],
+    [
+      'REQUEST_SEND_ERROR',
+      restError(undefined, { code: 'REQUEST_SEND_ERROR' }),
+      'unwrap',
+      'KMS_UNAVAILABLE',
+      'Azure Key Vault: vault unreachable',
+    ],
+    [
+      'AbortError',
+      Object.assign(new Error('aborted'), { name: 'AbortError' }),
+      'unwrap',
+      'KMS_UNAVAILABLE',
+      'Azure Key Vault: request was cut off by its deadline',
+    ],
+    [
+      'untrusted TLS',
+      restError(undefined, { code: 'DEPTH_ZERO_SELF_SIGNED_CERT' }),
+      'wrap',
+      'KMS_DENIED',
+      "Azure Key Vault: the vault's TLS certificate is not trusted",
+    ],
+    [
+      'no credential',
+      Object.assign(new Error('no creds'), { name: 'CredentialUnavailableError' }),
+      'wrap',
+      'KMS_DENIED',
+      'Azure Key Vault: no usable Azure credential',
+    ],
     ['something else', new Error('??'), 'wrap', 'INTERNAL', 'Azure Key Vault: unexpected error'],
   ] as const)('%s → %s', (_label, err, op, code, message) => {
     const mapped = classify(err, op);
@@ -45,9 +89,23 @@ describe('azure classify()', () => {
 
 describe('azure-kv KEK URIs and kids', () => {
   it('parses vault host, port, key name and optional version', () => {
-    expect(parseAzureKek('azure-kv://myvault.vault.azure.net/keys/pg-kek')).toEqual({ vaultUrl: 'https://myvault.vault.azure.net', name: 'pg-kek' });
-    expect(parseAzureKek(`azure-kv://localhost:8443/keys/k1/${VER}`)).toEqual({ vaultUrl: 'https://localhost:8443', name: 'k1', version: VER });
-    for (const bad of ['azure-kv://', 'azure-kv://v/keys/', 'azure-kv://v/secrets/x', 'azure-kv://v/keys/a_b', 'azure-kv://v/keys/k/short', 'aws-kms://v/keys/k']) {
+    expect(parseAzureKek('azure-kv://myvault.vault.azure.net/keys/pg-kek')).toEqual({
+      vaultUrl: 'https://myvault.vault.azure.net',
+      name: 'pg-kek',
+    });
+    expect(parseAzureKek(`azure-kv://localhost:8443/keys/k1/${VER}`)).toEqual({
+      vaultUrl: 'https://localhost:8443',
+      name: 'k1',
+      version: VER,
+    });
+    for (const bad of [
+      'azure-kv://',
+      'azure-kv://v/keys/',
+      'azure-kv://v/secrets/x',
+      'azure-kv://v/keys/a_b',
+      'azure-kv://v/keys/k/short',
+      'aws-kms://v/keys/k',
+    ]) {
       expect(() => parseAzureKek(bad)).toThrow(/azure-kv KEK URI must be/);
     }
   });
@@ -104,7 +162,12 @@ describe('AzureKeyVaultWrapper', () => {
   });
 
   it('refuses an answer for another key, and a stored kid of another vault', async () => {
-    const w = new AzureKeyVaultWrapper('azure-kv://v.vault.azure.net/keys/k1', soleLease(port(`https://evil.example/keys/k1/${VER}`)), 'RSA-OAEP-256', 1000);
+    const w = new AzureKeyVaultWrapper(
+      'azure-kv://v.vault.azure.net/keys/k1',
+      soleLease(port(`https://evil.example/keys/k1/${VER}`)),
+      'RSA-OAEP-256',
+      1000,
+    );
     await expect(w.wrap(Buffer.alloc(32), ctx)).rejects.toMatchObject({ code: 'INTERNAL' });
     await expect(w.unwrap({ blob: Buffer.alloc(256), kekVersion: `https://evil.example/keys/k1/${VER}` }, ctx)).rejects.toMatchObject({
       code: 'DECRYPT_FAILED',

@@ -3,7 +3,14 @@ import { azureModule } from '../../../adapters/azure/index.js';
 import { fakeCredential, keyClient, startAzureKvEmulator, type AzureKvEmulator, type AzureKvEndpoint } from '../../helpers/azure-kv.js';
 import { rawConnect, useRunningGateways } from '../../helpers/gateway.js';
 import { useTmpDirs } from '../../helpers/tmp.js';
-import { describeKeyWrapperConformance, startHarnessGateway, type ConformanceHarness, type Kek, type KmsTarget, type StoppableTarget } from '../conformance.js';
+import {
+  describeKeyWrapperConformance,
+  startHarnessGateway,
+  type ConformanceHarness,
+  type Kek,
+  type KmsTarget,
+  type StoppableTarget,
+} from '../conformance.js';
 
 const shared = inject('azureKv');
 const tmp = useTmpDirs();

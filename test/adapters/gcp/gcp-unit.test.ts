@@ -34,7 +34,12 @@ describe('gcp classify()', () => {
 describe('gcp-kms KEK URIs and helpers', () => {
   it('parses a CryptoKey name and refuses anything else', () => {
     expect(parseGcpKek(`gcp-kms://${KEY}`)).toBe(KEY);
-    for (const bad of ['gcp-kms://', `gcp-kms://${KEY}/cryptoKeyVersions/1`, 'gcp-kms://projects/p/keyRings/r/cryptoKeys/k', `aws-kms://${KEY}`]) {
+    for (const bad of [
+      'gcp-kms://',
+      `gcp-kms://${KEY}/cryptoKeyVersions/1`,
+      'gcp-kms://projects/p/keyRings/r/cryptoKeys/k',
+      `aws-kms://${KEY}`,
+    ]) {
       expect(() => parseGcpKek(bad)).toThrow(/gcp-kms KEK URI must be/);
     }
   });
@@ -53,7 +58,9 @@ describe('gcp-kms KEK URIs and helpers', () => {
 });
 
 /** A narrow fake port, to test the integrity checks around the calls (the real client is tested against the emulator). */
-function fakePort(tamper: Partial<{ name: string; verified: boolean; ctCrc: number; ptCrc: number }> = {}): GcpKmsPort & { requests: unknown[] } {
+function fakePort(
+  tamper: Partial<{ name: string; verified: boolean; ctCrc: number; ptCrc: number }> = {},
+): GcpKmsPort & { requests: unknown[] } {
   const requests: unknown[] = [];
   return {
     requests,
@@ -116,7 +123,10 @@ describe('GcpKmsWrapper integrity checks', () => {
       },
     };
     const bad = new GcpKmsWrapper(`gcp-kms://${KEY}`, soleLease(spy), 1000);
-    await expect(bad.unwrap(wrapped, ctx)).rejects.toMatchObject({ code: 'KMS_UNAVAILABLE', message: 'Cloud KMS: the plaintext failed its integrity check' });
+    await expect(bad.unwrap(wrapped, ctx)).rejects.toMatchObject({
+      code: 'KMS_UNAVAILABLE',
+      message: 'Cloud KMS: the plaintext failed its integrity check',
+    });
     expect(seen?.every((b) => b === 0)).toBe(true);
   });
 });

@@ -9,7 +9,13 @@ import { fileNameFor } from '../../../src/keystore/file-store.js';
 import { adminClient, createKey, grpcCode, startGcpKmsEmulator, type GcpKmsEmulator, type GcpKmsEndpoint } from '../../helpers/gcp-kms.js';
 import { okPayload as ok, rawConnect, useRunningGateways } from '../../helpers/gateway.js';
 import { useTmpDirs } from '../../helpers/tmp.js';
-import { describeKeyWrapperConformance, startHarnessGateway, type ConformanceHarness, type KmsTarget, type StoppableTarget } from '../conformance.js';
+import {
+  describeKeyWrapperConformance,
+  startHarnessGateway,
+  type ConformanceHarness,
+  type KmsTarget,
+  type StoppableTarget,
+} from '../conformance.js';
 
 process.env['METADATA_SERVER_DETECTION'] = 'none';
 
@@ -44,7 +50,12 @@ function target(keys: KeyManagementServiceClient, port: number): KmsTarget {
 
 async function ownEmulator(): Promise<StoppableTarget> {
   const emu = await startGcpKmsEmulator();
-  return { ...target(admin(emu.endpoint), emu.endpoint.port), stop: () => emu.stop(), start: () => emu.start(), dispose: () => emu.dispose() };
+  return {
+    ...target(admin(emu.endpoint), emu.endpoint.port),
+    stop: () => emu.stop(),
+    start: () => emu.start(),
+    dispose: () => emu.dispose(),
+  };
 }
 
 const setVersionState = (kek: { kekVersion?: string }, state: 'ENABLED' | 'DISABLED') =>

@@ -187,7 +187,9 @@ describe('Key Vault emulator (shared, via inject)', () => {
     expect(v2.properties.version).not.toBe(v1.properties.version);
     expect((await kc.getKey(name)).id).toBe(v2.id);
 
-    expect(Buffer.from((await cryptoClient(v1.id!, ep.caCertPath, NO_RETRY).unwrapKey('RSA-OAEP-256', blob1)).result).equals(dek)).toBe(true);
+    expect(Buffer.from((await cryptoClient(v1.id!, ep.caCertPath, NO_RETRY).unwrapKey('RSA-OAEP-256', blob1)).result).equals(dek)).toBe(
+      true,
+    );
     // The same blob under the new version (or the unversioned kid, now v2) is a decryption error: 400 BadParameter.
     for (const kid of [v2.id!, `${ep.vaultUrl}/keys/${name}`]) {
       const err = kvErrorShape(await rejection(cryptoClient(kid, ep.caCertPath, NO_RETRY).unwrapKey('RSA-OAEP-256', blob1)));
@@ -195,7 +197,9 @@ describe('Key Vault emulator (shared, via inject)', () => {
     }
     // ...and under another key.
     const other = await kc.createKey(uniq('other'), 'RSA');
-    expect(kvErrorShape(await rejection(cryptoClient(other.id!, ep.caCertPath, NO_RETRY).unwrapKey('RSA-OAEP-256', blob1))).statusCode).toBe(400);
+    expect(
+      kvErrorShape(await rejection(cryptoClient(other.id!, ep.caCertPath, NO_RETRY).unwrapKey('RSA-OAEP-256', blob1))).statusCode,
+    ).toBe(400);
 
     const v3 = await kc.createKey(name, 'RSA');
     const all: string[] = [];
@@ -223,7 +227,9 @@ describe('Key Vault emulator (shared, via inject)', () => {
     expect(w.keyID).toBe(v1.id);
     const last = (await emulatorRequests(ep)).filter((e) => e.key === name && e.op === 'wrapKey').at(-1);
     expect(last?.version).not.toBe(v1.properties.version);
-    expect(kvErrorShape(await rejection(cryptoClient(v1.id!, ep.caCertPath, NO_RETRY).unwrapKey('RSA-OAEP-256', w.result))).statusCode).toBe(400);
+    expect(
+      kvErrorShape(await rejection(cryptoClient(v1.id!, ep.caCertPath, NO_RETRY).unwrapKey('RSA-OAEP-256', w.result))).statusCode,
+    ).toBe(400);
   });
 
   it('refuses a disabled key version with 403 Forbidden / KeyDisabled until it is enabled again', async () => {
@@ -246,7 +252,11 @@ describe('Key Vault emulator (shared, via inject)', () => {
       error: { code: 'Forbidden', message: 'Operation unwrapKey is not allowed on a disabled key.', innerError: { code: 'KeyDisabled' } },
     });
     const wrapErr = kvErrorShape(await rejection(cryptoClient(key.id!, ep.caCertPath, NO_RETRY).wrapKey('RSA-OAEP-256', dek)));
-    expect(wrapErr).toMatchObject({ statusCode: 403, innerCode: 'KeyDisabled', message: 'Operation wrapKey is not allowed on a disabled key.' });
+    expect(wrapErr).toMatchObject({
+      statusCode: 403,
+      innerCode: 'KeyDisabled',
+      message: 'Operation wrapKey is not allowed on a disabled key.',
+    });
     expect(kvErrorShape(await rejection(kc.getKey(name)))).toMatchObject({ statusCode: 403, innerCode: 'KeyDisabled' });
     // Versions stay listable while disabled.
     for await (const p of kc.listPropertiesOfKeyVersions(name)) expect(p.enabled).toBe(false);
@@ -264,9 +274,13 @@ describe('Key Vault emulator (shared, via inject)', () => {
     const e = kvErrorShape(await rejection(cryptoClient(badVersion, ep.caCertPath, NO_RETRY).unwrapKey('RSA-OAEP-256', randomBytes(256))));
     expect(e.statusCode).toBe(404);
     expect(e.code).toBe('KeyNotFound');
-    expect(e.message).toMatch(new RegExp(`^A key with \\(name/id\\) ${key.name}/0123456789abcdef0123456789abcdef was not found in this key vault`));
+    expect(e.message).toMatch(
+      new RegExp(`^A key with \\(name/id\\) ${key.name}/0123456789abcdef0123456789abcdef was not found in this key vault`),
+    );
     const unknownKid = `${ep.vaultUrl}/keys/${missing}/0123456789abcdef0123456789abcdef`;
-    expect(kvErrorShape(await rejection(cryptoClient(unknownKid, ep.caCertPath, NO_RETRY).wrapKey('RSA-OAEP-256', randomBytes(32))))).toMatchObject({
+    expect(
+      kvErrorShape(await rejection(cryptoClient(unknownKid, ep.caCertPath, NO_RETRY).wrapKey('RSA-OAEP-256', randomBytes(32)))),
+    ).toMatchObject({
       statusCode: 404,
       code: 'KeyNotFound',
     });
@@ -277,12 +291,20 @@ describe('Key Vault emulator (shared, via inject)', () => {
     const rsa = await kc.createKey(uniq('alg'), 'RSA');
     const cc = cryptoClient(rsa.id!, ep.caCertPath, NO_RETRY);
     const e = kvErrorShape(await rejection(cc.wrapKey('A256KW', randomBytes(32))));
-    expect(e).toEqual({ statusCode: 400, code: 'BadParameter', innerCode: undefined, message: "Algorithm 'A256KW' is not supported for key type RSA." });
+    expect(e).toEqual({
+      statusCode: 400,
+      code: 'BadParameter',
+      innerCode: undefined,
+      message: "Algorithm 'A256KW' is not supported for key type RSA.",
+    });
     expect(kvErrorShape(await rejection(cc.unwrapKey('A256KW', randomBytes(40)))).statusCode).toBe(400);
     // RSA-OAEP-256 limit for 2048-bit keys: 190 bytes.
     expect(kvErrorShape(await rejection(cc.wrapKey('RSA-OAEP-256', randomBytes(191)))).code).toBe('BadParameter');
 
-    expect(kvErrorShape(await rejection(kc.createKey(uniq('size'), 'RSA', { keySize: 1024 })))).toMatchObject({ statusCode: 400, code: 'BadParameter' });
+    expect(kvErrorShape(await rejection(kc.createKey(uniq('size'), 'RSA', { keySize: 1024 })))).toMatchObject({
+      statusCode: 400,
+      code: 'BadParameter',
+    });
     expect(kvErrorShape(await rejection(kc.createKey(uniq('ec'), 'EC')))).toMatchObject({ statusCode: 400, code: 'BadParameter' });
     expect(kvErrorShape(await rejection(kc.createKey('bad_name', 'RSA')))).toMatchObject({ statusCode: 400, code: 'BadParameter' });
   });
@@ -320,7 +342,11 @@ describe('Key Vault emulator (shared, via inject)', () => {
     });
     expect(r.status).toBe(403);
     expect(r.body).toEqual({
-      error: { code: 'Forbidden', message: 'Operation wrapKey is not permitted on this key.', innererror: { code: 'KeyOperationForbidden' } },
+      error: {
+        code: 'Forbidden',
+        message: 'Operation wrapKey is not permitted on this key.',
+        innererror: { code: 'KeyOperationForbidden' },
+      },
     });
   });
 });
@@ -361,7 +387,10 @@ describe('Key Vault emulator (own instance)', () => {
     const res = await cryptoClient(v2.id!, emu.caCertPath, NO_RETRY).unwrapKey('RSA-OAEP-256', blob);
     expect(Buffer.from(res.result).equals(dek)).toBe(true);
     expect((await kc.getKey(name)).id).toBe(v2.id);
-    expect(kvErrorShape(await rejection(kc.getKey(name, { version: v1.properties.version! })))).toMatchObject({ statusCode: 403, innerCode: 'KeyDisabled' });
+    expect(kvErrorShape(await rejection(kc.getKey(name, { version: v1.properties.version! })))).toMatchObject({
+      statusCode: 403,
+      innerCode: 'KeyDisabled',
+    });
     const kwRes = await cryptoClient(hsm.id!, emu.caCertPath, NO_RETRY).unwrapKey('A256KW', kw);
     expect(Buffer.from(kwRes.result).equals(dek)).toBe(true);
   });
@@ -381,7 +410,9 @@ describe('Key Vault emulator (own instance)', () => {
       expect(headers?.get('retry-after')).toBe('2');
       const u = await rejection(cb.wrapKey('RSA-OAEP-256', dek));
       expect(kvErrorShape(u)).toMatchObject({ statusCode: 503, code: 'ServiceUnavailable' });
-      expect((u as { response?: { headers: { get(n: string): string | undefined } } }).response?.headers.get('retry-after')).toBeUndefined();
+      expect(
+        (u as { response?: { headers: { get(n: string): string | undefined } } }).response?.headers.get('retry-after'),
+      ).toBeUndefined();
 
       // 429 without retryAfter still carries Retry-After (1); "*" matches every key; `ops` narrows by operation.
       emu.setFaults({ '429': [{ name: '*', ops: ['unwrapKey'] }] });

@@ -17,7 +17,18 @@
 // --exit-with-stdin: exit when stdin closes (the parent died or closed the pipe), so no emulator is orphaned.
 //
 // SIGTERM / SIGINT: close the listener and every open (keep-alive) connection, exit 0.
-import { constants, createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, generateKeyPair, privateDecrypt, publicEncrypt, randomBytes, randomUUID } from 'node:crypto';
+import {
+  constants,
+  createCipheriv,
+  createDecipheriv,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPair,
+  privateDecrypt,
+  publicEncrypt,
+  randomBytes,
+  randomUUID,
+} from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:https';
 import { promisify } from 'node:util';
@@ -383,14 +394,14 @@ function runCrypto(op, v, alg, value) {
   if (v.kty === 'oct-HSM') {
     const bits = KW_ALGS[alg];
     if (bits === undefined || op === 'encrypt' || op === 'decrypt') {
-      throw badParameter(`Algorithm '${alg}' is not supported for operation ${op} on key type oct-HSM (the emulator supports A128KW/A192KW/A256KW wrapKey/unwrapKey).`);
+      throw badParameter(
+        `Algorithm '${alg}' is not supported for operation ${op} on key type oct-HSM (the emulator supports A128KW/A192KW/A256KW wrapKey/unwrapKey).`,
+      );
     }
     if (bits !== v.keySize) throw badParameter(`Algorithm '${alg}' requires a ${bits}-bit key; this key has ${v.keySize} bits.`);
     try {
       const key = Buffer.from(v.material, 'base64');
-      const c = forward
-        ? createCipheriv(`id-aes${bits}-wrap`, key, KW_IV)
-        : createDecipheriv(`id-aes${bits}-wrap`, key, KW_IV);
+      const c = forward ? createCipheriv(`id-aes${bits}-wrap`, key, KW_IV) : createDecipheriv(`id-aes${bits}-wrap`, key, KW_IV);
       return Buffer.concat([c.update(value), c.final()]);
     } catch {
       throw failed();
@@ -401,9 +412,7 @@ function runCrypto(op, v, alg, value) {
   const priv = createPrivateKey(v.material);
   try {
     if (alg === 'RSA1_5') {
-      return forward
-        ? publicEncrypt({ key: priv, padding: constants.RSA_PKCS1_PADDING }, value)
-        : rsa15Decrypt(priv, value);
+      return forward ? publicEncrypt({ key: priv, padding: constants.RSA_PKCS1_PADDING }, value) : rsa15Decrypt(priv, value);
     }
     const opts = { key: priv, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: params.oaepHash };
     return forward ? publicEncrypt(opts, value) : privateDecrypt(opts, value);
@@ -674,9 +683,13 @@ async function handle(req, res) {
   // Challenge auth, as Key Vault does: no bearer token -> 401 with the challenge. Tokens are NOT validated.
   const auth = req.headers.authorization ?? '';
   if (!/^Bearer\s+\S+/i.test(auth)) {
-    return send(401, { error: { code: 'Unauthorized', message: 'AKV10000: Request is missing a Bearer or PoP token.' } }, {
-      'www-authenticate': CHALLENGE,
-    });
+    return send(
+      401,
+      { error: { code: 'Unauthorized', message: 'AKV10000: Request is missing a Bearer or PoP token.' } },
+      {
+        'www-authenticate': CHALLENGE,
+      },
+    );
   }
   log.authorized = true;
 
@@ -684,7 +697,10 @@ async function handle(req, res) {
     if (body === null) throw badParameter(`The request body is larger than ${MAX_BODY} bytes.`);
     const apiVersion = url.searchParams.get('api-version');
     if (!apiVersion) throw badParameter('The api-version query parameter (?api-version=) is required for all requests.');
-    if (!API_VERSION_RE.test(apiVersion)) throw badParameter(`The specified version (${apiVersion}) is not recognized. Consider using the latest supported version (2025-07-01).`);
+    if (!API_VERSION_RE.test(apiVersion))
+      throw badParameter(
+        `The specified version (${apiVersion}) is not recognized. Consider using the latest supported version (2025-07-01).`,
+      );
 
     const r = route(method, url.pathname);
     /** @type {Record<string, any>} */

@@ -157,10 +157,7 @@ function isSet(v) {
 function verifyCrc(given, data, checksumField, dataField) {
   if (!isSet(given)) return false;
   if (Number(given.value) !== crc32c(data)) {
-    throw rpcError(
-      Status.INVALID_ARGUMENT,
-      `The checksum in field ${checksumField} did not match the data in field ${dataField}.`,
-    );
+    throw rpcError(Status.INVALID_ARGUMENT, `The checksum in field ${checksumField} did not match the data in field ${dataField}.`);
   }
   return true;
 }
@@ -355,7 +352,10 @@ const handlers = {
     run(req) {
       if (!LOCATION_RE.test(req.parent)) throw invalidName(req.parent, 'Location');
       if (!ID_RE.test(req.keyRingId)) {
-        throw rpcError(Status.INVALID_ARGUMENT, `key_ring_id must match the regular expression [a-zA-Z0-9_-]{1,63}, got "${req.keyRingId}".`);
+        throw rpcError(
+          Status.INVALID_ARGUMENT,
+          `key_ring_id must match the regular expression [a-zA-Z0-9_-]{1,63}, got "${req.keyRingId}".`,
+        );
       }
       const name = `${req.parent}/keyRings/${req.keyRingId}`;
       if (state.keyRings[name]) throw rpcError(Status.ALREADY_EXISTS, `KeyRing ${name} already exists.`);
@@ -379,10 +379,15 @@ const handlers = {
     resource: (req) => req.parent,
     run(req) {
       if (!LOCATION_RE.test(req.parent)) throw invalidName(req.parent, 'Location');
-      const names = Object.keys(state.keyRings).filter((n) => n.startsWith(`${req.parent}/keyRings/`)).sort();
+      const names = Object.keys(state.keyRings)
+        .filter((n) => n.startsWith(`${req.parent}/keyRings/`))
+        .sort();
       const { page, nextPageToken, totalSize } = paginate(names, req);
       return {
-        keyRings: page.map((n) => ({ name: n, createTime: timestamp(/** @type {{ createTime: string }} */ (state.keyRings[n]).createTime) })),
+        keyRings: page.map((n) => ({
+          name: n,
+          createTime: timestamp(/** @type {{ createTime: string }} */ (state.keyRings[n]).createTime),
+        })),
         nextPageToken,
         totalSize,
       };
@@ -395,7 +400,10 @@ const handlers = {
       if (!KEY_RING_RE.test(req.parent)) throw invalidName(req.parent, 'KeyRing');
       if (!state.keyRings[req.parent]) throw notFound(req.parent);
       if (!ID_RE.test(req.cryptoKeyId)) {
-        throw rpcError(Status.INVALID_ARGUMENT, `crypto_key_id must match the regular expression [a-zA-Z0-9_-]{1,63}, got "${req.cryptoKeyId}".`);
+        throw rpcError(
+          Status.INVALID_ARGUMENT,
+          `crypto_key_id must match the regular expression [a-zA-Z0-9_-]{1,63}, got "${req.cryptoKeyId}".`,
+        );
       }
       const ck = req.cryptoKey ?? {};
       if (ck.purpose !== 'ENCRYPT_DECRYPT') {
@@ -409,10 +417,16 @@ const handlers = {
       const tmpl = ck.versionTemplate;
       if (tmpl) {
         if (tmpl.algorithm && !['GOOGLE_SYMMETRIC_ENCRYPTION', 'CRYPTO_KEY_VERSION_ALGORITHM_UNSPECIFIED'].includes(tmpl.algorithm)) {
-          throw rpcError(Status.INVALID_ARGUMENT, `Algorithm ${tmpl.algorithm} is not valid for purpose ENCRYPT_DECRYPT (the emulator supports GOOGLE_SYMMETRIC_ENCRYPTION).`);
+          throw rpcError(
+            Status.INVALID_ARGUMENT,
+            `Algorithm ${tmpl.algorithm} is not valid for purpose ENCRYPT_DECRYPT (the emulator supports GOOGLE_SYMMETRIC_ENCRYPTION).`,
+          );
         }
         if (tmpl.protectionLevel && !['SOFTWARE', 'PROTECTION_LEVEL_UNSPECIFIED'].includes(tmpl.protectionLevel)) {
-          throw rpcError(Status.INVALID_ARGUMENT, `The gcp-kms emulator supports only protection level SOFTWARE, got ${tmpl.protectionLevel}.`);
+          throw rpcError(
+            Status.INVALID_ARGUMENT,
+            `The gcp-kms emulator supports only protection level SOFTWARE, got ${tmpl.protectionLevel}.`,
+          );
         }
       }
       const name = `${req.parent}/cryptoKeys/${req.cryptoKeyId}`;
@@ -448,7 +462,9 @@ const handlers = {
     run(req) {
       if (!KEY_RING_RE.test(req.parent)) throw invalidName(req.parent, 'KeyRing');
       if (!state.keyRings[req.parent]) throw notFound(req.parent);
-      const names = Object.keys(state.cryptoKeys).filter((n) => n.startsWith(`${req.parent}/cryptoKeys/`)).sort();
+      const names = Object.keys(state.cryptoKeys)
+        .filter((n) => n.startsWith(`${req.parent}/cryptoKeys/`))
+        .sort();
       const { page, nextPageToken, totalSize } = paginate(names, req);
       return {
         cryptoKeys: page.map((n) => keyToProto(n, /** @type {StoredKey} */ (state.cryptoKeys[n]))),
@@ -571,7 +587,10 @@ const handlers = {
         throw rpcError(Status.INVALID_ARGUMENT, `The plaintext must be no larger than 65536 bytes, got ${plaintext.length} bytes.`);
       }
       if (aad.length > MAX_AAD) {
-        throw rpcError(Status.INVALID_ARGUMENT, `The additional_authenticated_data must be no larger than 65536 bytes, got ${aad.length} bytes.`);
+        throw rpcError(
+          Status.INVALID_ARGUMENT,
+          `The additional_authenticated_data must be no larger than 65536 bytes, got ${aad.length} bytes.`,
+        );
       }
       const verifiedPlaintext = verifyCrc(req.plaintextCrc32c, plaintext, 'plaintext_crc32c', 'plaintext');
       const verifiedAad = verifyCrc(
