@@ -14,7 +14,7 @@ export interface EncSizeResult {
   readonly nodeOps: number[];
   /** The same Node calls with nonces taken from a pre-filled random pool (no getrandom per call). */
   readonly nodePooledOps: number[];
-  /** gateway.handleLine(`ENC bench/key <b64>`): parse + base64 decode + seal + base64 encode. */
+  /** session.handle(`ENC bench/key <b64>`) + formatReply: parse + base64 decode + seal + base64 encode. */
   readonly lineOps: number[];
   /** seal() alone (envelope build + the same cipher calls). */
   readonly sealOps: number[];

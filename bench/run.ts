@@ -7,7 +7,7 @@
  * does not share their event loop) and are measured alternately, gateway then
  * bare, round after round; ratios are gateway / bare of the same round.
  *
- * In-process part: ENC 32 B and 64 KiB through gateway.handleLine() and seal()
+ * In-process part: ENC 32 B and 64 KiB through a pipeline session (handle + formatReply) and seal()
  * against Node's own AES-256-GCM calls, in a child of its own.
  *
  * Options: --rounds N (default 5, min 5), --duration MS per measurement
@@ -290,7 +290,7 @@ async function main(): Promise<void> {
   out.push('');
   out.push(
     "Baseline: Node `createCipheriv('aes-256-gcm')` + `setAAD` + `update` + `final` + `getAuthTag` per call, random 12-byte nonce. " +
-      '`handleLine` = `gateway.handleLine("ENC bench/key <b64>")`: parse + base64 decode + seal + base64 encode. ' +
+      '`handleLine` = `session.handle("ENC bench/key <b64>")` and `formatReply`: parse + order + base64 decode + seal + base64 encode + reply text; replies waiting for a budget reservation are awaited between batches. ' +
       '`seal()` = the envelope function alone. "Node, pooled nonces" = the baseline with nonces cut from a pre-filled random pool ' +
       "(as the gateway's NoncePool does), i.e. the cipher calls alone; the target is against the first baseline.",
   );
