@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -11,10 +12,38 @@ export class KeyStoreError extends Error {
 }
 
 const SUFFIX = '.json';
+const TMP_SUFFIX = '.tmp';
+/**
+ * Longest escaped name kept readable. File names may have 255 bytes; a temporary file adds
+ * `.<pid>.tmp`, so names stay well below that. A 256-character id of `/` or `:` escapes to 768.
+ */
+const MAX_READABLE_NAME = 200;
 
-/** Key id → file name: characters other than A-Z a-z 0-9 . _ - become %XX, so `/` and `:` are safe. */
+/**
+ * Key id → file name: characters other than A-Z a-z 0-9 . _ - become %XX, so `/` and `:` are
+ * safe. An id whose escaped name would be too long for the file system is stored under its
+ * first characters, `~` and the SHA-256 of the whole id (`~` never appears in an escaped name,
+ * so the two forms cannot collide).
+ */
 export function fileNameFor(id: string): string {
-  return id.replace(/[^A-Za-z0-9._-]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`) + SUFFIX;
+  const escaped = id.replace(/[^A-Za-z0-9._-]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`);
+  if (escaped.length + SUFFIX.length <= MAX_READABLE_NAME) return escaped + SUFFIX;
+  return `${escaped.slice(0, 64)}~${createHash('sha256').update(id, 'utf8').digest('hex')}${SUFFIX}`;
+}
+
+/** `no space left on device (ENOSPC)`: the cause of a storage failure, safe to show a client. */
+function describeStorageError(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  const known: Record<string, string> = {
+    ENOSPC: 'no space left on device',
+    EDQUOT: 'disk quota exceeded',
+    EROFS: 'read-only file system',
+    EACCES: 'permission denied',
+    EPERM: 'operation not permitted',
+    EIO: 'input/output error',
+    ENAMETOOLONG: 'file name too long',
+  };
+  return code === undefined ? 'unexpected error' : `${known[code] ?? 'error'} (${code})`;
 }
 
 /**
@@ -73,7 +102,7 @@ export class FileKeyStore implements KeyStore {
         this.records.set(parsed.id, parsed);
       },
       (err: unknown) => {
-        throw new GatewayError('INTERNAL', 'key store write failed', { cause: err });
+        throw new GatewayError('STORE_UNAVAILABLE', `key store write failed: ${describeStorageError(err)}`, { cause: err });
       },
     );
     const settled = write.then(
@@ -93,8 +122,17 @@ export class FileKeyStore implements KeyStore {
   }
 
   private async load(): Promise<void> {
+    let removed = 0;
     for (const name of await readdir(this.dir)) {
-      if (!name.endsWith(SUFFIX)) continue; // temporary files of an interrupted write
+      if (name.endsWith(TMP_SUFFIX)) {
+        // Left by a write that was interrupted (kill -9, power loss). It may hold a version that
+        // was destroyed since: remove it, so no copy of a destroyed wrapped DEK outlives DESTROY.
+        // The lock is held, so no other gateway is writing it.
+        await unlink(join(this.dir, name));
+        removed++;
+        continue;
+      }
+      if (!name.endsWith(SUFFIX)) continue;
       const path = join(this.dir, name);
       let record: KeyRecord;
       try {
@@ -109,11 +147,12 @@ export class FileKeyStore implements KeyStore {
       }
       this.records.set(record.id, record);
     }
+    if (removed > 0) await syncDir(this.dir);
   }
 
   private async writeFile(record: KeyRecord): Promise<void> {
     const path = join(this.dir, fileNameFor(record.id));
-    const tmp = `${path}.${process.pid}.tmp`;
+    const tmp = `${path}.${process.pid}${TMP_SUFFIX}`;
     let handle: FileHandle | undefined;
     try {
       handle = await open(tmp, 'w', 0o600);

@@ -13,6 +13,7 @@ export const ERROR_CODES = [
   'KMS_DENIED',
   'KMS_UNAVAILABLE',
   'THROTTLED',
+  'STORE_UNAVAILABLE',
   'INTERNAL',
 ] as const;
 

@@ -137,6 +137,40 @@ describe('FileKeyStore', () => {
     await again.close();
   });
 
+  it('removes temporary files left by interrupted writes when it opens, so no copy of a destroyed version survives', async () => {
+    const dir = await tmp();
+    const store = await FileKeyStore.open(dir);
+    const withV1 = record('k', 2);
+    await store.put(withV1);
+    // What a kill -9 between write and rename leaves: a complete record, with version 1 still enabled.
+    await writeFile(join(dir, 'keys', `${fileNameFor('k')}.4242.tmp`), JSON.stringify(withV1));
+    await writeFile(join(dir, 'keys', `${fileNameFor('other')}.4243.tmp`), 'half a reco');
+    const destroyed = {
+      ...withV1,
+      versions: withV1.versions.map((v) => (v.version === 1 ? { ...v, wrapped: null, commit: null, state: 'destroyed' as const } : v)),
+    };
+    await store.put(destroyed);
+    await store.close();
+    const again = await FileKeyStore.open(dir);
+    expect(await readdir(join(dir, 'keys'))).toEqual([fileNameFor('k')]);
+    expect(again.get('k')?.versions[0]?.wrapped).toBeNull();
+    await again.close();
+  });
+
+  it('stores every id the protocol accepts, however long its escaped file name', async () => {
+    const dir = await tmp();
+    const store = await FileKeyStore.open(dir);
+    const ids = [':'.repeat(256), `${'a/'.repeat(127)}ab`, 'x'.repeat(256), `${':'.repeat(255)}a`];
+    for (const id of ids) await store.put(record(id));
+    const names = await readdir(join(dir, 'keys'));
+    expect(names).toHaveLength(ids.length);
+    for (const name of names) expect(Buffer.byteLength(name)).toBeLessThanOrEqual(200);
+    await store.close();
+    const again = await FileKeyStore.open(dir);
+    for (const id of ids) expect(again.get(id)?.id).toBe(id);
+    await again.close();
+  });
+
   it('rejects an invalid record without touching memory or disk', async () => {
     const dir = await tmp();
     const store = await FileKeyStore.open(dir);

@@ -147,8 +147,8 @@ describe('protocol v1 over a Unix socket', () => {
     expect((await big.lines(2))[0]).toMatch(/^ERR TOO_LARGE /);
     seen.add('TOO_LARGE');
     big.close();
-    // FORBIDDEN arrives with authorization (issue 7); every other code is exercised here.
-    expect([...ERROR_CODES].filter((code) => !seen.has(code))).toEqual(['FORBIDDEN']);
+    // FORBIDDEN is exercised in test/server/auth.test.ts, STORE_UNAVAILABLE in test/keystore/full-disk.test.ts.
+    expect([...ERROR_CODES].filter((code) => !seen.has(code))).toEqual(['FORBIDDEN', 'STORE_UNAVAILABLE']);
     // No raw SDK text reaches the client, and the connection still works.
     expect(await c.ask('PING')).toBe('OK PONG');
     c.close();
