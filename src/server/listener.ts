@@ -34,6 +34,8 @@ export function isLoopback(host: string): boolean {
 export class Listener {
   private readonly servers: Server[] = [];
   private readonly sockets = new Set<Socket>();
+  // The socket file this process bound (device and inode), the only one close() may remove.
+  private bound: { readonly dev: number; readonly ino: number } | undefined;
   /** TCP port actually bound (useful with port 0). */
   tcpPort: number | undefined;
   /** TLS port actually bound (useful with port 0). */
@@ -77,7 +79,7 @@ export class Listener {
     }, 2000);
     await Promise.all(closing);
     clearTimeout(deadline);
-    if (this.options.socketPath !== undefined) await unlink(this.options.socketPath).catch(() => undefined);
+    await this.removeOwnSocket();
   }
 
   private newServer(): Server {
@@ -109,6 +111,8 @@ export class Listener {
         resolve();
       });
     });
+    const made = await lstat(path);
+    this.bound = { dev: made.dev, ino: made.ino };
     // The data folder is 0700, so the moment between bind and chmod exposes nothing.
     await chmod(path, this.options.socketMode);
     const noPeerCred = peerCredUnavailable();
@@ -119,6 +123,15 @@ export class Listener {
       );
     }
     this.log.info({ socket: path, mode: this.options.socketMode.toString(8) }, 'listening on unix socket');
+  }
+
+  /** Removes the socket file only if it is still the one this process bound (never another gateway's). */
+  private async removeOwnSocket(): Promise<void> {
+    const path = this.options.socketPath;
+    if (path === undefined || this.bound === undefined) return;
+    const now = await lstat(path).catch(() => undefined);
+    if (now?.isSocket() && now.dev === this.bound.dev && now.ino === this.bound.ino) await unlink(path).catch(() => undefined);
+    this.bound = undefined;
   }
 
   private async listenTcp(host: string, port: number, insecure: boolean): Promise<void> {
