@@ -1,4 +1,4 @@
-import { chmod, lstat, unlink } from 'node:fs/promises';
+import { chmod, link, lstat, unlink } from 'node:fs/promises';
 import { connect, createServer, isIP, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
@@ -34,8 +34,9 @@ export function isLoopback(host: string): boolean {
 export class Listener {
   private readonly servers: Server[] = [];
   private readonly sockets = new Set<Socket>();
-  // The socket file this process bound (device and inode), the only one close() may remove.
-  private bound: { readonly dev: number; readonly ino: number } | undefined;
+  // The socket file this process bound, the only one close() may remove. Inode numbers are
+  // reused at once, so the change time (ns) tells a socket bound later at the same path apart.
+  private bound: SocketFileId | undefined;
   /** TCP port actually bound (useful with port 0). */
   tcpPort: number | undefined;
   /** TLS port actually bound (useful with port 0). */
@@ -103,18 +104,29 @@ export class Listener {
 
   private async listenUnix(path: string): Promise<void> {
     await removeStaleSocket(path);
+    // Bound under a temporary name, then linked into place: libuv unlinks the name it bound
+    // when the server closes, and that must never be a path another process may bind since.
+    // link() also refuses to replace a socket a concurrent start put there first.
+    const temp = `${path}~`;
+    await removeStaleSocket(temp);
     const server = this.newServer();
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(path, () => {
+      server.listen(temp, () => {
         server.off('error', reject);
         resolve();
       });
     });
-    const made = await lstat(path);
-    this.bound = { dev: made.dev, ino: made.ino };
-    // The data folder is 0700, so the moment between bind and chmod exposes nothing.
-    await chmod(path, this.options.socketMode);
+    try {
+      // The mode is set before the socket appears at its path.
+      await chmod(temp, this.options.socketMode);
+      await link(temp, path).catch((err: NodeJS.ErrnoException) => {
+        throw err.code === 'EEXIST' ? new Error(`another gateway is already listening on ${path}`, { cause: err }) : err;
+      });
+    } finally {
+      await unlink(temp).catch(() => undefined);
+    }
+    this.bound = await socketFileId(path);
     const noPeerCred = peerCredUnavailable();
     if (noPeerCred) {
       this.log.warn(
@@ -129,8 +141,10 @@ export class Listener {
   private async removeOwnSocket(): Promise<void> {
     const path = this.options.socketPath;
     if (path === undefined || this.bound === undefined) return;
-    const now = await lstat(path).catch(() => undefined);
-    if (now?.isSocket() && now.dev === this.bound.dev && now.ino === this.bound.ino) await unlink(path).catch(() => undefined);
+    const now = await socketFileId(path);
+    if (now !== undefined && now.dev === this.bound.dev && now.ino === this.bound.ino && now.ctimeNs === this.bound.ctimeNs) {
+      await unlink(path).catch(() => undefined);
+    }
     this.bound = undefined;
   }
 
@@ -169,6 +183,18 @@ export class Listener {
     this.tlsPort = await bind(server, tls.port, tls.host);
     this.log.info({ host: tls.host, port: this.tlsPort }, 'listening on TLS 1.3 with client certificates');
   }
+}
+
+interface SocketFileId {
+  readonly dev: bigint;
+  readonly ino: bigint;
+  readonly ctimeNs: bigint;
+}
+
+/** What identifies the socket file at `path` now, or undefined when there is none. */
+async function socketFileId(path: string): Promise<SocketFileId | undefined> {
+  const stat = await lstat(path, { bigint: true }).catch(() => undefined);
+  return stat?.isSocket() ? { dev: stat.dev, ino: stat.ino, ctimeNs: stat.ctimeNs } : undefined;
 }
 
 /** Removes a socket file left by a gateway that died; refuses if one still answers there. */
