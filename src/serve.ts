@@ -37,7 +37,11 @@ export interface RunningGateway {
   readonly listener: Listener;
   readonly socketPath: string | undefined;
   readonly log: Logger;
-  /** Stops listening, zeroizes the cache, closes adapters and releases the store. */
+  /**
+   * Graceful stop: no new connections or lines, every request already read is answered
+   * (within `limits.shutdownGraceMs`), then the cache is zeroized, adapters closed, the
+   * store released and the socket file removed.
+   */
   close(): Promise<void>;
 }
 
@@ -151,7 +155,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     log,
     close() {
       closing ??= (async () => {
-        await listener.close();
+        await listener.close(config.limits.shutdownGraceMs);
         try {
           await keys.drain();
           deks.close();

@@ -29,6 +29,7 @@ limits:
   maxInFlight: 1024         # pipelined requests per connection before reading pauses
   idleTimeoutMs: 300000     # idle connections are closed
   requestTimeoutMs: 30000   # a request line must arrive whole within this (slow senders)
+  shutdownGraceMs: 10000    # on SIGTERM, time to answer every request already read
 
 cache:
   maxEntries: 10000         # unwrapped DEKs in memory (zeroized on eviction)

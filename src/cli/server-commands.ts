@@ -21,12 +21,20 @@ export function addServerCommands(program: Command): void {
       const running = await startGateway(loaded.config, { baseDir: loaded.baseDir });
       running.log.info({ config: loaded.file ?? 'embedded development default' }, 'configuration loaded');
       await new Promise<void>((done) => {
+        let stopping = false;
         const stop = (signal: string) => {
-          running.log.info({ signal }, 'shutting down');
+          if (stopping) {
+            // A second signal: the operator will not wait for the drain. Zeroize, then go.
+            running.log.warn({ signal }, 'second signal: exiting without waiting for requests in flight');
+            running.cache.clear();
+            process.exit(1);
+          }
+          stopping = true;
+          running.log.info({ signal, graceMs: loaded.config.limits.shutdownGraceMs }, 'shutting down: answering requests already read');
           void running.close().then(done);
         };
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
+        process.on('SIGINT', stop);
+        process.on('SIGTERM', stop);
       });
     });
 

@@ -73,6 +73,11 @@ export const ConfigSchema = z
         idleTimeoutMs: z.number().int().min(0).default(300_000),
         /** A request line must arrive whole within this many ms of its first byte (slow senders; 0: never). */
         requestTimeoutMs: z.number().int().min(0).default(30_000),
+        /**
+         * On SIGTERM, how long requests already read may take to be answered before their
+         * connections are cut (new connections and new lines are refused at once).
+         */
+        shutdownGraceMs: z.number().int().min(0).max(600_000).default(10_000),
       })
       .strict()
       .prefault({}),

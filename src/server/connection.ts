@@ -47,6 +47,9 @@ export class Connection implements FrameSink {
   // At most one read's worth, since reading is paused meanwhile.
   private readonly deferred: Array<string | typeof TOO_LARGE> = [];
   private lineCompleted = false;
+  // Set by drain(): reading never resumes, and onDrained is called once every request read was answered.
+  private draining = false;
+  private onDrained: (() => void) | undefined;
 
   constructor(
     private readonly socket: Socket,
@@ -71,6 +74,25 @@ export class Connection implements FrameSink {
       this.pending.length = 0;
       this.deferred.length = 0;
       this.batch = '';
+    });
+  }
+
+  /**
+   * Graceful shutdown of this connection: stops reading, answers every request
+   * already read (deferred ones included), then ends the connection. Lines the
+   * kernel still holds are never read, so never executed; a partial line is dropped.
+   * Resolves when the last reply is flushed or the connection closed.
+   */
+  drain(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      this.draining = true;
+      this.onDrained = resolve;
+      this.socket.once('close', () => resolve());
+      this.socket.pause();
+      this.framer.reset();
+      this.runDeferred();
+      this.flush();
     });
   }
 
@@ -186,7 +208,10 @@ export class Connection implements FrameSink {
         this.batch += `${(this.pending.shift() as Slot).reply}\n`;
       }
     }
-    if (this.batch.length === 0) return;
+    if (this.batch.length === 0) {
+      this.endIfDrained();
+      return;
+    }
     const out = this.batch;
     this.batch = '';
     // Replies are ASCII: latin1 skips the UTF-8 encoder.
@@ -195,11 +220,20 @@ export class Connection implements FrameSink {
       this.socket.pause();
     }
     this.maybeResume();
+    this.endIfDrained();
+  }
+
+  private endIfDrained(): void {
+    const done = this.onDrained;
+    if (done === undefined || this.closed || this.pending.length > 0 || this.deferred.length > 0) return;
+    this.onDrained = undefined;
+    this.socket.end(done);
   }
 
   private maybeResume(): void {
     if (
       !this.closed &&
+      !this.draining &&
       !this.writeBlocked &&
       this.deferred.length === 0 &&
       this.pending.length < this.limits.maxInFlight &&

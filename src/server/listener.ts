@@ -33,7 +33,7 @@ export function isLoopback(host: string): boolean {
 /** The running listeners; `close()` stops accepting and ends open connections. */
 export class Listener {
   private readonly servers: Server[] = [];
-  private readonly sockets = new Set<Socket>();
+  private readonly connections = new Map<Socket, Connection>();
   // The socket file this process bound, the only one close() may remove. Inode numbers are
   // reused at once, so the change time (ns) tells a socket bound later at the same path apart.
   private bound: SocketFileId | undefined;
@@ -65,21 +65,27 @@ export class Listener {
   stats(): { connections: number; bytesRead: number; bytesQueued: number } {
     let bytesRead = 0;
     let bytesQueued = 0;
-    for (const socket of this.sockets) {
+    for (const socket of this.connections.keys()) {
       bytesRead += socket.bytesRead;
       bytesQueued += socket.writableLength;
     }
-    return { connections: this.sockets.size, bytesRead, bytesQueued };
+    return { connections: this.connections.size, bytesRead, bytesQueued };
   }
 
-  async close(): Promise<void> {
+  /**
+   * Graceful stop: accepts no new connection, reads no new line, answers every
+   * request already read, then closes. Connections still busy after `graceMs`
+   * (a peer that stops reading, a KMS that hangs) are cut.
+   */
+  async close(graceMs = 0): Promise<void> {
     const closing = this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
-    for (const socket of this.sockets) socket.end();
-    const deadline = setTimeout(() => {
-      for (const socket of this.sockets) socket.destroy();
-    }, 2000);
+    const drained = Promise.all([...this.connections.values()].map((c) => c.drain()));
+    let timer: NodeJS.Timeout | undefined;
+    const grace = new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)));
+    await Promise.race([drained, grace]);
+    clearTimeout(timer);
+    for (const socket of this.connections.keys()) socket.destroy();
     await Promise.all(closing);
-    clearTimeout(deadline);
     await this.removeOwnSocket();
   }
 
@@ -91,15 +97,14 @@ export class Listener {
   }
 
   private accept(socket: Socket, identity: ClientIdentity): void {
-    if (this.sockets.size >= this.options.maxConnections) {
+    if (this.connections.size >= this.options.maxConnections) {
       socket.on('error', () => socket.destroy());
       socket.end(`${formatError('THROTTLED', 'too many connections; try again later')}\n`);
       this.log.warn({ max: this.options.maxConnections }, 'connection refused: at the connection cap');
       return;
     }
-    this.sockets.add(socket);
-    socket.once('close', () => this.sockets.delete(socket));
-    new Connection(socket, this.open(identity), this.options);
+    this.connections.set(socket, new Connection(socket, this.open(identity), this.options));
+    socket.once('close', () => this.connections.delete(socket));
   }
 
   private async listenUnix(path: string): Promise<void> {

@@ -3,7 +3,8 @@ import { existsSync } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { startTestGateway, useRunningGateways } from '../helpers/gateway.js';
+import { fileNameFor } from '../../src/keystore/file-store.js';
+import { b64, rawConnect, startTestGateway, useRunningGateways } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/kmsgw.js');
@@ -263,6 +264,28 @@ describe('kmsgw serve and init', () => {
     expect(b.stdout.toString()).toBe(a.stdout.toString());
     expect(second.log()).not.toContain(a.stdout.toString().trim());
     await second.stop();
+  });
+
+  it('SIGTERM answers every request already read (ROTATEs included), then exits 0; nothing executed goes unanswered', async () => {
+    const cwd = await tmp();
+    const server = await serve(cwd);
+    const c = await rawConnect(join(cwd, '.kmsgw', 'kmsgw.sock'));
+    await c.ask('CREATE term/k');
+    const lines = Array.from({ length: 1000 }, (_, i) => (i % 16 === 0 ? 'ROTATE term/k' : `ENC term/k ${b64(`row ${i}`)}`));
+    c.write(`${lines.join('\n')}\n`);
+    await c.lines(1);
+    const exited = server.stop();
+    const replies: string[] = [];
+    for (;;) {
+      const next = await c.lines(1, 20_000).catch(() => undefined);
+      if (next === undefined) break;
+      replies.push(...next);
+    }
+    expect(await exited).toBe(0);
+    expect(replies).toHaveLength(lines.length - 1);
+    for (const reply of replies) expect(reply).toMatch(/^OK /);
+    const stored = JSON.parse(await readFile(join(cwd, '.kmsgw', 'keys', fileNameFor('term/k')), 'utf8')) as { versions: unknown[] };
+    expect(stored.versions).toHaveLength(1 + lines.filter((l) => l.startsWith('ROTATE')).length);
   });
 
   it('init writes a commented config that serve then uses; a bad config names the field', async () => {
