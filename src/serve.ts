@@ -125,6 +125,8 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
             }
           : {}),
         maxConnections: config.limits.maxConnections,
+        maxConnectionsPerPeer: config.limits.maxConnectionsPerPeer,
+        maxBufferedBytes: config.limits.maxBufferedBytes,
         maxLineBytes: config.limits.maxLineBytes,
         maxInFlight: config.limits.maxInFlight,
         idleTimeoutMs: config.limits.idleTimeoutMs,

@@ -26,6 +26,8 @@ listen:
 limits:
   maxLineBytes: 1048576     # longer request lines get ERR TOO_LARGE
   maxConnections: 1024      # more are answered ERR THROTTLED and closed
+  maxConnectionsPerPeer: 256  # from one uid, certificate or TCP address
+  maxBufferedBytes: 67108864  # unfinished request lines across all connections
   maxInFlight: 1024         # pipelined requests per connection before reading pauses
   idleTimeoutMs: 300000     # idle connections are closed
   requestTimeoutMs: 30000   # a request line must arrive whole within this (slow senders)

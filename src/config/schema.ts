@@ -67,6 +67,21 @@ export const ConfigSchema = z
           .default(1024 * 1024),
         /** Most client connections at once. */
         maxConnections: z.number().int().min(1).max(1_000_000).default(1024),
+        /**
+         * Most connections at once from one peer: a Unix uid (with peer credentials), a TLS
+         * certificate identity, or a TCP address. One client cannot take every connection.
+         */
+        maxConnectionsPerPeer: z.number().int().min(1).max(1_000_000).default(256),
+        /**
+         * Most bytes of unfinished request lines held across all connections (each line may have
+         * up to maxLineBytes); the connection whose data passes it is cut.
+         */
+        maxBufferedBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .max(4 * 1024 * 1024 * 1024)
+          .default(64 * 1024 * 1024),
         /** Most pipelined requests awaiting a reply per connection before reading pauses. */
         maxInFlight: z.number().int().min(1).max(1_000_000).default(1024),
         /** Idle connections are closed after this many ms (0: never). */

@@ -17,6 +17,14 @@ export interface ConnectionLimits {
   readonly requestTimeoutMs: number;
 }
 
+/** Bytes of unfinished lines held across all connections, and what to do past `max`. */
+export interface BufferBudget {
+  used: number;
+  readonly max: number;
+  /** Told when a connection is cut for passing `max`. */
+  readonly exceeded: () => void;
+}
+
 /** Marks an oversize line's place among deferred lines. */
 const TOO_LARGE = Symbol('too large');
 
@@ -47,6 +55,8 @@ export class Connection implements FrameSink {
   // At most one read's worth, since reading is paused meanwhile.
   private readonly deferred: Array<string | typeof TOO_LARGE> = [];
   private lineCompleted = false;
+  // This connection's share of budget.used: its unfinished line.
+  private counted = 0;
   // Set by drain(): reading never resumes, and onDrained is called once every request read was answered.
   private draining = false;
   private onDrained: (() => void) | undefined;
@@ -55,6 +65,7 @@ export class Connection implements FrameSink {
     private readonly socket: Socket,
     private readonly handle: LineHandler,
     private readonly limits: ConnectionLimits,
+    private readonly budget: BufferBudget = { used: 0, max: Infinity, exceeded: () => undefined },
   ) {
     this.framer = new LineFramer(limits.maxLineBytes);
     socket.setNoDelay?.(true);
@@ -69,6 +80,8 @@ export class Connection implements FrameSink {
     });
     socket.on('error', () => socket.destroy());
     socket.on('close', () => {
+      this.budget.used -= this.counted;
+      this.counted = 0;
       this.closed = true;
       this.framer.reset();
       this.pending.length = 0;
@@ -139,6 +152,13 @@ export class Connection implements FrameSink {
       this.framer.push(chunk, this);
     } finally {
       this.inChunk = false;
+    }
+    this.budget.used += this.framer.buffered - this.counted;
+    this.counted = this.framer.buffered;
+    if (this.budget.used > this.budget.max && this.counted > 0) {
+      this.budget.exceeded();
+      this.socket.destroy();
+      return;
     }
     this.watchPartialLine();
     this.flush();

@@ -1,11 +1,13 @@
 import { chmod, link, lstat, unlink } from 'node:fs/promises';
-import { connect, createServer, isIP, type Server, type Socket } from 'node:net';
-import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
 import type { Logger } from 'pino';
 import { formatError } from '../protocol/reply.js';
 import type { ClientIdentity } from '../request/context.js';
-import { Connection, type ConnectionLimits, type LineHandler } from './connection.js';
-import { peerCredOf, peerCredUnavailable } from './peercred.js';
+import { LimitedWarnings } from '../log/limited.js';
+import { identityOf, isLoopback, peerOf, tlsIdentityOf } from './identity.js';
+import { Connection, type BufferBudget, type ConnectionLimits, type LineHandler } from './connection.js';
+import { peerCredUnavailable } from './peercred.js';
 
 /** Starts serving one accepted connection: the handler for its request lines. */
 export type Acceptor = (identity: ClientIdentity) => LineHandler;
@@ -22,18 +24,23 @@ export interface ListenOptions extends ConnectionLimits {
   readonly tls?: { readonly host: string; readonly port: number; readonly cert: Buffer; readonly key: Buffer; readonly ca: Buffer };
   /** Most connections open at once across all listeners; more get `ERR THROTTLED` and are closed. */
   readonly maxConnections: number;
-}
-
-/** True for 127.0.0.0/8, ::1 and localhost. */
-export function isLoopback(host: string): boolean {
-  if (host === 'localhost' || host === '::1') return true;
-  return isIP(host) === 4 && host.startsWith('127.');
+  /**
+   * Most connections open at once from one peer (a Unix uid, a certificate identity, a TCP
+   * address; Unix clients without peer credentials count as one peer).
+   */
+  readonly maxConnectionsPerPeer: number;
+  /** Most bytes of unfinished request lines held across all connections; the connection that passes it is cut. */
+  readonly maxBufferedBytes: number;
 }
 
 /** The running listeners; `close()` stops accepting and ends open connections. */
 export class Listener {
   private readonly servers: Server[] = [];
   private readonly connections = new Map<Socket, Connection>();
+  private readonly perPeer = new Map<string, number>();
+  private readonly refused = new Set<Socket>();
+  private readonly buffered: BufferBudget;
+  private readonly warnings: LimitedWarnings;
   // The socket file this process bound, the only one close() may remove. Inode numbers are
   // reused at once, so the change time (ns) tells a socket bound later at the same path apart.
   private bound: SocketFileId | undefined;
@@ -46,7 +53,19 @@ export class Listener {
     private readonly options: ListenOptions,
     private readonly open: Acceptor,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.warnings = new LimitedWarnings(log);
+    this.buffered = {
+      used: 0,
+      max: options.maxBufferedBytes,
+      exceeded: () =>
+        this.warnings.warn(
+          'buffered',
+          { max: options.maxBufferedBytes },
+          'connection cut: unfinished request lines across all connections passed limits.maxBufferedBytes',
+        ),
+    };
+  }
 
   static async start(options: ListenOptions, open: Acceptor, log: Logger): Promise<Listener> {
     const listener = new Listener(options, open, log);
@@ -84,7 +103,7 @@ export class Listener {
     const grace = new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)));
     await Promise.race([drained, grace]);
     clearTimeout(timer);
-    for (const socket of this.connections.keys()) socket.destroy();
+    for (const socket of [...this.connections.keys(), ...this.refused]) socket.destroy();
     await Promise.all(closing);
     await this.removeOwnSocket();
   }
@@ -97,14 +116,36 @@ export class Listener {
   }
 
   private accept(socket: Socket, identity: ClientIdentity): void {
+    const peer = peerOf(identity);
+    const fromPeer = this.perPeer.get(peer) ?? 0;
     if (this.connections.size >= this.options.maxConnections) {
-      socket.on('error', () => socket.destroy());
-      socket.end(`${formatError('THROTTLED', 'too many connections; try again later')}\n`);
-      this.log.warn({ max: this.options.maxConnections }, 'connection refused: at the connection cap');
+      this.refuse(socket, 'too many connections; try again later', 'cap', { max: this.options.maxConnections });
       return;
     }
-    this.connections.set(socket, new Connection(socket, this.open(identity), this.options));
-    socket.once('close', () => this.connections.delete(socket));
+    if (fromPeer >= this.options.maxConnectionsPerPeer) {
+      this.refuse(socket, 'too many connections from this client; try again later', 'peer-cap', {
+        peer,
+        max: this.options.maxConnectionsPerPeer,
+      });
+      return;
+    }
+    this.perPeer.set(peer, fromPeer + 1);
+    this.connections.set(socket, new Connection(socket, this.open(identity), this.options, this.buffered));
+    socket.once('close', () => {
+      this.connections.delete(socket);
+      const left = (this.perPeer.get(peer) ?? 1) - 1;
+      if (left > 0) this.perPeer.set(peer, left);
+      else this.perPeer.delete(peer);
+    });
+  }
+
+  private refuse(socket: Socket, text: string, kind: string, fields: Record<string, unknown>): void {
+    // Tracked until closed, so close() can cut a refused peer that never reads its answer.
+    this.refused.add(socket);
+    socket.once('close', () => this.refused.delete(socket));
+    socket.on('error', () => socket.destroy());
+    socket.end(`${formatError('THROTTLED', text)}\n`);
+    this.warnings.warn(kind, fields, `connection refused: ${text.split(';')[0] as string}`);
   }
 
   private async listenUnix(path: string): Promise<void> {
@@ -217,30 +258,6 @@ async function removeStaleSocket(path: string): Promise<void> {
   });
   if (alive) throw new Error(`another gateway is already listening on ${path}`);
   await unlink(path);
-}
-
-/** What a plain socket says about its peer: SO_PEERCRED on a Unix socket, the address on TCP. */
-function identityOf(socket: Socket): ClientIdentity {
-  if (socket.remoteAddress === undefined) {
-    const peer = peerCredOf(socket);
-    return peer ? { transport: 'unix', peer } : { transport: 'unix' };
-  }
-  return { transport: 'tcp', address: socket.remoteAddress };
-}
-
-/** A verified client certificate's identity: its subject CN, else its first DNS or URI SAN. */
-export function certificateIdentity(cert: { subject?: { CN?: string | string[] }; subjectaltname?: string }): string | undefined {
-  const cn = cert.subject?.CN;
-  if (typeof cn === 'string' && cn.length > 0) return cn;
-  if (Array.isArray(cn) && typeof cn[0] === 'string') return cn[0];
-  const san = cert.subjectaltname?.split(', ').find((s) => s.startsWith('DNS:') || s.startsWith('URI:'));
-  return san?.slice(4);
-}
-
-function tlsIdentityOf(socket: TLSSocket): ClientIdentity {
-  const cert = socket.getPeerCertificate();
-  const id = socket.authorized && cert ? certificateIdentity(cert) : undefined;
-  return { transport: 'tls', ...(socket.remoteAddress ? { address: socket.remoteAddress } : {}), ...(id ? { cert: id } : {}) };
 }
 
 function bind(server: Server, port: number, host: string): Promise<number> {
