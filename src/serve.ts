@@ -140,7 +140,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   if (config.keys.autoCreate) {
     log.warn('keys are created on first use (keys.autoCreate): a development setting');
   }
-  log.info({ dataDir, defaultKek: config.keys.defaultKek, cacheTtlMs: config.cache.ttlMs }, 'kmsgw ready');
+  log.info({ dataDir, defaultKek: config.keys.defaultKek, cacheTtlMs: config.cache.ttlMs, storeLock: store.lockMechanism }, 'kmsgw ready');
 
   let closing: Promise<void> | undefined;
   return {
