@@ -15,6 +15,7 @@ import { Executor } from './pipeline/execute.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { Policy } from './policy/policy.js';
 import { Listener } from './server/listener.js';
+import { checkStartupPermissions } from './startup/checks.js';
 
 /** What `startGateway` needs besides the config; all optional, for tests and embedding. */
 export interface StartOptions {
@@ -46,6 +47,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   const baseDir = options.baseDir ?? process.cwd();
   const log = options.logger ?? createLogger(config.log.level);
   const dataDir = resolve(baseDir, config.dataDir);
+  await checkStartupPermissions(config, baseDir);
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
 
   const loaders = options.loaders ?? DEFAULT_LOADERS;
