@@ -47,7 +47,8 @@ export interface KeyWrapper {
   rewrap?(wrapped: WrappedKey, ctx: WrapContext, to: KeyWrapper): Promise<WrappedKey | undefined>;
   /**
    * Releases this wrapper's hold on its client (the last holder closes it) and
-   * zeroizes any key material it keeps. Idempotent; called at shutdown.
+   * zeroizes any key material it keeps. Idempotent; called at shutdown, and when the
+   * registry drops the wrapper (never while a call on it is running).
    */
   close(): Promise<void>;
 }

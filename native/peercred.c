@@ -2,11 +2,14 @@
  * SO_PEERCRED for Node: the uid, gid and pid of the process at the other end of a
  * connected Unix domain socket, as the kernel recorded them at connect(). The gateway
  * uses them to tell clients apart (the postgres user gets the pg keys, nobody else does).
+ * It also takes the key store's lock with flock(2), which the kernel drops when the
+ * holder dies, however it dies (see src/keystore/lock.ts).
  * A plain N-API module: built against node-api-headers, loadable by any Node >= 12.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <node_api.h>
 
@@ -15,12 +18,21 @@ static napi_value fail(napi_env env, const char *message) {
   return NULL;
 }
 
-static napi_value get_peer_cred(napi_env env, napi_callback_info info) {
+/* The one argument every function takes: a file descriptor. False (and an exception thrown) if it is not one. */
+static int fd_arg(napi_env env, napi_callback_info info, int32_t *fd) {
   size_t argc = 1;
   napi_value argv[1];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1
+      || napi_get_value_int32(env, argv[0], fd) != napi_ok || *fd < 0) {
+    napi_throw_type_error(env, NULL, "expected a file descriptor (a non-negative integer)");
+    return 0;
+  }
+  return 1;
+}
+
+static napi_value get_peer_cred(napi_env env, napi_callback_info info) {
   int32_t fd;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1) return fail(env, "getPeerCred(fd) needs a file descriptor");
-  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) return fail(env, "getPeerCred(fd): fd must be a non-negative integer");
+  if (!fd_arg(env, info, &fd)) return NULL;
 
   struct ucred cred;
   socklen_t len = sizeof(cred);
@@ -37,9 +49,29 @@ static napi_value get_peer_cred(napi_env env, napi_callback_info info) {
   return result;
 }
 
-NAPI_MODULE_INIT() {
+/* flockExclusive(fd): true when this open file now holds an exclusive flock, false when
+ * another open file holds one; throws on any other error. Never blocks. */
+static napi_value flock_exclusive(napi_env env, napi_callback_info info) {
+  int32_t fd;
+  if (!fd_arg(env, info, &fd)) return NULL;
+
+  int rc;
+  do rc = flock(fd, LOCK_EX | LOCK_NB);
+  while (rc != 0 && errno == EINTR);
+  if (rc != 0 && errno != EWOULDBLOCK) return fail(env, strerror(errno));
+  napi_value result;
+  napi_get_boolean(env, rc == 0, &result);
+  return result;
+}
+
+static void export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb) {
   napi_value fn;
-  napi_create_function(env, "getPeerCred", NAPI_AUTO_LENGTH, get_peer_cred, NULL, &fn);
-  napi_set_named_property(env, exports, "getPeerCred", fn);
+  napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, NULL, &fn);
+  napi_set_named_property(env, exports, name, fn);
+}
+
+NAPI_MODULE_INIT() {
+  export_fn(env, exports, "getPeerCred", get_peer_cred);
+  export_fn(env, exports, "flockExclusive", flock_exclusive);
   return exports;
 }

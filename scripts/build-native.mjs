@@ -1,9 +1,10 @@
 #!/usr/bin/env node
-// Builds native/peercred.c into build/peercred.node (run by `npm install` through `prepare`).
-// A plain N-API module compiled with the system C compiler against the node-api-headers
-// package: node-gyp would fetch Node's full headers from the network, which a closed build
-// machine cannot reach, and N-API needs none of them. Without a compiler the gateway still
-// runs: it says so at start and governs its socket by file permissions only.
+// Builds native/peercred.c (SO_PEERCRED and flock) into build/peercred.node (run by
+// `npm install` through `prepare`). A plain N-API module compiled with the system C compiler
+// against the node-api-headers package: node-gyp would fetch Node's full headers from the
+// network, which a closed build machine cannot reach, and N-API needs none of them. Without a
+// compiler the gateway still runs: it says so at start, governs its socket by file permissions
+// only, and locks its key store with an abstract Unix socket instead of flock.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';

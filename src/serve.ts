@@ -15,6 +15,7 @@ import { Executor } from './pipeline/execute.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { Policy } from './policy/policy.js';
 import { Listener } from './server/listener.js';
+import { checkStartupPermissions } from './startup/checks.js';
 
 /** What `startGateway` needs besides the config; all optional, for tests and embedding. */
 export interface StartOptions {
@@ -50,6 +51,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   const baseDir = options.baseDir ?? process.cwd();
   const log = options.logger ?? createLogger(config.log.level);
   const dataDir = resolve(baseDir, config.dataDir);
+  await checkStartupPermissions(config, baseDir);
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
 
   const loaders = options.loaders ?? DEFAULT_LOADERS;
@@ -146,7 +148,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   if (config.keys.autoCreate) {
     log.warn('keys are created on first use (keys.autoCreate): a development setting');
   }
-  log.info({ dataDir, defaultKek: config.keys.defaultKek, cacheTtlMs: config.cache.ttlMs }, 'kmsgw ready');
+  log.info({ dataDir, defaultKek: config.keys.defaultKek, cacheTtlMs: config.cache.ttlMs, storeLock: store.lockMechanism }, 'kmsgw ready');
 
   let closing: Promise<void> | undefined;
   return {

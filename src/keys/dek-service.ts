@@ -96,8 +96,7 @@ export class DekService {
     }
     const commit = stored.commit;
     return withSecrets(async (scope) => {
-      const wrapper = await this.adapters.get(stored.kek);
-      const dek = scope.track(await wrapper.unwrap(wrappedOf(stored), { keyId, version }));
+      const dek = scope.track(await this.adapters.use(stored.kek, (wrapper) => wrapper.unwrap(wrappedOf(stored), { keyId, version })));
       if (!verifyCommitTag(dek, keyId, version, Buffer.from(commit, 'base64'))) {
         this.log.error({ keyId, version }, 'stored DEK failed its commitment check: blob swapped or corrupted');
         throw new GatewayError('DECRYPT_FAILED', 'stored key failed its commitment check');

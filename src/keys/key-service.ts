@@ -125,26 +125,29 @@ export class KeyService {
         (v) => v.state === 'enabled' && (version === undefined || v.version === version) && v.kek !== kek,
       );
       this.adapters.assertSupported(kek);
-      const to = await this.adapters.get(kek);
       const moved = new Map<number, VersionRecord>();
-      for (const v of targets) {
-        const ctx = { keyId, version: v.version };
-        const from = await this.adapters.get(v.kek);
-        const stored = wrappedOf(v);
-        const wrapped =
-          (await from.rewrap(stored, ctx, to)) ??
-          (await withSecrets(async (scope) => to.wrap(scope.track(await from.unwrap(stored, ctx)), ctx)));
-        if (!(await this.deks.verify(to, wrapped, keyId, v.version, v.commit as string))) {
-          throw new GatewayError('INTERNAL', 'rewrapped key failed its commitment check; nothing was changed');
+      await this.adapters.use(kek, async (to) => {
+        for (const v of targets) {
+          const ctx = { keyId, version: v.version };
+          const stored = wrappedOf(v);
+          const wrapped = await this.adapters.use(
+            v.kek,
+            async (from) =>
+              (await from.rewrap(stored, ctx, to)) ??
+              (await withSecrets(async (scope) => to.wrap(scope.track(await from.unwrap(stored, ctx)), ctx))),
+          );
+          if (!(await this.deks.verify(to, wrapped, keyId, v.version, v.commit as string))) {
+            throw new GatewayError('INTERNAL', 'rewrapped key failed its commitment check; nothing was changed');
+          }
+          const { kekVersion: _old, ...rest } = v;
+          moved.set(v.version, {
+            ...rest,
+            kek,
+            wrapped: wrapped.blob.toString('base64'),
+            ...(wrapped.kekVersion === undefined ? {} : { kekVersion: wrapped.kekVersion }),
+          });
         }
-        const { kekVersion: _old, ...rest } = v;
-        moved.set(v.version, {
-          ...rest,
-          kek,
-          wrapped: wrapped.blob.toString('base64'),
-          ...(wrapped.kekVersion === undefined ? {} : { kekVersion: wrapped.kekVersion }),
-        });
-      }
+      });
       if (moved.size > 0) {
         await this.store.put({ ...record, versions: record.versions.map((v) => moved.get(v.version) ?? v) });
         this.log.info({ keyId, versions: [...moved.keys()], kek }, 'key rewrapped');
@@ -204,7 +207,7 @@ export class KeyService {
   private addVersion(record: KeyRecord, version: number, kek: string): Promise<void> {
     this.adapters.assertSupported(kek);
     return withSecrets(async (scope) => {
-      const made = await makeVersion(await this.adapters.get(kek), scope, record.id, version, new Date().toISOString());
+      const made = await this.adapters.use(kek, (wrapper) => makeVersion(wrapper, scope, record.id, version, new Date().toISOString()));
       await this.store.put({ ...record, versions: [...record.versions, made.record] });
       this.deks.seed(record.id, version, made.dek);
     });

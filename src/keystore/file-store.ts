@@ -3,13 +3,11 @@ import { constants } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GatewayError } from '../protocol/errors.js';
+import { KeyStoreError } from './errors.js';
+import { acquireStoreLock, type StoreLock } from './lock.js';
 import { KeyRecordSchema, type KeyRecord, type KeyStore } from './types.js';
 
-/** The store on disk could not be opened; start-up stops with this. */
-export class KeyStoreError extends Error {
-  override readonly name = 'KeyStoreError';
-  readonly code = 'KEYSTORE' as const;
-}
+export { KeyStoreError } from './errors.js';
 
 const SUFFIX = '.json';
 const TMP_SUFFIX = '.tmp';
@@ -50,7 +48,7 @@ function describeStorageError(err: unknown): string {
  * File-backed key store: one JSON file per key id under `<dir>/keys`.
  * Each write goes to a temporary file that is fsynced, renamed over the old
  * one, and the folder fsynced, so a crash leaves the old or the new record,
- * never a torn one. A lock file keeps a second gateway off the same store.
+ * never a torn one. A lock that dies with its holder keeps a second gateway off the same store.
  */
 export class FileKeyStore implements KeyStore {
   private readonly records = new Map<string, KeyRecord>();
@@ -61,23 +59,26 @@ export class FileKeyStore implements KeyStore {
 
   private constructor(
     readonly dir: string,
-    private readonly lockPath: string,
+    private readonly lock: StoreLock,
   ) {}
 
   /** Opens (creating if needed) the store in `dir`; throws `KeyStoreError` naming any bad file. */
   static async open(dir: string): Promise<FileKeyStore> {
     const keysDir = join(dir, 'keys');
     await mkdir(keysDir, { recursive: true, mode: 0o700 });
-    const lockPath = join(dir, 'keystore.lock');
-    await acquireLock(lockPath);
-    const store = new FileKeyStore(keysDir, lockPath);
+    const store = new FileKeyStore(keysDir, await acquireStoreLock(dir));
     try {
       await store.load();
     } catch (err) {
-      await unlink(lockPath).catch(() => undefined);
+      await store.lock.release();
       throw err;
     }
     return store;
+  }
+
+  /** How the store's lock is held (flock, or the abstract-socket fallback), for the start-up log. */
+  get lockMechanism(): string {
+    return this.lock.mechanism;
   }
 
   get(id: string): KeyRecord | undefined {
@@ -118,7 +119,7 @@ export class FileKeyStore implements KeyStore {
     if (this.closed) return;
     this.closed = true;
     await Promise.allSettled([...this.writes.values()]);
-    await unlink(this.lockPath).catch(() => undefined);
+    await this.lock.release();
   }
 
   private async load(): Promise<void> {
@@ -177,35 +178,4 @@ async function syncDir(dir: string): Promise<void> {
   } finally {
     await handle.close();
   }
-}
-
-/** True while a process with this pid exists (EPERM: it exists, owned by another user). */
-export function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** Creates the lock file exclusively; takes over one left by a process that is gone. */
-async function acquireLock(path: string): Promise<void> {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const handle = await open(path, 'wx', 0o600);
-      await handle.writeFile(`${process.pid}\n`);
-      await handle.sync();
-      await handle.close();
-      return;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
-    const holder = Number.parseInt((await readFile(path, 'utf8').catch(() => '')).trim(), 10);
-    if (Number.isInteger(holder) && holder > 0 && pidAlive(holder)) {
-      throw new KeyStoreError(`key store ${path} is locked by running process ${holder}; two gateways must not share a store`);
-    }
-    await unlink(path).catch(() => undefined);
-  }
-  throw new KeyStoreError(`could not take the key store lock ${path}`);
 }

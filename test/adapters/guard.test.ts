@@ -71,17 +71,21 @@ describe('AdapterRegistry', () => {
     );
     expect(() => registry.assertSupported('aws-kms://alias/x')).toThrow(/no KEK adapter for scheme aws-kms/);
     expect(() => registry.assertSupported('constructor://x')).toThrow(/no KEK adapter/);
-    const [a, b] = await Promise.all([registry.get('fake://one'), registry.get('fake://one')]);
+    const same = async (w: GuardedWrapper) => w;
+    const [a, b] = await Promise.all([registry.use('fake://one', same), registry.use('fake://one', same)]);
     expect(a).toBe(b);
-    expect(await registry.get('fake://two')).not.toBe(a);
+    expect(await registry.use('fake://two', same)).not.toBe(a);
     expect(loads).toBe(2);
     await registry.close();
   });
 
   it('loads the local adapter lazily from the default table', async () => {
-    const registry = new AdapterRegistry({ dataDir: '/nonexistent', timeoutMs: 100 });
-    const w = await registry.get('local://kek');
-    expect(w.kek).toBe('local://kek');
-    await expect(w.wrap(Buffer.alloc(32), ctx)).rejects.toMatchObject({ code: 'KMS_DENIED' });
+    // A deadline far from the file read it waits for (100 ms failed under a loaded suite).
+    const registry = new AdapterRegistry({ dataDir: '/nonexistent', timeoutMs: 5000 });
+    await registry.use('local://kek', async (w) => {
+      expect(w.kek).toBe('local://kek');
+      await expect(w.wrap(Buffer.alloc(32), ctx)).rejects.toMatchObject({ code: 'KMS_DENIED' });
+    });
+    await registry.close();
   });
 });

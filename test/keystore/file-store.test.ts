@@ -79,7 +79,7 @@ describe('FileKeyStore', () => {
   it('refuses a second store on the same folder while the first is open', async () => {
     const dir = await tmp();
     const store = await FileKeyStore.open(dir);
-    await expect(FileKeyStore.open(dir)).rejects.toThrow(/locked by running process/);
+    await expect(FileKeyStore.open(dir)).rejects.toThrow(/is in use by another running gateway/);
     await store.close();
     const next = await FileKeyStore.open(dir);
     await next.close();

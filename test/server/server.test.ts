@@ -328,7 +328,9 @@ describe('protocol v1 over a Unix socket', () => {
     await cl.rotate('restart/0');
     const v2 = await cl.get('restart/0');
     const env = await cl.enc('restart/1', Buffer.from('kept'));
-    await expect(startTestGateway(gw.dir, { listen: { socket: { path: join(gw.dir, 'other.sock') } } })).rejects.toThrow(/locked/);
+    await expect(startTestGateway(gw.dir, { listen: { socket: { path: join(gw.dir, 'other.sock') } } })).rejects.toThrow(
+      /is in use by another running gateway/,
+    );
     await cl.close();
     await gw.close();
     running.pop();

@@ -14,7 +14,6 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CreateAliasCommand, CreateKeyCommand, DescribeKeyCommand, KMSClient, UpdateAliasCommand } from '@aws-sdk/client-kms';
 import type { TestProject } from 'vitest/node';
-import { pidAlive } from '../../src/keystore/file-store.js';
 
 export interface LocalStackContext {
   /** e.g. http://127.0.0.1:4566 */
@@ -223,6 +222,16 @@ async function ensureAliasedKey(kms: KMSClient, alias: string, description: stri
   const meta = (await kms.send(new DescribeKeyCommand({ KeyId: alias }))).KeyMetadata;
   if (!meta?.Arn) throw new Error(`DescribeKey ${alias} returned no ARN`);
   return meta.Arn;
+}
+
+/** True while a process with this pid exists (EPERM: it exists, owned by another user). */
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** Extras dirs of earlier vitest runs that died without teardown: stop what is left in them, remove them. */

@@ -1,0 +1,43 @@
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+
+/** uid, gid and pid of a Unix socket's peer. */
+export interface PeerCred {
+  readonly uid: number;
+  readonly gid: number;
+  readonly pid: number;
+}
+
+/** What native/peercred.c exports. */
+export interface NativeAddon {
+  getPeerCred(fd: number): PeerCred;
+  /** True when this open file now holds an exclusive flock(2); false when another holds one. Never blocks. */
+  flockExclusive(fd: number): boolean;
+}
+
+let addon: NativeAddon | null | undefined;
+let loadError: string | undefined;
+
+/** The addon (build/peercred.node), loaded once, or null with the reason in `nativeUnavailable()`. */
+export function loadNative(): NativeAddon | null {
+  if (addon !== undefined) return addon;
+  // From src/native (tests) or dist/src/native (built): the addon sits in <root>/build.
+  const candidates = [new URL('../../build/peercred.node', import.meta.url), new URL('../../../build/peercred.node', import.meta.url)];
+  const path = candidates.find((u) => existsSync(u));
+  if (!path) {
+    loadError = 'build/peercred.node is missing (no C compiler at install?)';
+    return (addon = null);
+  }
+  try {
+    addon = createRequire(import.meta.url)(path.pathname) as NativeAddon;
+  } catch (err) {
+    loadError = (err as Error).message;
+    addon = null;
+  }
+  return addon;
+}
+
+/** Why the addon cannot be used, or undefined when it can. */
+export function nativeUnavailable(): string | undefined {
+  return loadNative() === null ? loadError : undefined;
+}
