@@ -1,4 +1,7 @@
-/** The commented config `kmsgw init` writes. Every key is optional; shown values are the defaults. */
+/**
+ * The commented config `kmsgw init` writes. Every key is optional; shown values are the
+ * defaults, except the two development settings (keys.autoCreate, kms.adapters.local.enabled).
+ */
 export const EXAMPLE_CONFIG = `# kmsgw configuration (YAML; JSON works too). Relative paths are resolved
 # against this file's folder. Environment overrides: see README.md.
 
@@ -46,6 +49,12 @@ keys:
 
 kms:
   timeoutMs: 2000           # deadline of every KMS call
+  adapters:
+    # KEK files on this host (local://). Off unless enabled: turn it off in production,
+    # where defaultKek names a cloud KEK.
+    local:
+      enabled: true
+      # dir: /etc/kmsgw         # the only folder local KEK files may be in (default: dataDir)
 
 # Who may use which key. Without a policy every client that can reach the socket may do
 # everything (fine for development; the gateway warns at start). With one: default deny.

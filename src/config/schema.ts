@@ -8,8 +8,10 @@ const octalMode = z
   .transform((v) => (typeof v === 'number' ? v : Number.parseInt(v, 8)));
 
 /**
- * The whole configuration. Every field has a default, so `{}` is valid;
- * relative paths are resolved against the config file's folder.
+ * The whole configuration. Every field has a default, but the default KEK is a
+ * local file, which must be enabled (`kms.adapters.local.enabled`) or replaced
+ * by a cloud KEK: `{}` alone is refused. Relative paths are resolved against
+ * the config file's folder.
  */
 export const ConfigSchema = z
   .object({
@@ -99,7 +101,7 @@ export const ConfigSchema = z
           .min(1)
           .max(2 ** 32)
           .default(2 ** 32),
-        /** KEK for keys created without one. */
+        /** KEK for keys created without one; `local://` needs `kms.adapters.local.enabled`. */
         defaultKek: z
           .string()
           .regex(/^[a-z][a-z0-9+.-]*:\/\/\S+$/, 'must be a KEK URI such as local://local-kek')
@@ -148,7 +150,17 @@ export const ConfigSchema = z
       .strict()
       .prefault({}),
   })
-  .strict();
+  .strict()
+  .superRefine((config, ctx) => {
+    const { defaultKek } = config.keys;
+    if (defaultKek.startsWith('local://') && !config.kms.adapters.local.enabled) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['keys', 'defaultKek'],
+        message: `${defaultKek} is a local KEK file, and local:// KEKs are off: name a cloud KEK, or set kms.adapters.local.enabled: true (development only)`,
+      });
+    }
+  });
 
 export type Config = z.output<typeof ConfigSchema>;
 export type ConfigInput = z.input<typeof ConfigSchema>;

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { GuardedWrapper } from '../../adapters/guard.js';
 import { AdapterRegistry, kekScheme } from '../../adapters/registry.js';
+import { AdapterSettingsSchema } from '../../adapters/settings.js';
 import { FAKE_FAILURES, fakeKms, fakeLoader, fakeModule } from '../helpers/fake-adapter.js';
 
 afterEach(() => fakeKms.reset());
@@ -79,7 +80,8 @@ describe('AdapterRegistry', () => {
   });
 
   it('loads the local adapter lazily from the default table', async () => {
-    const registry = new AdapterRegistry({ dataDir: '/nonexistent', timeoutMs: 100 });
+    const settings = AdapterSettingsSchema.parse({ local: { enabled: true } });
+    const registry = new AdapterRegistry({ dataDir: '/nonexistent', settings, timeoutMs: 100 });
     const w = await registry.get('local://kek');
     expect(w.kek).toBe('local://kek');
     await expect(w.wrap(Buffer.alloc(32), ctx)).rejects.toMatchObject({ code: 'KMS_DENIED' });

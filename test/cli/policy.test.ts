@@ -16,6 +16,7 @@ describe('kmsgw policy', () => {
     await writeFile(
       join(dir, 'kmsgw.yaml'),
       [
+        'keys: { defaultKek: "aws-kms://alias/pg" }',
         'policy:',
         '  clients:',
         '    - name: postgres',

@@ -455,6 +455,7 @@ describe('PolicySchema validation', () => {
   it('accepts a full example', () => {
     const c = validateConfig(
       {
+        keys: { defaultKek: 'aws-kms://alias/pg' },
         policy: {
           clients: [
             {
