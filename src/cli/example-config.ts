@@ -44,6 +44,9 @@ keys:
   # KEK for keys created without one. local:// is for development only:
   # the KEK file then sits on this host. Relative paths are inside dataDir.
   defaultKek: local://local-kek
+  # KEK URI globs a DEK may be wrapped under (whatever CREATE, ROTATE or REWRAP names);
+  # the default allows only defaultKek.
+  # allowedKeks: ["aws-kms://arn:aws:kms:eu-west-1:111122223333:key/*"]
   # ENC per DEK version before ROTATE is required (AES-GCM random nonces: NIST bound 2^32).
   maxEncryptionsPerVersion: 4294967296
 
@@ -73,6 +76,7 @@ kms:
 #       grants:
 #         - verbs: [admin]            # CREATE ROTATE REWRAP DESTROY INFO LIST
 #           keys: ["*"]
+#           # keks: ["aws-kms://*"]   # KEK URIs its CREATE/ROTATE/REWRAP may name (default: allowedKeks)
 
 # Hash-chained audit log, one JSON line per request (docs/audit.md).
 # audit:

@@ -69,17 +69,20 @@ export function addServerCommands(program: Command): void {
     .command('check <client> <verb> <key-id>')
     .description('explain whether CLIENT may use VERB on KEY-ID under the configured policy; exit 0 allowed, 1 denied')
     .option('-c, --config <file>', `config file (default: $KMSGW_CONFIG, else ./${DEFAULT_CONFIG_FILE} if present)`)
-    .action(async (client: string, verbText: string, keyId: string, opts: { config?: string }) => {
+    .option('--kek <uri>', 'the KEK URI a CREATE, ROTATE or REWRAP would name')
+    .action(async (client: string, verbText: string, keyId: string, opts: { config?: string; kek?: string }) => {
       const { loadConfig } = await import('../config/load.js');
       const { Policy } = await import('../policy/policy.js');
       const verb = verbText.toUpperCase();
       if (!isVerb(verb)) throw new UsageError(`verb must be one of ${VERBS.join(' ')}`);
       const { config, file } = await loadConfig(opts.config);
-      if (!config.policy) {
-        process.stdout.write(`allowed: ${file ?? 'the embedded default'} has no policy, so every client may do everything\n`);
-        return;
-      }
-      const decision = new Policy(config.policy).explain(client, verb, keyId);
+      const { kekAllowList } = await import('../keys/key-service.js');
+      const decision =
+        opts.kek !== undefined && !kekAllowList(config.keys)(opts.kek)
+          ? { allowed: false, reason: `keys.allowedKeks does not allow KEK ${opts.kek}` }
+          : config.policy
+            ? new Policy(config.policy).explain(client, verb, keyId, opts.kek)
+            : { allowed: true, reason: `${file ?? 'the embedded default'} has no policy, so every client may do everything` };
       process.stdout.write(`${decision.allowed ? 'allowed' : 'denied'}: ${decision.reason}\n`);
       if (!decision.allowed) throw new AlreadyReported('denied');
     });

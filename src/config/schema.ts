@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { AdapterSettingsSchema } from '../../adapters/settings.js';
 import { DEFAULT_DATA_DIR, DEFAULT_SOCKET_PATH } from './defaults.js';
+import { KekGlobSchema, matchesAny } from '../policy/glob.js';
 import { PolicySchema } from '../policy/policy.js';
 
 const octalMode = z
@@ -106,6 +107,12 @@ export const ConfigSchema = z
           .string()
           .regex(/^[a-z][a-z0-9+.-]*:\/\/\S+$/, 'must be a KEK URI such as local://local-kek')
           .default('local://local-kek'),
+        /**
+         * KEK URI globs that DEKs may be wrapped under: every KEK a CREATE, ROTATE or REWRAP
+         * names (or a ROTATE keeps) must match one, whoever asks. Must allow `defaultKek`.
+         * @default [defaultKek]
+         */
+        allowedKeks: z.array(KekGlobSchema).min(1).optional(),
       })
       .strict()
       .prefault({}),
@@ -152,13 +159,16 @@ export const ConfigSchema = z
   })
   .strict()
   .superRefine((config, ctx) => {
-    const { defaultKek } = config.keys;
+    const { defaultKek, allowedKeks } = config.keys;
     if (defaultKek.startsWith('local://') && !config.kms.adapters.local.enabled) {
       ctx.addIssue({
         code: 'custom',
         path: ['keys', 'defaultKek'],
         message: `${defaultKek} is a local KEK file, and local:// KEKs are off: name a cloud KEK, or set kms.adapters.local.enabled: true (development only)`,
       });
+    }
+    if (allowedKeks !== undefined && !matchesAny(allowedKeks)(defaultKek)) {
+      ctx.addIssue({ code: 'custom', path: ['keys', 'allowedKeks'], message: `must allow keys.defaultKek (${defaultKek})` });
     }
   });
 

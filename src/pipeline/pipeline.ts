@@ -74,7 +74,10 @@ export class Session {
     if (command.verb === 'AUTH') return this.authenticate(command.token);
     const access = this.options.access;
     const keyId = 'key' in command ? command.key.id : undefined;
-    if (access && command.verb !== 'PING' && !access.authorize(this.ctx.client, command.verb, keyId)) {
+    const kek = 'kek' in command ? command.kek : undefined;
+    if (access && command.verb !== 'PING' && !access.authorize(this.ctx.client, command.verb, keyId, kek)) {
+      // Asked again only on refusal, to say whether the KEK alone was the reason.
+      if (kek !== undefined && access.authorize(this.ctx.client, command.verb, keyId)) return failure('FORBIDDEN', 'KEK not allowed');
       return failure('FORBIDDEN', `not allowed to ${command.verb}${keyId === undefined ? '' : ' this key'}`);
     }
     // The common case, nothing of this connection still running, takes no closure and no bookkeeping.

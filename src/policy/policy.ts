@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import { ADMIN_VERBS, DATA_VERBS, type Verb } from '../protocol/parser.js';
 import type { ClientIdentity } from '../request/context.js';
+import { globToRegExp, KekGlobSchema, matchesAny } from './glob.js';
 import type { AccessControl, AuthResult } from './types.js';
 
 /** Verbs a grant may name; `admin` stands for every admin verb. */
@@ -39,6 +40,11 @@ export const PolicySchema = z
                     verbs: z.array(z.enum(GRANT_VERBS)).min(1),
                     /** Key-id globs: `*` matches any run of characters (slashes included), `?` one character. */
                     keys: z.array(z.string().regex(/^[A-Za-z0-9._\-/:*?]{1,256}$/, 'must be a key-id glob')).min(1),
+                    /**
+                     * KEK URI globs the grant's CREATE, ROTATE and REWRAP may name (`keys.allowedKeks` applies too).
+                     * @default any KEK `keys.allowedKeks` allows
+                     */
+                    keks: z.array(KekGlobSchema).min(1).optional(),
                   })
                   .strict(),
               )
@@ -62,18 +68,12 @@ export function hashToken(token: string): string {
   return `sha256:${createHash('sha256').update(token, 'utf8').digest('hex')}`;
 }
 
-function globToRegExp(glob: string): RegExp {
-  const body = glob
-    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
-    .replace(/\*/g, '.*')
-    .replace(/\?/g, '.');
-  return new RegExp(`^${body}$`);
-}
-
 interface CompiledGrant {
   readonly verbs: ReadonlySet<Verb>;
   readonly keys: readonly RegExp[];
-  readonly source: { verbs: readonly string[]; keys: readonly string[] };
+  /** Absent: the grant names no KEKs of its own. */
+  readonly keks: ((kek: string) => boolean) | undefined;
+  readonly source: { verbs: readonly string[]; keys: readonly string[]; keks: readonly string[] | undefined };
 }
 
 interface CompiledClient {
@@ -116,7 +116,8 @@ export class Policy implements AccessControl {
       grants: c.grants.map((g) => ({
         verbs: new Set(g.verbs.flatMap((v) => (v === 'admin' ? [...ADMIN_VERBS] : [v as Verb]))),
         keys: g.keys.map(globToRegExp),
-        source: { verbs: g.verbs, keys: g.keys },
+        keks: g.keks && matchesAny(g.keks),
+        source: { verbs: g.verbs, keys: g.keys, keks: g.keks },
       })),
     }));
   }
@@ -164,27 +165,33 @@ export class Policy implements AccessControl {
     }
   }
 
-  authorize(client: string | undefined, verb: Verb, keyId: string | undefined): boolean {
-    return this.explain(client, verb, keyId).allowed;
+  authorize(client: string | undefined, verb: Verb, keyId: string | undefined, kek?: string): boolean {
+    return this.explain(client, verb, keyId, kek).allowed;
   }
 
   /** The decision with its reason, for `kmsgw policy check`. */
-  explain(client: string | undefined, verb: Verb, keyId: string | undefined): Decision {
+  explain(client: string | undefined, verb: Verb, keyId: string | undefined, kek?: string): Decision {
     if (verb === 'PING' || verb === 'AUTH') return { allowed: true, reason: `${verb} is always allowed` };
     if (client === undefined) return { allowed: false, reason: 'the connection is not a known client (default deny)' };
     const c = this.clients.find((x) => x.name === client);
     if (!c) return { allowed: false, reason: `no client named ${client} (default deny)` };
+    let kekRefused = false;
     for (const [i, g] of c.grants.entries()) {
       if (!g.verbs.has(verb)) continue;
       // LIST without a key asks "may list at all?"; the reply is then filtered id by id.
-      if (keyId === undefined ? verb === 'LIST' : g.keys.some((re) => re.test(keyId))) {
-        return {
-          allowed: true,
-          reason: `grant #${i + 1} of ${client} (verbs ${g.source.verbs.join(',')} on ${g.source.keys.join(',')})`,
-        };
+      if (keyId === undefined ? verb !== 'LIST' : !g.keys.some((re) => re.test(keyId))) continue;
+      if (kek !== undefined && g.keks && !g.keks(kek)) {
+        kekRefused = true;
+        continue;
       }
+      const keks = g.source.keks ? ` with KEKs ${g.source.keks.join(',')}` : '';
+      return {
+        allowed: true,
+        reason: `grant #${i + 1} of ${client} (verbs ${g.source.verbs.join(',')} on ${g.source.keys.join(',')}${keks})`,
+      };
     }
-    return { allowed: false, reason: `no grant of ${client} allows ${verb}${keyId === undefined ? '' : ` on ${keyId}`} (default deny)` };
+    const what = `${verb}${keyId === undefined ? '' : ` on ${keyId}`}${kekRefused ? ` with KEK ${kek}` : ''}`;
+    return { allowed: false, reason: `no grant of ${client} allows ${what} (default deny)` };
   }
 }
 

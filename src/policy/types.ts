@@ -14,6 +14,9 @@ export interface AccessControl {
   identify(identity: ClientIdentity): string | undefined;
   /** The client an `AUTH <token>` names; failures are rate-limited per source. */
   authenticate(token: string, identity: ClientIdentity): AuthResult;
-  /** May `client` use `verb` on `keyId` (undefined for LIST, which is filtered per id)? */
-  authorize(client: string | undefined, verb: Verb, keyId: string | undefined): boolean;
+  /**
+   * May `client` use `verb` on `keyId` (undefined for LIST, which is filtered per id), naming
+   * `kek` (CREATE, ROTATE and REWRAP with a KEK URI)?
+   */
+  authorize(client: string | undefined, verb: Verb, keyId: string | undefined, kek?: string): boolean;
 }

@@ -37,6 +37,15 @@ describe('kmsgw policy', () => {
     expect(kmsgw(['policy', 'check', 'ops', 'ROTATE', 'anything'], dir).status).toBe(0);
     expect(kmsgw(['policy', 'check', 'stranger', 'PING', 'x'], dir).status).toBe(0);
     expect(kmsgw(['policy', 'check', 'postgres', 'FROB', 'x'], dir).status).toBe(2);
+    // --kek: the KEK a CREATE, ROTATE or REWRAP would name, checked against keys.allowedKeks and the grant.
+    expect(kmsgw(['policy', 'check', 'ops', 'ROTATE', 'pg/x', '--kek', 'aws-kms://alias/pg'], dir)).toMatchObject({
+      status: 0,
+      stdout: 'allowed: grant #1 of ops (verbs admin on *)\n',
+    });
+    expect(kmsgw(['policy', 'check', 'ops', 'ROTATE', 'pg/x', '--kek', 'local:///home/me/own.kek'], dir)).toMatchObject({
+      status: 1,
+      stdout: 'denied: keys.allowedKeks does not allow KEK local:///home/me/own.kek\n',
+    });
     const none = await tmp();
     expect(kmsgw(['policy', 'check', 'anyone', 'GET', 'x'], none).stdout).toMatch(/^allowed: .* no policy/);
   });

@@ -18,7 +18,7 @@ function issueFor(raw: unknown, field: string): string {
   return line as string;
 }
 
-describe('configuration: local KEKs', () => {
+describe('configuration: which KEKs may be used', () => {
   it('local:// KEKs are off by default, so a config left on the default local KEK stops start-up, naming keys.defaultKek', () => {
     expect(issueFor({}, 'keys.defaultKek')).toMatch(
       /local:\/\/local-kek is a local KEK file, and local:\/\/ KEKs are off: name a cloud KEK, or set kms\.adapters\.local\.enabled: true/,
@@ -26,17 +26,41 @@ describe('configuration: local KEKs', () => {
     expect(
       issueFor({ keys: { defaultKek: 'local:///etc/kek' }, kms: { adapters: { local: { enabled: false } } } }, 'keys.defaultKek'),
     ).toMatch(/local:\/\/\/etc\/kek is a local KEK file/);
+    expect(issueFor({}, 'keys.defaultKek')).not.toMatch(/allowedKeks/);
   });
 
   it('a cloud default KEK needs nothing else; local:// stays off', () => {
     const c = validateConfig({ keys: { defaultKek: 'aws-kms://alias/pg' } }, 'test');
     expect(c.kms.adapters.local).toEqual({ enabled: false });
+    expect(c.keys.allowedKeks).toBeUndefined(); // the default: just keys.defaultKek
   });
 
-  it('the embedded development default enables local:// KEKs', async () => {
+  it('the embedded development default enables local:// KEKs and allows only its default KEK', async () => {
     const dev = await loadConfig(undefined, {}, await tmp());
     expect(dev.file).toBeUndefined();
     expect(dev.config.kms.adapters.local).toEqual({ enabled: true });
     expect(dev.config.keys).toMatchObject({ defaultKek: 'local://local-kek' });
+    expect(dev.config.keys.allowedKeks).toBeUndefined();
+  });
+
+  it('keys.allowedKeks takes globs and must allow keys.defaultKek', () => {
+    const keys = { defaultKek: 'aws-kms://arn:aws:kms:eu-west-1:1:key/a', allowedKeks: ['aws-kms://arn:aws:kms:eu-west-1:1:key/*'] };
+    expect(validateConfig({ keys }, 'test').keys.allowedKeks).toEqual(keys.allowedKeks);
+    expect(issueFor({ keys: { ...keys, allowedKeks: ['gcp-kms://*'] } }, 'keys.allowedKeks')).toMatch(
+      /must allow keys\.defaultKek \(aws-kms:\/\/arn:aws:kms:eu-west-1:1:key\/a\)/,
+    );
+    expect(issueFor({ keys: { ...keys, allowedKeks: [] } }, 'keys.allowedKeks')).toBeDefined();
+    expect(issueFor({ keys: { ...keys, allowedKeks: ['aws-kms://a b'] } }, 'keys.allowedKeks.0')).toMatch(/must be a KEK URI glob/);
+  });
+
+  it('a policy grant may name KEK globs (keks), checked like allowedKeks', () => {
+    const client = (keks: unknown) => ({ name: 'ops', match: { uids: [0] }, grants: [{ verbs: ['admin'], keys: ['*'], keks }] });
+    const keys = { defaultKek: 'aws-kms://alias/x' };
+    const c = validateConfig({ keys, policy: { clients: [client(['aws-kms://*'])] } }, 'test');
+    expect(c.policy?.clients[0]?.grants[0]?.keks).toEqual(['aws-kms://*']);
+    expect(issueFor({ keys, policy: { clients: [client([])] } }, 'policy.clients.0.grants.0.keks')).toBeDefined();
+    expect(issueFor({ keys, policy: { clients: [client(['x y'])] } }, 'policy.clients.0.grants.0.keks.0')).toMatch(
+      /must be a KEK URI glob/,
+    );
   });
 });

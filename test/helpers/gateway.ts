@@ -16,8 +16,9 @@ export interface TestGateway extends RunningGateway {
 
 /**
  * Starts a real gateway on a Unix socket in `dir`, with the local and fake adapters and captured logs.
- * Unlike the product defaults, local KEKs are on; `overrides.keys` and `overrides.kms` are merged
- * into these field by field.
+ * Unlike the product defaults, local KEKs are on and any KEK may be named (`keys.allowedKeks: ['*']`),
+ * so tests may use `fake://` and `local://` KEKs freely; `overrides.keys` and `overrides.kms` are
+ * merged into these field by field (pass `allowedKeks: undefined` for the product default).
  */
 export async function startTestGateway(
   dir: string,
@@ -30,7 +31,7 @@ export async function startTestGateway(
       listen: { socket: { path: join(dir, 'gw.sock') } },
       log: { level: 'debug' },
       ...overrides,
-      keys: { autoCreate: true, ...overrides.keys },
+      keys: { autoCreate: true, allowedKeks: ['*'], ...overrides.keys },
       kms: { ...overrides.kms, adapters: { local: { enabled: true }, ...overrides.kms?.adapters } },
     },
     'test',

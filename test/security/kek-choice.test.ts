@@ -1,10 +1,12 @@
-// Which KEKs a client may make a key's KEK: local:// off unless enabled and confined to one
-// folder, and KEK files that cannot stall the gateway's file I/O (a FIFO named as a KEK).
-import { symlink } from 'node:fs/promises';
+// Which KEKs a client may make a key's KEK: the configured allow-list (keys.allowedKeks), the
+// policy's per-grant `keks`, local:// off unless enabled and confined to one folder, and KEK
+// files that cannot stall the gateway's file I/O (a FIFO named as a KEK).
+import { chmod, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ensureLocalKek } from '../../adapters/local/index.js';
 import type { ConfigInput } from '../../src/config/schema.js';
+import { hashToken } from '../../src/policy/policy.js';
 import { fileLines } from '../audit/util.js';
 import { mkfifo, releaseFifoReaders } from '../helpers/fifo.js';
 import { okPayload, rawConnect, startTestGateway, useRunningGateways, type RawConn, type TestGateway } from '../helpers/gateway.js';
@@ -17,6 +19,21 @@ async function gateway(dir: string, overrides: ConfigInput = {}): Promise<TestGa
   const gw = await startTestGateway(dir, overrides);
   running.push(gw);
   return gw;
+}
+
+const ops = { name: 'ops', match: { tokens: [hashToken('tok-ops')] }, grants: [{ verbs: ['admin' as const], keys: ['*'] }] };
+
+async function as(gw: TestGateway, token: string): Promise<RawConn> {
+  const c = await rawConnect(gw.socketPath as string);
+  expect(await c.ask(`AUTH ${token}`)).toMatch(/^OK /);
+  return c;
+}
+
+const NOT_ALLOWED = 'ERR FORBIDDEN KEK not allowed';
+
+/** Sends each request in turn and checks its reply. */
+async function exchange(c: RawConn, steps: ReadonlyArray<readonly [request: string, reply: string]>): Promise<void> {
+  for (const [request, reply] of steps) expect(await c.ask(request), request).toBe(reply);
 }
 
 /** Runs `request` (answered OK 1) on a gateway over `dir`, closes it, then starts one with `overrides`. */
@@ -33,6 +50,89 @@ async function restartAfter(dir: string, request: string, overrides: ConfigInput
 async function keksOf(c: RawConn, id: string): Promise<string[]> {
   return (JSON.parse(okPayload(await c.ask(`INFO ${id}`))) as { versions: Array<{ kek: string }> }).versions.map((v) => v.kek);
 }
+
+describe('which KEK a client may name', () => {
+  it('a client with only ROTATE and REWRAP cannot make its own file the KEK (the product default allows only keys.defaultKek)', async () => {
+    const dir = await tmp();
+    const own = join(dir, 'own.kek');
+    await writeFile(own, Buffer.alloc(32, 7));
+    await chmod(own, 0o644);
+    await writeFile(join(dir, 'x.kek'), Buffer.alloc(32, 8));
+    const rotator = {
+      name: 'rotator',
+      match: { tokens: [hashToken('tok-rot')] },
+      grants: [{ verbs: ['ROTATE' as const, 'REWRAP' as const], keys: ['pg/*'] }],
+    };
+    const gw = await gateway(dir, { keys: { allowedKeks: undefined }, policy: { clients: [ops, rotator] } });
+    const admin = await as(gw, 'tok-ops');
+    expect(await admin.ask('CREATE pg/rot')).toBe('OK 1');
+    await exchange(await as(gw, 'tok-rot'), [
+      [`ROTATE pg/rot local://${own}`, NOT_ALLOWED],
+      ['REWRAP pg/rot local://../x.kek', NOT_ALLOWED],
+      ['REWRAP pg/rot fake://mine', NOT_ALLOWED],
+      // The configured KEK itself is fine, named or not.
+      ['ROTATE pg/rot local://local-kek', 'OK 2'],
+      ['ROTATE pg/rot', 'OK 3'],
+    ]);
+    expect(await keksOf(admin, 'pg/rot')).toEqual(['local://local-kek', 'local://local-kek', 'local://local-kek']);
+  });
+
+  it('the allow-list holds without a policy too (development), for every verb that wraps', async () => {
+    const dir = await tmp();
+    await ensureLocalKek(join(dir, 'data', 'other-kek'));
+    const gw = await gateway(dir, { keys: { allowedKeks: undefined } });
+    const c = await rawConnect(gw.socketPath as string);
+    await exchange(c, [
+      ['CREATE a local://other-kek', NOT_ALLOWED],
+      ['CREATE a fake://x', NOT_ALLOWED],
+      ['CREATE a', 'OK 1'],
+      ['ROTATE a local://other-kek', NOT_ALLOWED],
+      ['REWRAP a local://other-kek', NOT_ALLOWED],
+      ['ROTATE a', 'OK 2'],
+    ]);
+    expect(JSON.parse(okPayload(await c.ask('LIST')))).toEqual(['a']);
+  });
+
+  it('keys.allowedKeks globs widen it; a ROTATE keeping a KEK no longer allowed is refused', async () => {
+    const dir = await tmp();
+    const gw = await restartAfter(dir, 'CREATE old fake://retired', { keys: { allowedKeks: ['local://local-kek', 'fake://pg/*'] } });
+    await exchange(await rawConnect(gw.socketPath as string), [
+      ['CREATE a fake://pg/1', 'OK 1'],
+      ['ROTATE a fake://pg/2', 'OK 2'],
+      ['ROTATE a fake://app/1', NOT_ALLOWED],
+      ['ROTATE old', NOT_ALLOWED],
+      ['REWRAP old fake://pg/3', 'OK 1'],
+      ['ROTATE old', 'OK 2'],
+    ]);
+  });
+
+  it("a grant's keks restrict the KEKs its CREATE, ROTATE and REWRAP may name; the config's list still applies", async () => {
+    const dir = await tmp();
+    const pgOps = {
+      name: 'pg-ops',
+      match: { tokens: [hashToken('tok-pg-ops')] },
+      grants: [{ verbs: ['admin' as const], keys: ['pg/*'], keks: ['fake://pg/*'] }],
+    };
+    const gw = await gateway(dir, {
+      keys: { allowedKeks: ['local://local-kek', 'fake://pg/1', 'fake://app/*'] },
+      policy: { clients: [ops, pgOps] },
+    });
+    await exchange(await as(gw, 'tok-pg-ops'), [
+      ['CREATE pg/a fake://pg/1', 'OK 1'],
+      ['ROTATE pg/a', 'OK 2'], // names no KEK: keeps fake://pg/1
+      ['ROTATE pg/a fake://app/1', NOT_ALLOWED], // config yes, grant no
+      ['REWRAP pg/a local://local-kek', NOT_ALLOWED],
+      ['CREATE pg/b fake://pg/2', NOT_ALLOWED], // grant yes, config no
+      ['CREATE pg/b', 'OK 1'], // names no KEK: the configured default, not the client's choice
+      ['CREATE app/x fake://pg/1', 'ERR FORBIDDEN not allowed to CREATE this key'],
+    ]);
+    // A grant without keks may name whatever the config allows.
+    await exchange(await as(gw, 'tok-ops'), [
+      ['CREATE app/x fake://app/7', 'OK 1'],
+      ['REWRAP pg/a local://local-kek', 'OK 2'],
+    ]);
+  });
+});
 
 describe('local:// KEKs: off unless enabled, confined to one folder', () => {
   it('with local:// off, a client cannot name a KEK file, and keys already under one are cut off', async () => {
