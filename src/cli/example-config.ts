@@ -77,6 +77,7 @@ kms:
 #         - verbs: [admin]            # CREATE ROTATE REWRAP DESTROY INFO LIST
 #           keys: ["*"]
 #           # keks: ["aws-kms://*"]   # KEK URIs its CREATE/ROTATE/REWRAP may name (default: allowedKeks)
+#   authFailures: { max: 5, windowMs: 60000 }   # failed AUTH per connection and per peer uid/cert
 
 # Hash-chained audit log, one JSON line per request (docs/audit.md).
 # audit:

@@ -5,6 +5,9 @@ import { DEFAULT_CONFIG_FILE } from '../config/defaults.js';
 import { VERBS, type Verb } from '../protocol/parser.js';
 import { AlreadyReported, UsageError } from './errors.js';
 
+/** Shortest token `policy hash-token` accepts: failed AUTH is limited per connection, not per address. */
+const MIN_TOKEN_LENGTH = 32;
+
 /**
  * Commands that run the gateway or read its config. They load the server,
  * config and logging code only when run, so client commands start fast.
@@ -88,7 +91,7 @@ export function addServerCommands(program: Command): void {
     });
   policy
     .command('hash-token')
-    .description('read a bearer token on stdin and print the sha256:<hex> form the config stores')
+    .description(`read a bearer token (at least ${MIN_TOKEN_LENGTH} characters) on stdin and print the sha256:<hex> form the config stores`)
     .action(async () => {
       const { hashToken } = await import('../policy/policy.js');
       const chunks: Buffer[] = [];
@@ -97,6 +100,10 @@ export function addServerCommands(program: Command): void {
         .toString('utf8')
         .replace(/\r?\n$/, '');
       if (token.length === 0) throw new UsageError('no token on stdin');
+      // Anonymous peers (TCP, Unix without peer credentials) may retry on new connections.
+      if (token.length < MIN_TOKEN_LENGTH) {
+        throw new UsageError(`token is shorter than ${MIN_TOKEN_LENGTH} characters; use a random one, such as: openssl rand -base64 32`);
+      }
       process.stdout.write(`${hashToken(token)}\n`);
     });
 }

@@ -92,7 +92,8 @@ export class Session {
   private authenticate(token: string): Outcome {
     const access = this.options.access;
     if (!access || this.ctx.identity.transport === 'internal') return failure('BAD_REQUEST', 'AUTH is not in use on this gateway');
-    const result = access.authenticate(token, this.ctx.identity);
+    // The context is this connection's own object: its failures are counted against it.
+    const result = access.authenticate(token, this.ctx.identity, this.ctx);
     if (!result.ok) {
       return failure('FORBIDDEN', result.reason === 'rate-limited' ? 'too many failed attempts; try again later' : 'authentication failed');
     }

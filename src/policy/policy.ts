@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import { ADMIN_VERBS, DATA_VERBS, type Verb } from '../protocol/parser.js';
 import type { ClientIdentity } from '../request/context.js';
+import { AuthFailures } from './auth-failures.js';
 import { globToRegExp, KekGlobSchema, matchesAny } from './glob.js';
 import type { AccessControl, AuthResult } from './types.js';
 
@@ -9,8 +10,6 @@ import type { AccessControl, AuthResult } from './types.js';
 export const GRANT_VERBS = [...DATA_VERBS, ...ADMIN_VERBS, 'admin'] as const;
 
 const TOKEN_HASH_RE = /^sha256:[0-9a-f]{64}$/;
-/** Sources with recent AUTH failures tracked before expired ones are pruned. */
-const MAX_TRACKED_SOURCES = 10_000;
 
 /** `policy` in the config: named clients, how each is recognized, and what each may do. */
 export const PolicySchema = z
@@ -53,7 +52,10 @@ export const PolicySchema = z
           .strict(),
       )
       .min(1),
-    /** Failed AUTH attempts allowed per source (peer uid, certificate or address) per window. */
+    /**
+     * Failed AUTH attempts allowed per window, counted per connection and per peer identity
+     * (Unix peer uid, certificate); never per address, which local clients share.
+     */
     authFailures: z
       .object({ max: z.number().int().min(1).default(5), windowMs: z.number().int().min(1000).default(60_000) })
       .strict()
@@ -98,16 +100,17 @@ export interface PolicyClock {
 /**
  * The configured policy: default deny. A client gets only what a grant names;
  * admin verbs need an explicit grant; tokens are compared as SHA-256 hashes in
- * constant time, and failed AUTH attempts are limited per source.
+ * constant time, and failed AUTH attempts are limited per connection and per peer.
  */
 export class Policy implements AccessControl {
   private readonly clients: readonly CompiledClient[];
-  private readonly failures = new Map<string, number[]>();
+  private readonly failures: AuthFailures;
 
   constructor(
-    private readonly config: PolicyConfig,
+    config: PolicyConfig,
     private readonly clock: PolicyClock = Date,
   ) {
+    this.failures = new AuthFailures(config.authFailures);
     this.clients = config.clients.map((c) => ({
       name: c.name,
       uids: new Set(c.match.uids),
@@ -130,15 +133,9 @@ export class Policy implements AccessControl {
     return undefined;
   }
 
-  authenticate(token: string, identity: ClientIdentity): AuthResult {
-    const source = sourceOf(identity);
+  authenticate(token: string, identity: ClientIdentity, connection: object): AuthResult {
     const now = this.clock.now();
-    const { max, windowMs } = this.config.authFailures;
-    const recent = (this.failures.get(source) ?? []).filter((t) => now - t < windowMs);
-    if (recent.length >= max) {
-      this.failures.set(source, recent);
-      return { ok: false, reason: 'rate-limited' };
-    }
+    if (this.failures.limited(identity, connection, now)) return { ok: false, reason: 'rate-limited' };
     const presented = createHash('sha256').update(token, 'utf8').digest();
     let found: string | undefined;
     // Every stored hash is compared, so timing does not tell which client (or whether any) matched.
@@ -148,21 +145,11 @@ export class Policy implements AccessControl {
       }
     }
     if (found !== undefined) {
-      this.failures.delete(source);
+      this.failures.succeeded(identity, connection);
       return { ok: true, client: found };
     }
-    recent.push(now);
-    this.failures.set(source, recent);
-    if (this.failures.size > MAX_TRACKED_SOURCES) this.forgetExpired(now);
+    this.failures.failed(identity, connection, now);
     return { ok: false, reason: 'denied' };
-  }
-
-  /** Keeps the failure table bounded: sources whose failures all aged out are dropped. */
-  private forgetExpired(now: number): void {
-    const { windowMs } = this.config.authFailures;
-    for (const [source, times] of this.failures) {
-      if (times.every((t) => now - t >= windowMs)) this.failures.delete(source);
-    }
   }
 
   authorize(client: string | undefined, verb: Verb, keyId: string | undefined, kek?: string): boolean {
@@ -193,11 +180,4 @@ export class Policy implements AccessControl {
     const what = `${verb}${keyId === undefined ? '' : ` on ${keyId}`}${kekRefused ? ` with KEK ${kek}` : ''}`;
     return { allowed: false, reason: `no grant of ${client} allows ${what} (default deny)` };
   }
-}
-
-/** Where failed AUTH attempts are counted: the peer uid, the certificate, else the address or transport. */
-function sourceOf(identity: ClientIdentity): string {
-  if (identity.peer) return `uid:${identity.peer.uid}`;
-  if (identity.cert !== undefined) return `cert:${identity.cert}`;
-  return identity.address !== undefined ? `${identity.transport}:${identity.address}` : identity.transport;
 }

@@ -52,9 +52,19 @@ describe('kmsgw policy', () => {
 
   it('hash-token prints the sha256: form the config stores', async () => {
     const dir = await tmp();
-    const r = kmsgw(['policy', 'hash-token'], dir, 's3cret\n');
-    expect(r).toMatchObject({ status: 0, stdout: `${hashToken('s3cret')}\n` });
-    expect(r.stdout).not.toContain('s3cret');
+    const token = 's3cret-Yq8mR2vX9kT4wL7pN1cB6zH0jF5dG3';
+    const r = kmsgw(['policy', 'hash-token'], dir, `${token}\n`);
+    expect(r).toMatchObject({ status: 0, stdout: `${hashToken(token)}\n` });
+    expect(r.stdout).not.toContain(token);
     expect(kmsgw(['policy', 'hash-token'], dir, '').status).toBe(2);
+  });
+
+  it('hash-token refuses a token shorter than 32 characters (failed AUTH is limited only per connection for anonymous peers)', async () => {
+    const dir = await tmp();
+    const r = kmsgw(['policy', 'hash-token'], dir, `${'x'.repeat(31)}\n`);
+    expect(r.status).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toContain('token is shorter than 32 characters');
+    expect(kmsgw(['policy', 'hash-token'], dir, `${'x'.repeat(32)}\n`).status).toBe(0);
   });
 });
