@@ -29,6 +29,20 @@ export function localKekPath(kek: string, dataDir: string): string {
   return isAbsolute(path) ? path : resolve(dataDir, path);
 }
 
+/**
+ * The file a local KEK URI names and the folder it must stay in (`kms.adapters.local.dir`,
+ * default `dataDir`). Refuses with KMS_DENIED, before any file is touched, when local KEKs
+ * are off or the path, as written, leaves the folder; symlinks are checked when it is read.
+ */
+export function confinedKekPath(kek: string, options: AdapterOptions): { path: string; dir: string } {
+  const settings = (options.settings ?? DEFAULT_ADAPTER_SETTINGS).local;
+  if (!settings.enabled) throw new KmsError('KMS_DENIED', 'local KEKs are disabled on this gateway');
+  const path = localKekPath(kek, options.dataDir);
+  const dir = resolve(settings.dir ?? options.dataDir);
+  if (!isInside(path, dir)) throw outside();
+  return { path, dir };
+}
+
 /** Whether `path` names something strictly inside `dir` (both absolute; no I/O). */
 function isInside(path: string, dir: string): boolean {
   const rel = relative(dir, path);
@@ -103,16 +117,13 @@ export class LocalWrapper implements KeyWrapper {
   private readonly path: string;
   private readonly dir: string;
 
-  /** Refuses, before any file is touched, when local KEKs are off or the path leaves the allowed folder. */
   constructor(
     readonly kek: string,
     options: AdapterOptions,
   ) {
-    const settings = (options.settings ?? DEFAULT_ADAPTER_SETTINGS).local;
-    if (!settings.enabled) throw new KmsError('KMS_DENIED', 'local KEKs are disabled on this gateway');
-    this.path = localKekPath(kek, options.dataDir);
-    this.dir = resolve(settings.dir ?? options.dataDir);
-    if (!isInside(this.path, this.dir)) throw outside();
+    const confined = confinedKekPath(kek, options);
+    this.path = confined.path;
+    this.dir = confined.dir;
   }
 
   private key(): Promise<Buffer> {

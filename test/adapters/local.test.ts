@@ -2,7 +2,7 @@ import { mkdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import local, { LocalWrapper, ensureLocalKek, localKekPath } from '../../adapters/local/index.js';
+import local, { LocalWrapper, confinedKekPath, ensureLocalKek, localKekPath } from '../../adapters/local/index.js';
 import { AdapterSettingsSchema } from '../../adapters/settings.js';
 import { GatewayError } from '../../src/protocol/errors.js';
 import { mkfifo, releaseFifoReaders } from '../helpers/fifo.js';
@@ -132,6 +132,8 @@ describe('local KEK adapter: off unless enabled, confined to one folder', () => 
         expect.objectContaining({ code: 'KMS_DENIED', message: 'local KEK file is outside the allowed folder' }),
       );
     }
+    expect(confinedKekPath('local://sub/../local-kek', enabledIn(data))).toEqual({ path: join(data, 'local-kek'), dir: data });
+    expect(confinedKekPath(`local://${root}/x.kek`, enabledIn(data, root))).toEqual({ path: join(root, 'x.kek'), dir: root });
     // Inside it, relative and absolute spellings work; `dir` widens the folder.
     for (const uri of ['local://local-kek', 'local://./sub/../local-kek', `local://${data}/local-kek`]) {
       await expect(local.createWrapper(uri, enabledIn(data)).wrap(Buffer.alloc(32), ctx('k', 1)), uri).resolves.toHaveProperty('blob');
