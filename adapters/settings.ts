@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { AwsSettingsSchema } from './aws/settings.js';
 import { AzureSettingsSchema } from './azure/settings.js';
 import { GcpSettingsSchema } from './gcp/settings.js';
+import { LocalSettingsSchema } from './local/settings.js';
 
 // Only zod and the per-cloud schemas: validating the config loads no cloud SDK.
 
@@ -12,6 +13,8 @@ import { GcpSettingsSchema } from './gcp/settings.js';
  */
 export const AdapterSettingsSchema = z
   .object({
+    /** KEK files on this host (`local://`), off unless enabled. */
+    local: LocalSettingsSchema.prefault({}),
     /** AWS KMS (`aws-kms://`). */
     'aws-kms': AwsSettingsSchema.prefault({}),
     /** Google Cloud KMS (`gcp-kms://`). */

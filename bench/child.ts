@@ -27,6 +27,7 @@ async function startBenchGateway(dataDir: string): Promise<RunningGateway> {
   const config = validateConfig(
     {
       keys: { autoCreate: true },
+      kms: { adapters: { local: { enabled: true } } },
       dataDir,
       listen: { socket: { path: join(dataDir, 'kmsgw.sock') } },
       log: { level: 'silent' },

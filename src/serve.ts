@@ -1,7 +1,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { AdapterRegistry, DEFAULT_LOADERS, kekScheme, type AdapterLoader } from '../adapters/registry.js';
-import { ensureLocalKek, localKekPath } from '../adapters/local/index.js';
+import { confinedKekPath, ensureLocalKek } from '../adapters/local/index.js';
 import type { AdapterOp } from '../adapters/guard.js';
 import { AuditLog } from './audit/log.js';
 import type { Clock, DekCache } from './cache/dek-cache.js';
@@ -59,8 +59,14 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   if (scheme === undefined || !Object.hasOwn(loaders, scheme)) {
     throw new ConfigError(`keys.defaultKek ${config.keys.defaultKek}: no KEK adapter for scheme ${scheme ?? '(none)'}`);
   }
-  if (kekScheme(config.keys.defaultKek) === 'local') {
-    const path = localKekPath(config.keys.defaultKek, dataDir);
+  if (scheme === 'local') {
+    // The same confinement the adapter applies: a default KEK it would refuse stops start-up here.
+    let path: string;
+    try {
+      path = confinedKekPath(config.keys.defaultKek, { dataDir, settings: config.kms.adapters }).path;
+    } catch (err) {
+      throw new ConfigError(`keys.defaultKek ${config.keys.defaultKek}: ${(err as Error).message}`, { cause: err });
+    }
     if (await ensureLocalKek(path)) log.warn({ path }, 'created a new local KEK (development only: the KEK is on this host)');
   }
 

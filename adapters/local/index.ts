@@ -1,19 +1,25 @@
+import { constants } from 'node:fs';
 import { createCipheriv, createDecipheriv, randomFillSync } from 'node:crypto';
-import { mkdir, open, type FileHandle } from 'node:fs/promises';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { mkdir, open, realpath, type FileHandle } from 'node:fs/promises';
+import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { GatewayError, KmsError } from '../../src/protocol/errors.js';
+import { DEFAULT_ADAPTER_SETTINGS } from '../settings.js';
 import type { AdapterModule, AdapterOptions, KeyWrapper, WrapContext, WrappedKey } from '../types.js';
 
 /**
  * Development and test KEK: a 32-byte file on local disk. It gives the
  * gateway's envelope scheme without a cloud account, but the KEK then sits on
- * the same host as the gateway, which is what a cloud KMS exists to avoid.
+ * the same host as the gateway, which is what a cloud KMS exists to avoid:
+ * hence off unless `kms.adapters.local.enabled`, and confined to one folder.
  */
 
 const FORMAT = 0x01;
 const NONCE = 12;
 const TAG = 16;
 const KEK_BYTES = 32;
+// Non-blocking, so a FIFO or device named as a KEK cannot park a file-I/O thread in open();
+// no symlink as the last component (the real path was checked just before).
+const OPEN_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW;
 
 /** `local://name` is relative to the data folder; `local:///abs/path` is absolute. */
 export function localKekPath(kek: string, dataDir: string): string {
@@ -23,17 +29,47 @@ export function localKekPath(kek: string, dataDir: string): string {
   return isAbsolute(path) ? path : resolve(dataDir, path);
 }
 
+/**
+ * The file a local KEK URI names and the folder it must stay in (`kms.adapters.local.dir`,
+ * default `dataDir`). Refuses with KMS_DENIED, before any file is touched, when local KEKs
+ * are off or the path, as written, leaves the folder; symlinks are checked when it is read.
+ */
+export function confinedKekPath(kek: string, options: AdapterOptions): { path: string; dir: string } {
+  const settings = (options.settings ?? DEFAULT_ADAPTER_SETTINGS).local;
+  if (!settings.enabled) throw new KmsError('KMS_DENIED', 'local KEKs are disabled on this gateway');
+  const path = localKekPath(kek, options.dataDir);
+  const dir = resolve(settings.dir ?? options.dataDir);
+  if (!isInside(path, dir)) throw outside();
+  return { path, dir };
+}
+
+/** Whether `path` names something strictly inside `dir` (both absolute; no I/O). */
+function isInside(path: string, dir: string): boolean {
+  const rel = relative(dir, path);
+  return rel !== '' && rel !== '..' && !rel.startsWith('../') && !isAbsolute(rel);
+}
+
+const outside = () => new KmsError('KMS_DENIED', 'local KEK file is outside the allowed folder');
+const notAKek = () => new KmsError('KMS_DENIED', `local KEK must be a regular file of exactly ${KEK_BYTES} bytes`);
+
 function wrapAad(ctx: Pick<WrapContext, 'keyId' | 'version'>): Buffer {
   return Buffer.from(`kmsgw/v1 local-wrap ${ctx.keyId} ${ctx.version}`, 'latin1');
 }
 
-async function readKek(path: string): Promise<Buffer> {
+/**
+ * Reads the KEK at `path`, which must stay inside `dir` once symlinks are resolved and be
+ * a regular file of exactly 32 bytes. Only a path already checked to be inside `dir`
+ * reaches the file system, and nothing here can block on a FIFO.
+ */
+async function readKek(path: string, dir: string): Promise<Buffer> {
   let handle: FileHandle | undefined;
   const kek = Buffer.alloc(KEK_BYTES);
   try {
-    handle = await open(path, 'r');
-    const { size } = await handle.stat();
-    if (size !== KEK_BYTES) throw new KmsError('KMS_DENIED', `local KEK file must hold exactly ${KEK_BYTES} bytes`);
+    const real = await realpath(path);
+    if (!isInside(real, await realpath(dir))) throw outside();
+    handle = await open(real, OPEN_FLAGS);
+    const stats = await handle.stat();
+    if (!stats.isFile() || stats.size !== KEK_BYTES) throw notAKek();
     const { bytesRead } = await handle.read(kek, 0, KEK_BYTES, 0);
     if (bytesRead !== KEK_BYTES) throw new KmsError('KMS_DENIED', 'local KEK file is short');
     return kek;
@@ -43,6 +79,8 @@ async function readKek(path: string): Promise<Buffer> {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new KmsError('KMS_DENIED', 'local KEK file not found', { cause: err });
     if (code === 'EACCES') throw new KmsError('KMS_DENIED', 'local KEK file not readable', { cause: err });
+    // A symlink swapped in after the check (O_NOFOLLOW), or a path through a non-folder.
+    if (code === 'ELOOP' || code === 'ENOTDIR') throw notAKek();
     throw new KmsError('KMS_UNAVAILABLE', 'local KEK file could not be read', { cause: err });
   } finally {
     await handle?.close();
@@ -77,17 +115,20 @@ export async function ensureLocalKek(path: string): Promise<boolean> {
 export class LocalWrapper implements KeyWrapper {
   private kekBytes: Promise<Buffer> | undefined;
   private readonly path: string;
+  private readonly dir: string;
 
   constructor(
     readonly kek: string,
     options: AdapterOptions,
   ) {
-    this.path = localKekPath(kek, options.dataDir);
+    const confined = confinedKekPath(kek, options);
+    this.path = confined.path;
+    this.dir = confined.dir;
   }
 
   private key(): Promise<Buffer> {
     // A failed read is not cached, so creating the file later fixes it without a restart.
-    this.kekBytes ??= readKek(this.path).catch((err: unknown) => {
+    this.kekBytes ??= readKek(this.path, this.dir).catch((err: unknown) => {
       this.kekBytes = undefined;
       throw err;
     });

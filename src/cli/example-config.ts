@@ -1,4 +1,7 @@
-/** The commented config `kmsgw init` writes. Every key is optional; shown values are the defaults. */
+/**
+ * The commented config `kmsgw init` writes. Every key is optional; shown values are the
+ * defaults, except the two development settings (keys.autoCreate, kms.adapters.local.enabled).
+ */
 export const EXAMPLE_CONFIG = `# kmsgw configuration (YAML; JSON works too). Relative paths are resolved
 # against this file's folder. Environment overrides: see README.md.
 
@@ -44,11 +47,20 @@ keys:
   # KEK for keys created without one. local:// is for development only:
   # the KEK file then sits on this host. Relative paths are inside dataDir.
   defaultKek: local://local-kek
+  # KEK URI globs a DEK may be wrapped under (whatever CREATE, ROTATE or REWRAP names);
+  # the default allows only defaultKek.
+  # allowedKeks: ["aws-kms://arn:aws:kms:eu-west-1:111122223333:key/*"]
   # ENC per DEK version before ROTATE is required (AES-GCM random nonces: NIST bound 2^32).
   maxEncryptionsPerVersion: 4294967296
 
 kms:
   timeoutMs: 2000           # deadline of every KMS call
+  adapters:
+    # KEK files on this host (local://). Off unless enabled: turn it off in production,
+    # where defaultKek names a cloud KEK.
+    local:
+      enabled: true
+      # dir: /etc/kmsgw         # the only folder local KEK files may be in (default: dataDir)
 
 # Who may use which key. Without a policy every client that can reach the socket may do
 # everything (fine for development; the gateway warns at start). With one: default deny.
@@ -67,6 +79,8 @@ kms:
 #       grants:
 #         - verbs: [admin]            # CREATE ROTATE REWRAP DESTROY INFO LIST
 #           keys: ["*"]
+#           # keks: ["aws-kms://*"]   # KEK URIs its CREATE/ROTATE/REWRAP may name (default: allowedKeks)
+#   authFailures: { max: 5, windowMs: 60000 }   # failed AUTH per connection and per peer uid/cert
 
 # Hash-chained audit log, one JSON line per request (docs/audit.md).
 # audit:

@@ -5,6 +5,9 @@ import { DEFAULT_CONFIG_FILE } from '../config/defaults.js';
 import { VERBS, type Verb } from '../protocol/parser.js';
 import { AlreadyReported, UsageError } from './errors.js';
 
+/** Shortest token `policy hash-token` accepts: failed AUTH is limited per connection, not per address. */
+const MIN_TOKEN_LENGTH = 32;
+
 /**
  * Commands that run the gateway or read its config. They load the server,
  * config and logging code only when run, so client commands start fast.
@@ -77,23 +80,26 @@ export function addServerCommands(program: Command): void {
     .command('check <client> <verb> <key-id>')
     .description('explain whether CLIENT may use VERB on KEY-ID under the configured policy; exit 0 allowed, 1 denied')
     .option('-c, --config <file>', `config file (default: $KMSGW_CONFIG, else ./${DEFAULT_CONFIG_FILE} if present)`)
-    .action(async (client: string, verbText: string, keyId: string, opts: { config?: string }) => {
+    .option('--kek <uri>', 'the KEK URI a CREATE, ROTATE or REWRAP would name')
+    .action(async (client: string, verbText: string, keyId: string, opts: { config?: string; kek?: string }) => {
       const { loadConfig } = await import('../config/load.js');
       const { Policy } = await import('../policy/policy.js');
       const verb = verbText.toUpperCase();
       if (!isVerb(verb)) throw new UsageError(`verb must be one of ${VERBS.join(' ')}`);
       const { config, file } = await loadConfig(opts.config);
-      if (!config.policy) {
-        process.stdout.write(`allowed: ${file ?? 'the embedded default'} has no policy, so every client may do everything\n`);
-        return;
-      }
-      const decision = new Policy(config.policy).explain(client, verb, keyId);
+      const { kekAllowList } = await import('../keys/key-service.js');
+      const decision =
+        opts.kek !== undefined && !kekAllowList(config.keys)(opts.kek)
+          ? { allowed: false, reason: `keys.allowedKeks does not allow KEK ${opts.kek}` }
+          : config.policy
+            ? new Policy(config.policy).explain(client, verb, keyId, opts.kek)
+            : { allowed: true, reason: `${file ?? 'the embedded default'} has no policy, so every client may do everything` };
       process.stdout.write(`${decision.allowed ? 'allowed' : 'denied'}: ${decision.reason}\n`);
       if (!decision.allowed) throw new AlreadyReported('denied');
     });
   policy
     .command('hash-token')
-    .description('read a bearer token on stdin and print the sha256:<hex> form the config stores')
+    .description(`read a bearer token (at least ${MIN_TOKEN_LENGTH} characters) on stdin and print the sha256:<hex> form the config stores`)
     .action(async () => {
       const { hashToken } = await import('../policy/policy.js');
       const chunks: Buffer[] = [];
@@ -102,6 +108,10 @@ export function addServerCommands(program: Command): void {
         .toString('utf8')
         .replace(/\r?\n$/, '');
       if (token.length === 0) throw new UsageError('no token on stdin');
+      // Anonymous peers (TCP, Unix without peer credentials) may retry on new connections.
+      if (token.length < MIN_TOKEN_LENGTH) {
+        throw new UsageError(`token is shorter than ${MIN_TOKEN_LENGTH} characters; use a random one, such as: openssl rand -base64 32`);
+      }
       process.stdout.write(`${hashToken(token)}\n`);
     });
 }

@@ -37,8 +37,8 @@ export const ENV_OVERRIDES = {
   KMSGW_AUDIT_FILE: ['audit', 'file'],
 } as const satisfies Record<string, readonly string[]>;
 
-/** Embedded development default: local KEK, keys created on first use. */
-export const DEV_DEFAULT = { keys: { autoCreate: true } } as const;
+/** Embedded development default: local KEK (enabled here only), keys created on first use. */
+export const DEV_DEFAULT = { keys: { autoCreate: true }, kms: { adapters: { local: { enabled: true } } } } as const;
 
 function coerce(raw: string): unknown {
   if (raw === 'true') return true;

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { AdapterSettingsSchema } from '../../adapters/settings.js';
 import { DEFAULT_DATA_DIR, DEFAULT_SOCKET_PATH } from './defaults.js';
+import { KekGlobSchema, matchesAny } from '../policy/glob.js';
 import { PolicySchema } from '../policy/policy.js';
 
 const octalMode = z
@@ -8,8 +9,10 @@ const octalMode = z
   .transform((v) => (typeof v === 'number' ? v : Number.parseInt(v, 8)));
 
 /**
- * The whole configuration. Every field has a default, so `{}` is valid;
- * relative paths are resolved against the config file's folder.
+ * The whole configuration. Every field has a default, but the default KEK is a
+ * local file, which must be enabled (`kms.adapters.local.enabled`) or replaced
+ * by a cloud KEK: `{}` alone is refused. Relative paths are resolved against
+ * the config file's folder.
  */
 export const ConfigSchema = z
   .object({
@@ -119,11 +122,17 @@ export const ConfigSchema = z
           .min(1)
           .max(2 ** 32)
           .default(2 ** 32),
-        /** KEK for keys created without one. */
+        /** KEK for keys created without one; `local://` needs `kms.adapters.local.enabled`. */
         defaultKek: z
           .string()
           .regex(/^[a-z][a-z0-9+.-]*:\/\/\S+$/, 'must be a KEK URI such as local://local-kek')
           .default('local://local-kek'),
+        /**
+         * KEK URI globs that DEKs may be wrapped under: every KEK a CREATE, ROTATE or REWRAP
+         * names (or a ROTATE keeps) must match one, whoever asks. Must allow `defaultKek`.
+         * @default [defaultKek]
+         */
+        allowedKeks: z.array(KekGlobSchema).min(1).optional(),
       })
       .strict()
       .prefault({}),
@@ -168,7 +177,20 @@ export const ConfigSchema = z
       .strict()
       .prefault({}),
   })
-  .strict();
+  .strict()
+  .superRefine((config, ctx) => {
+    const { defaultKek, allowedKeks } = config.keys;
+    if (defaultKek.startsWith('local://') && !config.kms.adapters.local.enabled) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['keys', 'defaultKek'],
+        message: `${defaultKek} is a local KEK file, and local:// KEKs are off: name a cloud KEK, or set kms.adapters.local.enabled: true (development only)`,
+      });
+    }
+    if (allowedKeks !== undefined && !matchesAny(allowedKeks)(defaultKek)) {
+      ctx.addIssue({ code: 'custom', path: ['keys', 'allowedKeks'], message: `must allow keys.defaultKek (${defaultKek})` });
+    }
+  });
 
 export type Config = z.output<typeof ConfigSchema>;
 export type ConfigInput = z.input<typeof ConfigSchema>;

@@ -5,6 +5,7 @@ import { findVersion, newestEnabled, type KeyRecord, type KeyStore, type Version
 import type { Logger } from '../log/logger.js';
 import { GatewayError } from '../protocol/errors.js';
 import type { KeyRef } from '../protocol/parser.js';
+import { matchesAny } from '../policy/glob.js';
 import { wrappedOf, type DekService } from './dek-service.js';
 import { describeKey, makeVersion, type KeyInfo } from './versions.js';
 
@@ -14,6 +15,11 @@ export interface KeyServiceOptions {
   readonly autoCreate: boolean;
   /** KEK URI for keys created without one. */
   readonly defaultKek: string;
+  /**
+   * KEK URI globs new DEK versions may be wrapped under (`keys.allowedKeks`).
+   * @default [defaultKek]
+   */
+  readonly allowedKeks?: readonly string[];
   /** Most ENC calls per DEK version (NIST's bound for random 96-bit nonces is 2^32). */
   readonly maxEncryptionsPerVersion: number;
   /**
@@ -21,6 +27,11 @@ export interface KeyServiceOptions {
    * @default the limit / 1024, between 1 and 65536 (a restart forfeits at most one block)
    */
   readonly encryptionReservationBlock?: number;
+}
+
+/** The configured KEK allow-list as a test (`keys.allowedKeks`, else just the default KEK). */
+export function kekAllowList(options: Pick<KeyServiceOptions, 'defaultKek' | 'allowedKeks'>): (kek: string) => boolean {
+  return matchesAny(options.allowedKeks ?? [options.defaultKek]);
 }
 
 /** What a request means to do with a version: `use` picks the newest, `decrypt` may read old ones. */
@@ -41,6 +52,7 @@ export interface MadeVersion {
 export class KeyService {
   private readonly chains = new Map<string, Promise<unknown>>();
   private readonly budget: EncryptionBudget;
+  private readonly kekAllowed: (kek: string) => boolean;
 
   constructor(
     private readonly store: KeyStore,
@@ -49,6 +61,7 @@ export class KeyService {
     private readonly options: KeyServiceOptions,
     private readonly log: Logger,
   ) {
+    this.kekAllowed = kekAllowList(options);
     const limit = options.maxEncryptionsPerVersion;
     this.budget = new EncryptionBudget({
       limit,
@@ -124,7 +137,7 @@ export class KeyService {
       const targets = record.versions.filter(
         (v) => v.state === 'enabled' && (version === undefined || v.version === version) && v.kek !== kek,
       );
-      this.adapters.assertSupported(kek);
+      this.assertUsable(kek);
       const moved = new Map<number, VersionRecord>();
       await this.adapters.use(kek, async (to) => {
         for (const v of targets) {
@@ -205,12 +218,21 @@ export class KeyService {
 
   /** Makes a DEK version under `kek`, stores it, then seeds the cache with it. */
   private addVersion(record: KeyRecord, version: number, kek: string): Promise<void> {
-    this.adapters.assertSupported(kek);
+    this.assertUsable(kek);
     return withSecrets(async (scope) => {
       const made = await this.adapters.use(kek, (wrapper) => makeVersion(wrapper, scope, record.id, version, new Date().toISOString()));
       await this.store.put({ ...record, versions: [...record.versions, made.record] });
       this.deks.seed(record.id, version, made.dek);
     });
+  }
+
+  /**
+   * Every KEK a DEK is newly wrapped under passes here: the configured allow-list (a client
+   * must not make an arbitrary KMS key, or a file, the KEK), then a known scheme.
+   */
+  private assertUsable(kek: string): void {
+    if (!this.kekAllowed(kek)) throw new GatewayError('FORBIDDEN', 'KEK not allowed');
+    this.adapters.assertSupported(kek);
   }
 
   /** Durably raises a version's encryption reservation (the budget calls it a block ahead). */

@@ -74,7 +74,10 @@ export class Session {
     if (command.verb === 'AUTH') return this.authenticate(command.token);
     const access = this.options.access;
     const keyId = 'key' in command ? command.key.id : undefined;
-    if (access && command.verb !== 'PING' && !access.authorize(this.ctx.client, command.verb, keyId)) {
+    const kek = 'kek' in command ? command.kek : undefined;
+    if (access && command.verb !== 'PING' && !access.authorize(this.ctx.client, command.verb, keyId, kek)) {
+      // Asked again only on refusal, to say whether the KEK alone was the reason.
+      if (kek !== undefined && access.authorize(this.ctx.client, command.verb, keyId)) return failure('FORBIDDEN', 'KEK not allowed');
       return failure('FORBIDDEN', `not allowed to ${command.verb}${keyId === undefined ? '' : ' this key'}`);
     }
     // The common case, nothing of this connection still running, takes no closure and no bookkeeping.
@@ -89,7 +92,8 @@ export class Session {
   private authenticate(token: string): Outcome {
     const access = this.options.access;
     if (!access || this.ctx.identity.transport === 'internal') return failure('BAD_REQUEST', 'AUTH is not in use on this gateway');
-    const result = access.authenticate(token, this.ctx.identity);
+    // The context is this connection's own object: its failures are counted against it.
+    const result = access.authenticate(token, this.ctx.identity, this.ctx);
     if (!result.ok) {
       return failure('FORBIDDEN', result.reason === 'rate-limited' ? 'too many failed attempts; try again later' : 'authentication failed');
     }

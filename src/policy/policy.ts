@@ -2,14 +2,14 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import { ADMIN_VERBS, DATA_VERBS, type Verb } from '../protocol/parser.js';
 import type { ClientIdentity } from '../request/context.js';
+import { AuthFailures } from './auth-failures.js';
+import { globToRegExp, KekGlobSchema, matchesAny } from './glob.js';
 import type { AccessControl, AuthResult } from './types.js';
 
 /** Verbs a grant may name; `admin` stands for every admin verb. */
 export const GRANT_VERBS = [...DATA_VERBS, ...ADMIN_VERBS, 'admin'] as const;
 
 const TOKEN_HASH_RE = /^sha256:[0-9a-f]{64}$/;
-/** Sources with recent AUTH failures tracked before expired ones are pruned. */
-const MAX_TRACKED_SOURCES = 10_000;
 
 /** `policy` in the config: named clients, how each is recognized, and what each may do. */
 export const PolicySchema = z
@@ -39,6 +39,11 @@ export const PolicySchema = z
                     verbs: z.array(z.enum(GRANT_VERBS)).min(1),
                     /** Key-id globs: `*` matches any run of characters (slashes included), `?` one character. */
                     keys: z.array(z.string().regex(/^[A-Za-z0-9._\-/:*?]{1,256}$/, 'must be a key-id glob')).min(1),
+                    /**
+                     * KEK URI globs the grant's CREATE, ROTATE and REWRAP may name (`keys.allowedKeks` applies too).
+                     * @default any KEK `keys.allowedKeks` allows
+                     */
+                    keks: z.array(KekGlobSchema).min(1).optional(),
                   })
                   .strict(),
               )
@@ -47,7 +52,10 @@ export const PolicySchema = z
           .strict(),
       )
       .min(1),
-    /** Failed AUTH attempts allowed per source (peer uid, certificate or address) per window. */
+    /**
+     * Failed AUTH attempts allowed per window, counted per connection and per peer identity
+     * (Unix peer uid, certificate); never per address, which local clients share.
+     */
     authFailures: z
       .object({ max: z.number().int().min(1).default(5), windowMs: z.number().int().min(1000).default(60_000) })
       .strict()
@@ -62,18 +70,12 @@ export function hashToken(token: string): string {
   return `sha256:${createHash('sha256').update(token, 'utf8').digest('hex')}`;
 }
 
-function globToRegExp(glob: string): RegExp {
-  const body = glob
-    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
-    .replace(/\*/g, '.*')
-    .replace(/\?/g, '.');
-  return new RegExp(`^${body}$`);
-}
-
 interface CompiledGrant {
   readonly verbs: ReadonlySet<Verb>;
   readonly keys: readonly RegExp[];
-  readonly source: { verbs: readonly string[]; keys: readonly string[] };
+  /** Absent: the grant names no KEKs of its own. */
+  readonly keks: ((kek: string) => boolean) | undefined;
+  readonly source: { verbs: readonly string[]; keys: readonly string[]; keks: readonly string[] | undefined };
 }
 
 interface CompiledClient {
@@ -98,16 +100,17 @@ export interface PolicyClock {
 /**
  * The configured policy: default deny. A client gets only what a grant names;
  * admin verbs need an explicit grant; tokens are compared as SHA-256 hashes in
- * constant time, and failed AUTH attempts are limited per source.
+ * constant time, and failed AUTH attempts are limited per connection and per peer.
  */
 export class Policy implements AccessControl {
   private readonly clients: readonly CompiledClient[];
-  private readonly failures = new Map<string, number[]>();
+  private readonly failures: AuthFailures;
 
   constructor(
-    private readonly config: PolicyConfig,
+    config: PolicyConfig,
     private readonly clock: PolicyClock = Date,
   ) {
+    this.failures = new AuthFailures(config.authFailures);
     this.clients = config.clients.map((c) => ({
       name: c.name,
       uids: new Set(c.match.uids),
@@ -116,7 +119,8 @@ export class Policy implements AccessControl {
       grants: c.grants.map((g) => ({
         verbs: new Set(g.verbs.flatMap((v) => (v === 'admin' ? [...ADMIN_VERBS] : [v as Verb]))),
         keys: g.keys.map(globToRegExp),
-        source: { verbs: g.verbs, keys: g.keys },
+        keks: g.keks && matchesAny(g.keks),
+        source: { verbs: g.verbs, keys: g.keys, keks: g.keks },
       })),
     }));
   }
@@ -129,15 +133,9 @@ export class Policy implements AccessControl {
     return undefined;
   }
 
-  authenticate(token: string, identity: ClientIdentity): AuthResult {
-    const source = sourceOf(identity);
+  authenticate(token: string, identity: ClientIdentity, connection: object): AuthResult {
     const now = this.clock.now();
-    const { max, windowMs } = this.config.authFailures;
-    const recent = (this.failures.get(source) ?? []).filter((t) => now - t < windowMs);
-    if (recent.length >= max) {
-      this.failures.set(source, recent);
-      return { ok: false, reason: 'rate-limited' };
-    }
+    if (this.failures.limited(identity, connection, now)) return { ok: false, reason: 'rate-limited' };
     const presented = createHash('sha256').update(token, 'utf8').digest();
     let found: string | undefined;
     // Every stored hash is compared, so timing does not tell which client (or whether any) matched.
@@ -147,50 +145,39 @@ export class Policy implements AccessControl {
       }
     }
     if (found !== undefined) {
-      this.failures.delete(source);
+      this.failures.succeeded(identity, connection);
       return { ok: true, client: found };
     }
-    recent.push(now);
-    this.failures.set(source, recent);
-    if (this.failures.size > MAX_TRACKED_SOURCES) this.forgetExpired(now);
+    this.failures.failed(identity, connection, now);
     return { ok: false, reason: 'denied' };
   }
 
-  /** Keeps the failure table bounded: sources whose failures all aged out are dropped. */
-  private forgetExpired(now: number): void {
-    const { windowMs } = this.config.authFailures;
-    for (const [source, times] of this.failures) {
-      if (times.every((t) => now - t >= windowMs)) this.failures.delete(source);
-    }
-  }
-
-  authorize(client: string | undefined, verb: Verb, keyId: string | undefined): boolean {
-    return this.explain(client, verb, keyId).allowed;
+  authorize(client: string | undefined, verb: Verb, keyId: string | undefined, kek?: string): boolean {
+    return this.explain(client, verb, keyId, kek).allowed;
   }
 
   /** The decision with its reason, for `kmsgw policy check`. */
-  explain(client: string | undefined, verb: Verb, keyId: string | undefined): Decision {
+  explain(client: string | undefined, verb: Verb, keyId: string | undefined, kek?: string): Decision {
     if (verb === 'PING' || verb === 'AUTH') return { allowed: true, reason: `${verb} is always allowed` };
     if (client === undefined) return { allowed: false, reason: 'the connection is not a known client (default deny)' };
     const c = this.clients.find((x) => x.name === client);
     if (!c) return { allowed: false, reason: `no client named ${client} (default deny)` };
+    let kekRefused = false;
     for (const [i, g] of c.grants.entries()) {
       if (!g.verbs.has(verb)) continue;
       // LIST without a key asks "may list at all?"; the reply is then filtered id by id.
-      if (keyId === undefined ? verb === 'LIST' : g.keys.some((re) => re.test(keyId))) {
-        return {
-          allowed: true,
-          reason: `grant #${i + 1} of ${client} (verbs ${g.source.verbs.join(',')} on ${g.source.keys.join(',')})`,
-        };
+      if (keyId === undefined ? verb !== 'LIST' : !g.keys.some((re) => re.test(keyId))) continue;
+      if (kek !== undefined && g.keks && !g.keks(kek)) {
+        kekRefused = true;
+        continue;
       }
+      const keks = g.source.keks ? ` with KEKs ${g.source.keks.join(',')}` : '';
+      return {
+        allowed: true,
+        reason: `grant #${i + 1} of ${client} (verbs ${g.source.verbs.join(',')} on ${g.source.keys.join(',')}${keks})`,
+      };
     }
-    return { allowed: false, reason: `no grant of ${client} allows ${verb}${keyId === undefined ? '' : ` on ${keyId}`} (default deny)` };
+    const what = `${verb}${keyId === undefined ? '' : ` on ${keyId}`}${kekRefused ? ` with KEK ${kek}` : ''}`;
+    return { allowed: false, reason: `no grant of ${client} allows ${what} (default deny)` };
   }
-}
-
-/** Where failed AUTH attempts are counted: the peer uid, the certificate, else the address or transport. */
-function sourceOf(identity: ClientIdentity): string {
-  if (identity.peer) return `uid:${identity.peer.uid}`;
-  if (identity.cert !== undefined) return `cert:${identity.cert}`;
-  return identity.address !== undefined ? `${identity.transport}:${identity.address}` : identity.transport;
 }

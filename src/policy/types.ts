@@ -12,8 +12,14 @@ export type AuthResult =
 export interface AccessControl {
   /** The client a connection is from its transport alone (peer uid, certificate), if any. */
   identify(identity: ClientIdentity): string | undefined;
-  /** The client an `AUTH <token>` names; failures are rate-limited per source. */
-  authenticate(token: string, identity: ClientIdentity): AuthResult;
-  /** May `client` use `verb` on `keyId` (undefined for LIST, which is filtered per id)? */
-  authorize(client: string | undefined, verb: Verb, keyId: string | undefined): boolean;
+  /**
+   * The client an `AUTH <token>` names. Failures are limited per `connection` (any object
+   * unique to it, kept for its lifetime) and per peer identity the transport vouches for.
+   */
+  authenticate(token: string, identity: ClientIdentity, connection: object): AuthResult;
+  /**
+   * May `client` use `verb` on `keyId` (undefined for LIST, which is filtered per id), naming
+   * `kek` (CREATE, ROTATE and REWRAP with a KEK URI)?
+   */
+  authorize(client: string | undefined, verb: Verb, keyId: string | undefined, kek?: string): boolean;
 }

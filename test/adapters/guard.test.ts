@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { GuardedWrapper } from '../../adapters/guard.js';
 import { AdapterRegistry, kekScheme } from '../../adapters/registry.js';
+import { AdapterSettingsSchema } from '../../adapters/settings.js';
 import { FAKE_FAILURES, fakeKms, fakeLoader, fakeModule } from '../helpers/fake-adapter.js';
 
 afterEach(() => fakeKms.reset());
@@ -81,7 +82,8 @@ describe('AdapterRegistry', () => {
 
   it('loads the local adapter lazily from the default table', async () => {
     // A deadline far from the file read it waits for (100 ms failed under a loaded suite).
-    const registry = new AdapterRegistry({ dataDir: '/nonexistent', timeoutMs: 5000 });
+    const settings = AdapterSettingsSchema.parse({ local: { enabled: true } });
+    const registry = new AdapterRegistry({ dataDir: '/nonexistent', settings, timeoutMs: 5000 });
     await registry.use('local://kek', async (w) => {
       expect(w.kek).toBe('local://kek');
       await expect(w.wrap(Buffer.alloc(32), ctx)).rejects.toMatchObject({ code: 'KMS_DENIED' });

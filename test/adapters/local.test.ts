@@ -1,8 +1,11 @@
-import { readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import local, { LocalWrapper, ensureLocalKek, localKekPath } from '../../adapters/local/index.js';
+import local, { LocalWrapper, confinedKekPath, ensureLocalKek, localKekPath } from '../../adapters/local/index.js';
+import { AdapterSettingsSchema } from '../../adapters/settings.js';
 import { GatewayError } from '../../src/protocol/errors.js';
+import { mkfifo, releaseFifoReaders } from '../helpers/fifo.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 import { describeKeyWrapperConformance } from './conformance.js';
 
@@ -12,7 +15,8 @@ describeKeyWrapperConformance('local KEK file', {
   scheme: 'local',
   module: local,
   target: {
-    adapters: {},
+    // Every KEK below is made in a folder under the system's temporary folder.
+    adapters: { local: { enabled: true, dir: tmpdir() } },
     // An absolute local:/// URI, so the adapter and the gateway find the same file.
     newKek: async () => {
       const path = join(await tmp(), 'kek');
@@ -26,9 +30,15 @@ describeKeyWrapperConformance('local KEK file', {
 });
 const ctx = (keyId: string, version: number) => ({ keyId, version, signal: new AbortController().signal });
 
+/** Adapter options with local KEKs enabled (confined to `dataDir` unless `dir` is given). */
+const enabledIn = (dataDir: string, dir?: string) => ({
+  dataDir,
+  settings: AdapterSettingsSchema.parse({ local: { enabled: true, ...(dir === undefined ? {} : { dir }) } }),
+});
+
 async function wrapperIn(dir: string) {
   await ensureLocalKek(join(dir, 'local-kek'));
-  return new LocalWrapper('local://local-kek', { dataDir: dir });
+  return new LocalWrapper('local://local-kek', enabledIn(dir));
 }
 
 describe('local KEK adapter', () => {
@@ -86,11 +96,97 @@ describe('local KEK adapter', () => {
 
   it('a missing or malformed KEK file is KMS_DENIED, and fixing the file needs no restart', async () => {
     const dir = await tmp();
-    const w = new LocalWrapper('local://missing', { dataDir: dir });
+    const w = new LocalWrapper('local://missing', enabledIn(dir));
     await expect(w.wrap(Buffer.alloc(32), ctx('k', 1))).rejects.toMatchObject({ code: 'KMS_DENIED', message: 'local KEK file not found' });
     await writeFile(join(dir, 'missing'), Buffer.alloc(16, 1));
     await expect(w.wrap(Buffer.alloc(32), ctx('k', 1))).rejects.toMatchObject({ code: 'KMS_DENIED' });
     await writeFile(join(dir, 'missing'), Buffer.alloc(32, 1));
     await expect(w.wrap(Buffer.alloc(32), ctx('k', 1))).resolves.toHaveProperty('blob');
+  });
+});
+
+describe('local KEK adapter: off unless enabled, confined to one folder', () => {
+  it('is off by default: every local:// URI is KMS_DENIED before any file is touched', async () => {
+    const dir = await tmp();
+    await ensureLocalKek(join(dir, 'local-kek'));
+    for (const options of [{ dataDir: dir }, { dataDir: dir, settings: AdapterSettingsSchema.parse({}) }]) {
+      expect(() => local.createWrapper('local://local-kek', options)).toThrow(
+        expect.objectContaining({ code: 'KMS_DENIED', message: 'local KEKs are disabled on this gateway' }),
+      );
+    }
+  });
+
+  it('refuses paths outside the allowed folder (relative or absolute), whatever the spelling', async () => {
+    const root = await tmp();
+    const data = join(root, 'data');
+    await ensureLocalKek(join(root, 'x.kek'));
+    await ensureLocalKek(join(data, 'local-kek'));
+    for (const uri of [
+      'local://../x.kek',
+      'local://../../x.kek',
+      'local://sub/../../x.kek',
+      `local://${root}/x.kek`,
+      'local:///etc/passwd',
+    ]) {
+      expect(() => local.createWrapper(uri, enabledIn(data)), uri).toThrow(
+        expect.objectContaining({ code: 'KMS_DENIED', message: 'local KEK file is outside the allowed folder' }),
+      );
+    }
+    expect(confinedKekPath('local://sub/../local-kek', enabledIn(data))).toEqual({ path: join(data, 'local-kek'), dir: data });
+    expect(confinedKekPath(`local://${root}/x.kek`, enabledIn(data, root))).toEqual({ path: join(root, 'x.kek'), dir: root });
+    // Inside it, relative and absolute spellings work; `dir` widens the folder.
+    for (const uri of ['local://local-kek', 'local://./sub/../local-kek', `local://${data}/local-kek`]) {
+      await expect(local.createWrapper(uri, enabledIn(data)).wrap(Buffer.alloc(32), ctx('k', 1)), uri).resolves.toHaveProperty('blob');
+    }
+    await expect(
+      local.createWrapper(`local://${root}/x.kek`, enabledIn(data, root)).wrap(Buffer.alloc(32), ctx('k', 1)),
+    ).resolves.toHaveProperty('blob');
+  });
+
+  it('refuses a file whose real path leaves the folder through a symlink', async () => {
+    const root = await tmp();
+    const data = join(root, 'data');
+    await ensureLocalKek(join(root, 'outside.kek'));
+    await ensureLocalKek(join(data, 'inside.kek'));
+    await symlink(join(root, 'outside.kek'), join(data, 'link.kek'));
+    await symlink(root, join(data, 'up'));
+    await symlink(join(data, 'inside.kek'), join(data, 'alias.kek'));
+    for (const uri of ['local://link.kek', 'local://up/outside.kek']) {
+      await expect(local.createWrapper(uri, enabledIn(data)).wrap(Buffer.alloc(32), ctx('k', 1)), uri).rejects.toMatchObject({
+        code: 'KMS_DENIED',
+        message: 'local KEK file is outside the allowed folder',
+      });
+    }
+    // A symlink that stays inside is followed.
+    await expect(local.createWrapper('local://alias.kek', enabledIn(data)).wrap(Buffer.alloc(32), ctx('k', 1))).resolves.toHaveProperty(
+      'blob',
+    );
+  });
+
+  it('refuses a FIFO, a folder and a file of another size at once, blocking no file-I/O thread', async () => {
+    const dir = await tmp();
+    const fifo = join(dir, 'fifo');
+    mkfifo(fifo);
+    await mkdir(join(dir, 'folder'));
+    await writeFile(join(dir, 'big'), Buffer.alloc(33, 1));
+    try {
+      for (const uri of ['local://fifo', 'local://folder', 'local://big']) {
+        const started = performance.now();
+        const settled = await Promise.race([
+          local
+            .createWrapper(uri, enabledIn(dir))
+            .wrap(Buffer.alloc(32), ctx('k', 1))
+            .then(
+              () => 'wrapped',
+              (err: unknown) => err,
+            ),
+          new Promise((resolve) => setTimeout(() => resolve('no answer within 2 s'), 2000)),
+        ]);
+        expect(settled, uri).toMatchObject({ code: 'KMS_DENIED', message: 'local KEK must be a regular file of exactly 32 bytes' });
+        expect(performance.now() - started).toBeLessThan(1000);
+      }
+    } finally {
+      releaseFifoReaders(fifo);
+    }
   });
 });

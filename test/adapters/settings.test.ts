@@ -4,9 +4,13 @@ import { describe, expect, it } from 'vitest';
 import { AdapterSettingsSchema, DEFAULT_ADAPTER_SETTINGS } from '../../adapters/settings.js';
 import { ConfigError, validateConfig } from '../../src/config/load.js';
 
+/** A default KEK that needs no local:// (which is off by default). */
+const CLOUD_KEK = { defaultKek: 'aws-kms://alias/x' };
+
 describe('adapter settings', () => {
   it('fills every default from the inner fields, for a missing or a partial section', () => {
     const defaults = {
+      local: { enabled: false },
       'aws-kms': { maxAttempts: 2 },
       'gcp-kms': { tls: true, universeDomain: 'googleapis.com' },
       'azure-kv': { algorithm: 'RSA-OAEP-256' },
@@ -18,7 +22,7 @@ describe('adapter settings', () => {
       tls: true,
       universeDomain: 'googleapis.com',
     });
-    expect(validateConfig({ kms: { adapters: { 'aws-kms': { region: 'eu-west-1' } } } }, 'test').kms.adapters).toEqual({
+    expect(validateConfig({ keys: CLOUD_KEK, kms: { adapters: { 'aws-kms': { region: 'eu-west-1' } } } }, 'test').kms.adapters).toEqual({
       ...defaults,
       'aws-kms': { region: 'eu-west-1', maxAttempts: 2 },
     });
@@ -32,6 +36,8 @@ describe('adapter settings', () => {
     [{ 'azure-kv': { algorithm: 'RSA1_5' } }, 'kms.adapters.azure-kv.algorithm: '],
     [{ 'azure-kv': { caFlie: '/x' } }, 'kms.adapters.azure-kv: Unrecognized key: "caFlie"'],
     [{ 'aws-kmz': {} }, 'kms.adapters: Unrecognized key: "aws-kmz"'],
+    [{ local: { enabled: 'yes' } }, 'kms.adapters.local.enabled: '],
+    [{ local: { dir: 'relative/kek-dir' } }, 'kms.adapters.local.dir: must be an absolute path'],
   ])('the config refuses kms.adapters %j at start-up, naming %s', (adapters, field) => {
     expect(() => validateConfig({ kms: { adapters } }, 'test')).toThrow(ConfigError);
     expect(() => validateConfig({ kms: { adapters } }, 'test')).toThrow(field);
@@ -45,7 +51,7 @@ describe('adapter settings', () => {
       const seen = [];
       registerHooks({ resolve: (s, c, next) => (seen.push(s), next(s, c)) });
       const { validateConfig } = await import(${JSON.stringify(load)});
-      validateConfig({ kms: { adapters: { 'aws-kms': {}, 'gcp-kms': {}, 'azure-kv': {} } } }, 'test');
+      validateConfig({ keys: { defaultKek: 'aws-kms://alias/x' }, kms: { adapters: { 'aws-kms': {}, 'gcp-kms': {}, 'azure-kv': {} } } }, 'test');
       console.log(JSON.stringify(seen));`;
     const seen = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' })) as string[];
     expect(seen).toContain('zod');

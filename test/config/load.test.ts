@@ -7,17 +7,21 @@ import { ConfigError, loadConfig, validateConfig } from '../../src/config/load.j
 import { useTmpDirs } from '../helpers/tmp.js';
 
 const tmp = useTmpDirs();
+/** The one field a config using the default (local) KEK must add. */
+const LOCAL_ON = { kms: { adapters: { local: { enabled: true } } } };
+const LOCAL_ON_YAML = 'kms:\n  adapters:\n    local:\n      enabled: true\n';
 
 describe('configuration', () => {
-  it('the config kmsgw init writes shows the schema defaults, except autoCreate (on for development)', () => {
+  it('the config kmsgw init writes shows the schema defaults, except autoCreate and local KEKs (on for development)', () => {
     const example = validateConfig(parseYaml(EXAMPLE_CONFIG), 'example');
-    const defaults = validateConfig({}, 'test');
+    const defaults = validateConfig(LOCAL_ON, 'test');
     expect(example.keys.autoCreate).toBe(true);
+    expect(example.kms.adapters.local.enabled).toBe(true);
     expect({ ...example, keys: { ...example.keys, autoCreate: false } }).toEqual(defaults);
   });
 
-  it('fills documented defaults from an empty file', () => {
-    const c = validateConfig({}, 'test');
+  it('fills documented defaults from an empty file (plus local KEKs on)', () => {
+    const c = validateConfig(LOCAL_ON, 'test');
     expect(c).toMatchObject({
       dataDir: '.kmsgw',
       listen: { socket: { path: '.kmsgw/kmsgw.sock', mode: 0o600 } },
@@ -41,7 +45,7 @@ describe('configuration', () => {
   });
 
   it('applies environment overrides with types', () => {
-    const c = validateConfig({ keys: { autoCreate: true } }, 'test', {
+    const c = validateConfig({ keys: { autoCreate: true }, ...LOCAL_ON }, 'test', {
       KMSGW_AUTO_CREATE: 'false',
       KMSGW_CACHE_TTL_MS: '1000',
       KMSGW_SOCKET: '/run/kmsgw/kmsgw.sock',
@@ -56,17 +60,17 @@ describe('configuration', () => {
 
   it('loads YAML and JSON, resolves relative to the file, and falls back to the dev default', async () => {
     const dir = await tmp();
-    await writeFile(join(dir, 'k.yaml'), '# comment\nlisten:\n  socket:\n    path: s.sock\n    mode: "0660"\n');
+    await writeFile(join(dir, 'k.yaml'), `# comment\nlisten:\n  socket:\n    path: s.sock\n    mode: "0660"\n${LOCAL_ON_YAML}`);
     const yaml = await loadConfig('k.yaml', {}, dir);
     expect(yaml.file).toBe(join(dir, 'k.yaml'));
     expect(yaml.baseDir).toBe(dir);
     expect(yaml.config.listen.socket).toEqual({ path: 's.sock', mode: 0o660 });
-    await writeFile(join(dir, 'k.json'), JSON.stringify({ cache: { ttlMs: 5 } }));
+    await writeFile(join(dir, 'k.json'), JSON.stringify({ cache: { ttlMs: 5 }, ...LOCAL_ON }));
     expect((await loadConfig(join(dir, 'k.json'), {}, '/')).config.cache.ttlMs).toBe(5);
     const dev = await loadConfig(undefined, {}, dir);
     expect(dev.file).toBeUndefined();
     expect(dev.config.keys.autoCreate).toBe(true);
-    await writeFile(join(dir, 'kmsgw.yaml'), 'keys:\n  autoCreate: false\n');
+    await writeFile(join(dir, 'kmsgw.yaml'), `keys:\n  autoCreate: false\n${LOCAL_ON_YAML}`);
     expect((await loadConfig(undefined, {}, dir)).config.keys.autoCreate).toBe(false);
     await expect(loadConfig('missing.yaml', {}, dir)).rejects.toThrow(/cannot read config file/);
     await writeFile(join(dir, 'broken.yaml'), 'a: [1, 2');

@@ -14,7 +14,12 @@ export interface TestGateway extends RunningGateway {
   readonly logLines: string[];
 }
 
-/** Starts a real gateway on a Unix socket in `dir`, with the local and fake adapters and captured logs. */
+/**
+ * Starts a real gateway on a Unix socket in `dir`, with the local and fake adapters and captured logs.
+ * Unlike the product defaults, local KEKs are on and any KEK may be named (`keys.allowedKeks: ['*']`),
+ * so tests may use `fake://` and `local://` KEKs freely; `overrides.keys` and `overrides.kms` are
+ * merged into these field by field (pass `allowedKeks: undefined` for the product default).
+ */
 export async function startTestGateway(
   dir: string,
   overrides: ConfigInput = {},
@@ -24,9 +29,10 @@ export async function startTestGateway(
     {
       dataDir: join(dir, 'data'),
       listen: { socket: { path: join(dir, 'gw.sock') } },
-      keys: { autoCreate: true },
       log: { level: 'debug' },
       ...overrides,
+      keys: { autoCreate: true, allowedKeks: ['*'], ...overrides.keys },
+      kms: { ...overrides.kms, adapters: { local: { enabled: true }, ...overrides.kms?.adapters } },
     },
     'test',
   );

@@ -36,7 +36,7 @@ async function until<T>(what: string, probe: () => T | undefined | Promise<T | u
 /** Runs `kmsgw serve` on a store in `dir` (behind `wrapper`, e.g. unshare); resolves once it logged `kmsgw ready`. */
 async function serve(dir: string, wrapper: string[] = []) {
   const config = join(dir, 'kmsgw.yaml');
-  await writeFile(config, 'dataDir: data\nlisten:\n  socket:\n    path: gw.sock\n');
+  await writeFile(config, 'dataDir: data\nlisten:\n  socket:\n    path: gw.sock\nkms:\n  adapters:\n    local:\n      enabled: true\n');
   const argv = [...wrapper, process.execPath, BIN, 'serve', '--config', config];
   const child = spawn(argv[0] as string, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   children.push(child);

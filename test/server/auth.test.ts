@@ -150,26 +150,29 @@ describe('policy over the unix socket (AUTH tokens)', () => {
     expect(await l.ask('INFO pg/a')).toMatch(/^ERR FORBIDDEN /);
   });
 
-  it('after 5 failed AUTHs from one source even the right token is refused', async () => {
+  it('after 5 failed AUTHs on a connection even the right token is refused there, and from the same peer uid', async () => {
     const gw = await gateway({ policy: POLICY });
     const c = await conn(gw);
     for (let i = 0; i < 5; i++) expect(await c.ask(`AUTH wrong-${i}`)).toBe('ERR FORBIDDEN authentication failed');
     expect(await c.ask('AUTH tok-pg-app')).toBe('ERR FORBIDDEN too many failed attempts; try again later');
     expect(await c.ask('GET pg/a')).toMatch(/^ERR FORBIDDEN /);
-    // A new connection from the same source (the unix socket, no peer credentials) is limited too.
+    // A new connection from the same peer uid (SO_PEERCRED; test/server/peercred.test.ts requires the addon) is limited too.
     const again = await conn(gw);
     expect(await again.ask('AUTH tok-pg-app')).toBe('ERR FORBIDDEN too many failed attempts; try again later');
   });
 
-  it('the limit is per source: another loopback address is not affected', async () => {
+  it('TCP has no peer identity: failures are limited per connection, never locking out another loopback client', async () => {
     const gw = await gateway({ policy: POLICY, listen: { socket: null, tcp: { host: '127.0.0.1', port: 0, insecure: true } } });
     const port = gw.listener.tcpPort as number;
-    const one = await lineConn(netConnect({ host: '127.0.0.1', port, localAddress: '127.0.0.1' }), 'connect');
+    const tcp = (localAddress: string) => lineConn(netConnect({ host: '127.0.0.1', port, localAddress }), 'connect');
+    const one = await tcp('127.0.0.1');
     for (let i = 0; i < 5; i++) expect(await one.ask('AUTH nope')).toBe('ERR FORBIDDEN authentication failed');
     expect(await one.ask('AUTH tok-pg-app')).toBe('ERR FORBIDDEN too many failed attempts; try again later');
-    const two = await lineConn(netConnect({ host: '127.0.0.1', port, localAddress: '127.0.0.2' }), 'connect');
-    expect(await two.ask('AUTH tok-pg-app')).toBe('OK pg-app');
-    expect(payload(await two.ask('GET pg/a'))).toHaveLength(44);
+    for (const address of ['127.0.0.1', '127.0.0.2']) {
+      const other = await tcp(address);
+      expect(await other.ask('AUTH tok-pg-app'), address).toBe('OK pg-app');
+      expect(payload(await other.ask('GET pg/a'))).toHaveLength(44);
+    }
   });
 
   it('a connection keeps the client of its last successful AUTH; a failed AUTH does not drop it', async () => {

@@ -14,7 +14,10 @@ const me = process.geteuid?.() ?? 0;
 
 /** The checks on a config whose data folder is `<dir>/data` and socket `<dir>/gw.sock`, as `uid`. */
 async function check(dir: string, overrides: ConfigInput = {}, uid = me): Promise<unknown> {
-  const config = validateConfig({ dataDir: 'data', listen: { socket: { path: 'gw.sock' } }, ...overrides }, 'test');
+  const config = validateConfig(
+    { dataDir: 'data', listen: { socket: { path: 'gw.sock' } }, kms: { adapters: { local: { enabled: true } } }, ...overrides },
+    'test',
+  );
   return checkStartupPermissions(config, dir, { uid }).then(
     () => undefined,
     (err: unknown) => err,
