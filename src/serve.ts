@@ -54,20 +54,27 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   await checkStartupPermissions(config, baseDir);
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
 
-  const loaders = options.loaders ?? DEFAULT_LOADERS;
-  const scheme = kekScheme(config.keys.defaultKek);
-  if (scheme === undefined || !Object.hasOwn(loaders, scheme)) {
-    throw new ConfigError(`keys.defaultKek ${config.keys.defaultKek}: no KEK adapter for scheme ${scheme ?? '(none)'}`);
+  const adapters = new AdapterRegistry(
+    {
+      dataDir,
+      settings: config.kms.adapters,
+      timeoutMs: config.kms.timeoutMs,
+      ...(options.onAdapterCall ? { onCall: options.onAdapterCall } : {}),
+    },
+    options.loaders ?? DEFAULT_LOADERS,
+  );
+  // A default KEK no adapter serves, or a local one the adapter would refuse, stops start-up
+  // here instead of failing every CREATE.
+  const defaultKek = config.keys.defaultKek;
+  let localKek: string | undefined;
+  try {
+    adapters.assertSupported(defaultKek);
+    if (kekScheme(defaultKek) === 'local') localKek = confinedKekPath(defaultKek, { dataDir, settings: config.kms.adapters }).path;
+  } catch (err) {
+    throw new ConfigError(`keys.defaultKek ${defaultKek}: ${(err as Error).message}`, { cause: err });
   }
-  if (scheme === 'local') {
-    // The same confinement the adapter applies: a default KEK it would refuse stops start-up here.
-    let path: string;
-    try {
-      path = confinedKekPath(config.keys.defaultKek, { dataDir, settings: config.kms.adapters }).path;
-    } catch (err) {
-      throw new ConfigError(`keys.defaultKek ${config.keys.defaultKek}: ${(err as Error).message}`, { cause: err });
-    }
-    if (await ensureLocalKek(path)) log.warn({ path }, 'created a new local KEK (development only: the KEK is on this host)');
+  if (localKek !== undefined && (await ensureLocalKek(localKek))) {
+    log.warn({ path: localKek }, 'created a new local KEK (development only: the KEK is on this host)');
   }
 
   // The audit log is opened before anything is served: a file that cannot be used stops start-up.
@@ -88,15 +95,6 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     await audit?.close();
     throw err;
   }
-  const adapters = new AdapterRegistry(
-    {
-      dataDir,
-      settings: config.kms.adapters,
-      timeoutMs: config.kms.timeoutMs,
-      ...(options.onAdapterCall ? { onCall: options.onAdapterCall } : {}),
-    },
-    loaders,
-  );
   const access = config.policy ? new Policy(config.policy) : undefined;
   if (access) log.info({ clients: config.policy?.clients.map((c) => c.name) }, 'policy loaded: default deny');
   else log.warn('no policy configured: every client that can connect may use every key and admin verb (development default)');

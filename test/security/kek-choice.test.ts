@@ -163,6 +163,12 @@ describe('local:// KEKs: off unless enabled, confined to one folder', () => {
     expect(await keksOf(c, 'pg/k')).toEqual(['local://local-kek']);
   });
 
+  it('a default KEK no adapter serves stops start-up, naming the setting', async () => {
+    await expect(startTestGateway(await tmp(), { keys: { defaultKek: 'nope://kek', allowedKeks: ['*'] } })).rejects.toThrow(
+      'keys.defaultKek nope://kek: no KEK adapter for scheme nope',
+    );
+  });
+
   it('a default KEK outside the allowed folder stops start-up instead of being created there', async () => {
     const dir = await tmp();
     const outside = join(await tmp(), 'kek');
