@@ -2,7 +2,7 @@ import type { AdapterRegistry } from '../../adapters/registry.js';
 import type { WrappedKey } from '../../adapters/types.js';
 import { DekCache, type Clock } from '../cache/dek-cache.js';
 import { verifyCommitTag } from '../crypto/commit.js';
-import { copySecret, withSecrets } from '../crypto/secret.js';
+import { copySecret, withSecrets, type SecretScope } from '../crypto/secret.js';
 import { findVersion, type KeyStore, type VersionRecord } from '../keystore/types.js';
 import type { Logger } from '../log/logger.js';
 import { GatewayError } from '../protocol/errors.js';
@@ -66,10 +66,7 @@ export class DekService {
    * stored commitment tag; the DEK itself never leaves this call.
    */
   verify(unwrapper: Unwrapper, wrapped: WrappedKey, keyId: string, version: number, commit: string): Promise<boolean> {
-    return withSecrets(async (scope) => {
-      const dek = scope.track(await unwrapper.unwrap(wrapped, { keyId, version }));
-      return verifyCommitTag(dek, keyId, version, Buffer.from(commit, 'base64'));
-    });
+    return withSecrets(async (scope) => (await unwrapChecked(scope, unwrapper, wrapped, keyId, version, commit)) !== undefined);
   }
 
   /** Hands the cache a copy of a DEK just made, so its first use needs no unwrap. */
@@ -96,8 +93,10 @@ export class DekService {
     }
     const commit = stored.commit;
     return withSecrets(async (scope) => {
-      const dek = scope.track(await this.adapters.use(stored.kek, (wrapper) => wrapper.unwrap(wrappedOf(stored), { keyId, version })));
-      if (!verifyCommitTag(dek, keyId, version, Buffer.from(commit, 'base64'))) {
+      const dek = await this.adapters.use(stored.kek, (wrapper) =>
+        unwrapChecked(scope, wrapper, wrappedOf(stored), keyId, version, commit),
+      );
+      if (dek === undefined) {
         this.log.error({ keyId, version }, 'stored DEK failed its commitment check: blob swapped or corrupted');
         throw new GatewayError('DECRYPT_FAILED', 'stored key failed its commitment check');
       }
@@ -105,4 +104,17 @@ export class DekService {
       return copySecret(dek);
     });
   }
+}
+
+/** Unwraps into `scope` and returns the DEK if it matches the stored commitment tag, else undefined. */
+async function unwrapChecked(
+  scope: SecretScope,
+  unwrapper: Unwrapper,
+  wrapped: WrappedKey,
+  keyId: string,
+  version: number,
+  commit: string,
+): Promise<Buffer | undefined> {
+  const dek = scope.track(await unwrapper.unwrap(wrapped, { keyId, version }));
+  return verifyCommitTag(dek, keyId, version, Buffer.from(commit, 'base64')) ? dek : undefined;
 }
