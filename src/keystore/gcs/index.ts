@@ -1,0 +1,6 @@
+import { StoreError, type StoreBackend } from '../backend.js';
+
+/** Placeholder until the backend lands. */
+export function open(): Promise<StoreBackend> {
+  return Promise.reject(new StoreError('the gcs key store is not built yet'));
+}
