@@ -9,7 +9,8 @@ import { ConfigError } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { DekService } from './keys/dek-service.js';
 import { KeyService } from './keys/key-service.js';
-import { FileKeyStore } from './keystore/file-store.js';
+import { openKeyStore, storeLocation } from './keystore/assemble.js';
+import type { KeyStore } from './keystore/key-store.js';
 import { createLogger, type Logger } from './log/logger.js';
 import { Executor } from './pipeline/execute.js';
 import { Pipeline } from './pipeline/pipeline.js';
@@ -35,6 +36,8 @@ export interface RunningGateway {
   readonly pipeline: Pipeline;
   /** The unwrapped-DEK cache (tests clear or evict it to force an unwrap). */
   readonly cache: DekCache;
+  /** The key records (tests call `refresh()` instead of waiting `keystore.refreshMs`). */
+  readonly store: KeyStore;
   readonly listener: Listener;
   readonly socketPath: string | undefined;
   readonly log: Logger;
@@ -88,13 +91,15 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
           failOpen: config.audit.failOpen,
           logger: log,
         });
-  let store: FileKeyStore;
+  const location = storeLocation(config.keystore, dataDir, baseDir);
+  let opened;
   try {
-    store = await FileKeyStore.open(dataDir);
+    opened = await openKeyStore(location, config.keystore, dataDir, log);
   } catch (err) {
     await audit?.close();
     throw err;
   }
+  const store = opened.store;
   const access = config.policy ? new Policy(config.policy) : undefined;
   if (access) log.info({ clients: config.policy?.clients.map((c) => c.name) }, 'policy loaded: default deny');
   else log.warn('no policy configured: every client that can connect may use every key and admin verb (development default)');
@@ -152,12 +157,23 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   if (config.keys.autoCreate) {
     log.warn('keys are created on first use (keys.autoCreate): a development setting');
   }
-  log.info({ dataDir, defaultKek: config.keys.defaultKek, cacheTtlMs: config.cache.ttlMs, storeLock: store.lockMechanism }, 'kmsgw ready');
+  log.info(
+    {
+      dataDir,
+      store: store.location,
+      ...(opened.snapshot ? { snapshot: opened.snapshot, refreshMs: config.keystore.refreshMs } : {}),
+      defaultKek: config.keys.defaultKek,
+      cacheTtlMs: config.cache.ttlMs,
+      storeLock: opened.lock,
+    },
+    'kmsgw ready',
+  );
 
   let closing: Promise<void> | undefined;
   return {
     pipeline,
     cache: deks.cache,
+    store,
     listener,
     socketPath,
     log,

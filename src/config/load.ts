@@ -35,6 +35,7 @@ export const ENV_OVERRIDES = {
   KMSGW_CACHE_TTL_MS: ['cache', 'ttlMs'],
   KMSGW_KMS_TIMEOUT_MS: ['kms', 'timeoutMs'],
   KMSGW_AUDIT_FILE: ['audit', 'file'],
+  KMSGW_KEYSTORE_URL: ['keystore', 'url'],
 } as const satisfies Record<string, readonly string[]>;
 
 /** Embedded development default: local KEK (enabled here only), keys created on first use. */

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { AdapterSettingsSchema } from '../../adapters/settings.js';
 import { DEFAULT_DATA_DIR, DEFAULT_SOCKET_PATH } from './defaults.js';
+import { KeyStoreSettingsSchema } from '../keystore/settings.js';
 import { KekGlobSchema, matchesAny } from '../policy/glob.js';
 import { PolicySchema } from '../policy/policy.js';
 
@@ -108,6 +109,8 @@ export const ConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /** Where wrapped DEKs live (`keystore.url`) and how this gateway keeps up with other gateways sharing them. */
+    keystore: KeyStoreSettingsSchema.prefault({}),
     keys: z
       .object({
         /** Create unknown keys on first GET/ENC (the development default); off means CREATE first. */

@@ -5,31 +5,45 @@ import { GatewayError } from '../protocol/errors.js';
  * to 2^32 encryptions per key. This counts ENC per DEK version and refuses ENC
  * past the configured limit, telling the operator to ROTATE.
  *
- * Counts survive restarts without a disk write per ENC: the store holds a
- * reservation (an upper bound), raised a block at a time before the block is
- * used. After a restart counting resumes from the reservation, so the count
- * can only be over-estimated, never under.
+ * The count is global across every gateway sharing a store, without a disk write
+ * per ENC: the stored record holds a reservation counter (an upper bound of all
+ * encryptions), and each gateway claims a block of it, `[from, to)`, with one
+ * compare-and-swap before using it. Blocks never overlap, so the encryptions of
+ * all gateways together never pass the counter, which never passes the limit. A
+ * restart or a crash forfeits the rest of a block, never more.
  */
 export interface BudgetOptions {
   /** Most encryptions per DEK version. */
   readonly limit: number;
-  /** Encryptions reserved per store write. */
+  /** Encryptions claimed per store write. */
   readonly block: number;
-  /** The reservation stored for a version (0 if none). */
-  readonly reserved: (keyId: string, version: number) => number;
-  /** Durably records a new reservation before it is used. */
-  readonly reserve: (keyId: string, version: number, upTo: number) => Promise<void>;
+  /**
+   * Durably claims the next block of a version (at most `block` encryptions) and resolves
+   * with it; undefined when the version's counter has reached the limit.
+   */
+  readonly reserve: (keyId: string, version: number, block: number) => Promise<Block | undefined>;
   /** Told once per threshold crossed (fractions of the limit). */
   readonly warn: (keyId: string, version: number, used: number, fraction: number) => void;
+}
+
+/** Encryptions `from` (inclusive) to `to` (exclusive) of one version, owned by this gateway. */
+export interface Block {
+  readonly from: number;
+  readonly to: number;
 }
 
 /** Fractions of the limit at which a warning is logged. */
 export const WARN_AT = [0.5, 0.75, 0.9] as const;
 
 interface Counter {
-  used: number;
-  reserved: number;
+  /** The next encryption's number, inside the current block while `next < end`. */
+  next: number;
+  end: number;
+  /** Claimed ahead, used when the current block runs out. */
+  queued: Block | undefined;
   pending: Promise<void> | undefined;
+  /** The counter reached the limit: no further block exists. */
+  exhausted: boolean;
   warned: number;
 }
 
@@ -38,39 +52,62 @@ export class EncryptionBudget {
 
   constructor(private readonly options: BudgetOptions) {}
 
-  /** Counts one encryption; synchronous while inside the reservation, else after raising it. */
+  /** Counts one encryption; synchronous inside a claimed block, else after claiming one. */
   take(keyId: string, version: number): void | Promise<void> {
-    const key = `${keyId}@${version}`;
-    let c = this.counters.get(key);
-    if (c === undefined) {
-      const reserved = this.options.reserved(keyId, version);
-      c = { used: reserved, reserved, pending: undefined, warned: 0 };
-      this.counters.set(key, c);
+    const c = this.counter(keyId, version);
+    if (c.next >= c.end && c.queued !== undefined) {
+      c.next = c.queued.from;
+      c.end = c.queued.to;
+      c.queued = undefined;
     }
-    if (c.used >= this.options.limit) {
+    if (c.next < c.end) {
+      c.next++;
+      this.checkWarn(keyId, version, c);
+      // Claim the next block half a block ahead, so ENC stays synchronous while it is written.
+      if (c.end - c.next <= this.options.block / 2 && c.queued === undefined && c.pending === undefined && !c.exhausted) {
+        this.claim(keyId, version, c).catch(() => undefined); // retried when the block runs out
+      }
+      return;
+    }
+    if (c.exhausted) {
       throw new GatewayError(
         'FORBIDDEN',
         `key version ${version} has reached its encryption limit (${this.options.limit}); ROTATE the key to get a fresh DEK`,
       );
     }
-    if (c.used < c.reserved) {
-      c.used++;
-      this.checkWarn(keyId, version, c);
-      // Raise the reservation half a block ahead, so ENC stays synchronous while it is written.
-      if (c.reserved - c.used <= this.options.block / 2 && c.reserved < this.options.limit && c.pending === undefined) {
-        this.raise(keyId, version, c).catch(() => undefined); // retried when the block runs out
-      }
-      return;
-    }
-    return (c.pending ?? this.raise(keyId, version, c)).then(() => this.take(keyId, version));
+    return (c.pending ?? this.claim(keyId, version, c)).then(() => this.take(keyId, version));
   }
 
-  private raise(keyId: string, version: number, c: Counter): Promise<void> {
-    const upTo = Math.min(c.reserved + this.options.block, this.options.limit);
-    c.pending = this.options.reserve(keyId, version, upTo).then(
-      () => {
-        c.reserved = Math.max(c.reserved, upTo);
+  /** Hands this gateway a block it claimed itself (the first one, stored with a new version). */
+  grant(keyId: string, version: number, block: Block): void {
+    const c = this.counter(keyId, version);
+    if (c.next >= c.end) {
+      c.next = block.from;
+      c.end = block.to;
+    } else c.queued ??= block;
+  }
+
+  /** The next encryption number of a version here (an upper bound of the encryptions so far). */
+  used(keyId: string, version: number): number | undefined {
+    return this.counters.get(`${keyId}@${version}`)?.next;
+  }
+
+  private counter(keyId: string, version: number): Counter {
+    const key = `${keyId}@${version}`;
+    let c = this.counters.get(key);
+    if (c === undefined) {
+      c = { next: 0, end: 0, queued: undefined, pending: undefined, exhausted: false, warned: 0 };
+      this.counters.set(key, c);
+    }
+    return c;
+  }
+
+  private claim(keyId: string, version: number, c: Counter): Promise<void> {
+    c.pending = this.options.reserve(keyId, version, this.options.block).then(
+      (block) => {
         c.pending = undefined;
+        if (block === undefined || block.to <= block.from) c.exhausted = true;
+        else c.queued = block;
       },
       (err: unknown) => {
         c.pending = undefined;
@@ -80,14 +117,9 @@ export class EncryptionBudget {
     return c.pending;
   }
 
-  /** Encryptions counted so far for a version (an upper bound after a restart). */
-  used(keyId: string, version: number): number | undefined {
-    return this.counters.get(`${keyId}@${version}`)?.used;
-  }
-
   private checkWarn(keyId: string, version: number, c: Counter): void {
-    while (c.warned < WARN_AT.length && c.used >= (WARN_AT[c.warned] as number) * this.options.limit) {
-      this.options.warn(keyId, version, c.used, WARN_AT[c.warned] as number);
+    while (c.warned < WARN_AT.length && c.next >= (WARN_AT[c.warned] as number) * this.options.limit) {
+      this.options.warn(keyId, version, c.next, WARN_AT[c.warned] as number);
       c.warned++;
     }
   }

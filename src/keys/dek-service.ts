@@ -3,7 +3,8 @@ import type { WrappedKey } from '../../adapters/types.js';
 import { DekCache, type Clock } from '../cache/dek-cache.js';
 import { verifyCommitTag } from '../crypto/commit.js';
 import { copySecret, withSecrets, type SecretScope } from '../crypto/secret.js';
-import { findVersion, type KeyStore, type VersionRecord } from '../keystore/types.js';
+import type { KeyStore } from '../keystore/key-store.js';
+import { findVersion, type KeyRecord, type VersionRecord } from '../keystore/types.js';
 import type { Logger } from '../log/logger.js';
 import { GatewayError } from '../protocol/errors.js';
 
@@ -38,7 +39,7 @@ export class DekService {
   readonly cache: DekCache;
 
   constructor(
-    private readonly store: Pick<KeyStore, 'get'>,
+    private readonly store: Pick<KeyStore, 'get' | 'watch'>,
     private readonly adapters: AdapterRegistry,
     options: DekServiceOptions,
     private readonly log: Logger,
@@ -49,6 +50,8 @@ export class DekService {
       ...(options.clock ? { clock: options.clock } : {}),
       load: (keyId, version) => this.load(keyId, version),
     });
+    // A version destroyed (here or by another gateway sharing the store) leaves the cache at once.
+    store.watch((keyId, before, after) => this.evictGone(keyId, before, after));
   }
 
   /**
@@ -79,17 +82,26 @@ export class DekService {
     this.cache.evict(keyId, version);
   }
 
+  /** Evicts the versions enabled in `before` that `after` no longer has enabled. */
+  private evictGone(keyId: string, before: KeyRecord | undefined, after: KeyRecord | undefined): void {
+    for (const v of before?.versions ?? []) {
+      if (v.state === 'enabled' && (after === undefined || findVersion(after, v.version)?.state !== 'enabled')) {
+        this.cache.evict(keyId, v.version);
+      }
+    }
+  }
+
   /** Zeroizes every cached DEK. */
   close(): void {
     this.cache.clear();
   }
 
   /** The cache's loader: one stored version, unwrapped and checked against its commitment tag. */
-  private load(keyId: string, version: number): Promise<Buffer> {
-    const record = this.store.get(keyId);
+  private async load(keyId: string, version: number): Promise<Buffer> {
+    const record = await this.store.get(keyId);
     const stored = record && findVersion(record, version);
     if (!stored || stored.state !== 'enabled' || stored.wrapped === null || stored.commit === null) {
-      return Promise.reject(new GatewayError('NOT_FOUND', 'no such key version'));
+      throw new GatewayError('NOT_FOUND', 'no such key version');
     }
     const commit = stored.commit;
     return withSecrets(async (scope) => {

@@ -1,13 +1,15 @@
 import type { AdapterRegistry } from '../../adapters/registry.js';
-import { EncryptionBudget } from '../crypto/budget.js';
+import { EncryptionBudget, type Block } from '../crypto/budget.js';
 import { withSecrets } from '../crypto/secret.js';
-import { findVersion, newestEnabled, type KeyRecord, type KeyStore, type VersionRecord } from '../keystore/types.js';
+import type { KeyStore } from '../keystore/key-store.js';
+import { findVersion, newestEnabled, type KeyRecord, type VersionRecord } from '../keystore/types.js';
 import type { Logger } from '../log/logger.js';
 import { GatewayError } from '../protocol/errors.js';
 import type { KeyRef } from '../protocol/parser.js';
 import { matchesAny } from '../policy/glob.js';
-import { wrappedOf, type DekService } from './dek-service.js';
-import { describeKey, makeVersion, type KeyInfo } from './versions.js';
+import type { DekService } from './dek-service.js';
+import { rewrapVersions } from './rewrap.js';
+import { describeKey, destroyedVersion, lastVersion, makeVersion, pickVersion, type KeyInfo, type Purpose } from './versions.js';
 
 /** How keys are created and used. Defaults live in the config schema (`keys.*`). */
 export interface KeyServiceOptions {
@@ -23,7 +25,7 @@ export interface KeyServiceOptions {
   /** Most ENC calls per DEK version (NIST's bound for random 96-bit nonces is 2^32). */
   readonly maxEncryptionsPerVersion: number;
   /**
-   * Encryptions reserved per key-store write.
+   * Encryptions claimed per key-store write (see `EncryptionBudget`).
    * @default the limit / 1024, between 1 and 65536 (a restart forfeits at most one block)
    */
   readonly encryptionReservationBlock?: number;
@@ -34,8 +36,7 @@ export function kekAllowList(options: Pick<KeyServiceOptions, 'defaultKek' | 'al
   return matchesAny(options.allowedKeks ?? [options.defaultKek]);
 }
 
-/** What a request means to do with a version: `use` picks the newest, `decrypt` may read old ones. */
-export type Purpose = 'use' | 'decrypt';
+export type { Purpose } from './versions.js';
 
 /** A version CREATE or ROTATE made, and the KEK that wrapped it (for the audit record). */
 export interface MadeVersion {
@@ -46,12 +47,16 @@ export interface MadeVersion {
 /**
  * Owns the key records and their lifecycle: CREATE, ROTATE, REWRAP, DESTROY,
  * creation on first use, and the per-version encryption budget. Every change
- * to one key id runs on that id's single promise chain, so versions are
- * allocated one at a time and the store sees one write per id at a time.
+ * to one key id runs on that id's single promise chain here, and is a
+ * compare-and-swap in the store, so gateways sharing a store never lose each
+ * other's changes: a change that loses a race is made again on the record that won.
  */
 export class KeyService {
   private readonly chains = new Map<string, Promise<unknown>>();
   private readonly budget: EncryptionBudget;
+  private readonly block: number;
+  /** The block a new version is stored with, so its first ENCs need no write. */
+  private readonly firstBlock: Block;
   private readonly kekAllowed: (kek: string) => boolean;
 
   constructor(
@@ -63,14 +68,12 @@ export class KeyService {
   ) {
     this.kekAllowed = kekAllowList(options);
     const limit = options.maxEncryptionsPerVersion;
+    this.block = options.encryptionReservationBlock ?? Math.min(65_536, Math.max(1, Math.floor(limit / 1024)));
+    this.firstBlock = { from: 0, to: Math.min(this.block, limit) };
     this.budget = new EncryptionBudget({
       limit,
-      block: options.encryptionReservationBlock ?? Math.min(65_536, Math.max(1, Math.floor(limit / 1024))),
-      reserved: (keyId, version) => {
-        const record = this.store.get(keyId);
-        return (record && findVersion(record, version)?.encryptions) ?? 0;
-      },
-      reserve: (keyId, version, upTo) => this.reserve(keyId, version, upTo),
+      block: this.block,
+      reserve: (keyId, version, block) => this.reserve(keyId, version, block),
       warn: (keyId, version, used, fraction) =>
         this.log.warn(
           { keyId, version, encryptions: used, limit, fraction },
@@ -80,16 +83,24 @@ export class KeyService {
   }
 
   /**
-   * The version `ref` names for `purpose`: synchronous for a known key, a
-   * promise when the key is created on first use.
+   * The version `ref` names for `purpose`: synchronous for a key in memory, a promise
+   * when the record must be read, or created on first use. An id or a version this
+   * gateway has not seen is looked up in the store (another gateway may just have made it)
+   * before it is NOT_FOUND.
    */
   resolve(ref: KeyRef, purpose: Purpose): number | Promise<number> {
-    const record = this.store.get(ref.id);
-    if (record !== undefined) return pickVersion(record, ref, purpose);
-    if (purpose === 'use' && this.options.autoCreate && ref.version === undefined) {
-      return this.ensure(ref.id).then(() => this.resolve(ref, purpose));
+    const record = this.store.peek(ref.id);
+    if (record !== undefined && (ref.version === undefined || findVersion(record, ref.version) !== undefined)) {
+      return pickVersion(record, ref, purpose);
     }
-    throw new GatewayError('NOT_FOUND', 'no such key');
+    const read = record === undefined ? this.store.get(ref.id) : this.store.fetch(ref.id);
+    return read.then((found) => {
+      if (found !== undefined) return pickVersion(found, ref, purpose);
+      if (purpose === 'use' && this.options.autoCreate && ref.version === undefined) {
+        return this.ensure(ref.id).then((made) => pickVersion(made, ref, purpose));
+      }
+      throw new GatewayError('NOT_FOUND', 'no such key');
+    });
   }
 
   /** Counts one ENC with a version; synchronous inside the stored reservation. */
@@ -99,9 +110,12 @@ export class KeyService {
 
   /** Creates `keyId` with version 1 under `kek` (or the default KEK). */
   create(keyId: string, kek: string = this.options.defaultKek): Promise<MadeVersion> {
+    this.assertUsable(kek);
     return this.exclusive(keyId, async () => {
-      if (this.store.get(keyId) !== undefined) throw new GatewayError('EXISTS', 'key already exists');
-      await this.addFirstVersion(keyId, kek);
+      await this.addVersion(keyId, kek, (current) => {
+        if (current !== undefined) throw new GatewayError('EXISTS', 'key already exists');
+        return 1;
+      });
       this.log.info({ keyId, version: 1, kek }, 'key created');
       return { version: 1, kek };
     });
@@ -109,15 +123,21 @@ export class KeyService {
 
   /** Adds a DEK version; ENC then uses it, DEC still reads the older ones. */
   rotate(keyId: string, kek?: string): Promise<MadeVersion> {
+    if (kek !== undefined) this.assertUsable(kek);
     return this.exclusive(keyId, async () => {
-      const record = this.existing(keyId);
-      const last = record.versions[record.versions.length - 1] as VersionRecord;
-      if (last.version >= 0xffff_ffff) throw new GatewayError('BAD_REQUEST', 'key has used every version number');
-      const version = last.version + 1;
-      const chosen = kek ?? (newestEnabled(record) ?? last).kek;
-      await this.addVersion(record, version, chosen);
+      let chosen = kek;
+      const { made: version } = await this.addVersion(
+        keyId,
+        (current) => (chosen = kek ?? (newestEnabled(current) ?? lastVersion(current)).kek),
+        (current) => {
+          if (current === undefined) throw new GatewayError('NOT_FOUND', 'no such key');
+          const last = lastVersion(current).version;
+          if (last >= 0xffff_ffff) throw new GatewayError('BAD_REQUEST', 'key has used every version number');
+          return last + 1;
+        },
+      );
       this.log.info({ keyId, version, kek: chosen }, 'key rotated');
-      return { version, kek: chosen };
+      return { version: version as number, kek: chosen as string };
     });
   }
 
@@ -129,42 +149,21 @@ export class KeyService {
    * leaves the key as it was. Resolves with the number of versions moved.
    */
   rewrap(keyId: string, kek: string, version?: number): Promise<number> {
+    this.assertUsable(kek);
     return this.exclusive(keyId, async () => {
-      const record = this.existing(keyId);
-      if (version !== undefined && findVersion(record, version)?.state !== 'enabled') {
-        throw new GatewayError('NOT_FOUND', 'no such key version');
-      }
-      const targets = record.versions.filter(
-        (v) => v.state === 'enabled' && (version === undefined || v.version === version) && v.kek !== kek,
-      );
-      this.assertUsable(kek);
-      const moved = new Map<number, VersionRecord>();
-      await this.adapters.use(kek, async (to) => {
-        for (const v of targets) {
-          const ctx = { keyId, version: v.version };
-          const stored = wrappedOf(v);
-          const wrapped = await this.adapters.use(
-            v.kek,
-            async (from) =>
-              (await from.rewrap(stored, ctx, to)) ??
-              (await withSecrets(async (scope) => to.wrap(scope.track(await from.unwrap(stored, ctx)), ctx))),
-          );
-          if (!(await this.deks.verify(to, wrapped, keyId, v.version, v.commit as string))) {
-            throw new GatewayError('INTERNAL', 'rewrapped key failed its commitment check; nothing was changed');
-          }
-          const { kekVersion: _old, ...rest } = v;
-          moved.set(v.version, {
-            ...rest,
-            kek,
-            wrapped: wrapped.blob.toString('base64'),
-            ...(wrapped.kekVersion === undefined ? {} : { kekVersion: wrapped.kekVersion }),
-          });
+      let moved = new Map<number, VersionRecord>();
+      await this.store.update(keyId, async (record) => {
+        if (record === undefined) throw new GatewayError('NOT_FOUND', 'no such key');
+        if (version !== undefined && findVersion(record, version)?.state !== 'enabled') {
+          throw new GatewayError('NOT_FOUND', 'no such key version');
         }
+        const targets = record.versions.filter(
+          (v) => v.state === 'enabled' && (version === undefined || v.version === version) && v.kek !== kek,
+        );
+        moved = await rewrapVersions(this.adapters, this.deks, keyId, targets, kek);
+        return moved.size === 0 ? undefined : { ...record, versions: record.versions.map((v) => moved.get(v.version) ?? v) };
       });
-      if (moved.size > 0) {
-        await this.store.put({ ...record, versions: record.versions.map((v) => moved.get(v.version) ?? v) });
-        this.log.info({ keyId, versions: [...moved.keys()], kek }, 'key rewrapped');
-      }
+      if (moved.size > 0) this.log.info({ keyId, versions: [...moved.keys()], kek }, 'key rewrapped');
       return moved.size;
     });
   }
@@ -172,15 +171,15 @@ export class KeyService {
   /** Forgets one old version's wrapped DEK for good; its envelopes become undecryptable. */
   destroy(keyId: string, version: number): Promise<number> {
     return this.exclusive(keyId, async () => {
-      const record = this.store.get(keyId);
-      const target = record && findVersion(record, version);
-      if (!record || !target) throw new GatewayError('NOT_FOUND', 'no such key version');
-      if (target.state === 'destroyed') return version;
-      if (newestEnabled(record) === target) {
-        throw new GatewayError('BAD_REQUEST', 'the newest version cannot be destroyed; ROTATE first');
-      }
-      const destroyed: VersionRecord = { ...target, wrapped: null, commit: null, state: 'destroyed', destroyed: new Date().toISOString() };
-      await this.store.put({ ...record, versions: record.versions.map((v) => (v === target ? destroyed : v)) });
+      await this.store.update(keyId, (record) => {
+        const target = record && findVersion(record, version);
+        if (!record || !target) throw new GatewayError('NOT_FOUND', 'no such key version');
+        if (target.state === 'destroyed') return undefined;
+        if (newestEnabled(record) === target) {
+          throw new GatewayError('BAD_REQUEST', 'the newest version cannot be destroyed; ROTATE first');
+        }
+        return { ...record, versions: record.versions.map((v) => (v === target ? destroyedVersion(v) : v)) };
+      });
       this.deks.evict(keyId, version);
       this.log.info({ keyId, version }, 'key version destroyed');
       return version;
@@ -188,12 +187,14 @@ export class KeyService {
   }
 
   /** Metadata only: never a wrapped or unwrapped key. */
-  info(keyId: string): KeyInfo {
-    return describeKey(this.existing(keyId));
+  async info(keyId: string): Promise<KeyInfo & { store: string }> {
+    const record = await this.store.get(keyId);
+    if (record === undefined) throw new GatewayError('NOT_FOUND', 'no such key');
+    return { ...describeKey(record), store: this.store.location };
   }
 
   /** Key ids in sorted order, optionally only those starting with `prefix`. */
-  list(prefix?: string): string[] {
+  list(prefix?: string): Promise<string[]> {
     return this.store.list(prefix);
   }
 
@@ -202,27 +203,53 @@ export class KeyService {
     while (this.chains.size > 0) await Promise.allSettled([...this.chains.values()]);
   }
 
-  /** Creates a key on first use, once however many requests race for it. */
-  private ensure(keyId: string): Promise<void> {
+  /**
+   * Creates a key on first use, once however many requests (and gateways) race for it:
+   * the create is create-only in the store, so every racer ends up with the one that won.
+   */
+  private ensure(keyId: string): Promise<KeyRecord> {
+    const kek = this.options.defaultKek;
+    this.assertUsable(kek);
     return this.exclusive(keyId, async () => {
-      if (this.store.get(keyId) !== undefined) return;
-      const kek = this.options.defaultKek;
-      await this.addFirstVersion(keyId, kek);
-      this.log.info({ keyId, version: 1, kek }, 'key created on first use');
+      const { record, made } = await this.addVersion(keyId, kek, (current) => (current === undefined ? 1 : undefined));
+      if (made !== undefined) this.log.info({ keyId, version: 1, kek }, 'key created on first use');
+      return record;
     });
   }
 
-  private addFirstVersion(keyId: string, kek: string): Promise<void> {
-    return this.addVersion({ format: 1, id: keyId, created: new Date().toISOString(), versions: [] }, 1, kek);
-  }
-
-  /** Makes a DEK version under `kek`, stores it, then seeds the cache with it. */
-  private addVersion(record: KeyRecord, version: number, kek: string): Promise<void> {
-    this.assertUsable(kek);
+  /**
+   * Makes a DEK version under `kek` and stores it with a compare-and-swap, making it again
+   * (with the number `next` then gives) if another writer changed the record meanwhile.
+   * `next` returns undefined to leave the record alone. The new version comes with its first
+   * block of the encryption budget, and its DEK seeds the cache. Resolves with the stored
+   * record and the version made, if one was.
+   */
+  private addVersion(
+    keyId: string,
+    kek: string | ((current: KeyRecord) => string),
+    next: (current: KeyRecord | undefined) => number | undefined,
+  ): Promise<{ record: KeyRecord; made: number | undefined }> {
     return withSecrets(async (scope) => {
-      const made = await this.adapters.use(kek, (wrapper) => makeVersion(wrapper, scope, record.id, version, new Date().toISOString()));
-      await this.store.put({ ...record, versions: [...record.versions, made.record] });
-      this.deks.seed(record.id, version, made.dek);
+      let made: { version: number; dek: Buffer } | undefined;
+      const record = await this.store.update(keyId, async (current) => {
+        made = undefined;
+        const version = next(current);
+        if (version === undefined) return undefined;
+        const base = current ?? { format: 1 as const, id: keyId, created: new Date().toISOString(), versions: [] };
+        const wrapUnder = typeof kek === 'string' ? kek : kek(base);
+        this.assertUsable(wrapUnder);
+        const fresh = await this.adapters.use(wrapUnder, (wrapper) =>
+          makeVersion(wrapper, scope, keyId, version, new Date().toISOString()),
+        );
+        made = { version, dek: fresh.dek };
+        return { ...base, versions: [...base.versions, { ...fresh.record, encryptions: this.firstBlock.to }] };
+      });
+      if (record === undefined) throw new GatewayError('NOT_FOUND', 'no such key');
+      if (made === undefined) return { record, made: undefined };
+      const { version, dek } = made;
+      this.deks.seed(keyId, version, dek);
+      this.budget.grant(keyId, version, this.firstBlock);
+      return { record, made: version };
     });
   }
 
@@ -235,19 +262,25 @@ export class KeyService {
     this.adapters.assertSupported(kek);
   }
 
-  /** Durably raises a version's encryption reservation (the budget calls it a block ahead). */
-  private reserve(keyId: string, version: number, upTo: number): Promise<void> {
+  /**
+   * Claims the next block of a version's encryption counter in the shared record. Gateways
+   * sharing the store each claim their own, so together they stay under the one limit.
+   */
+  private reserve(keyId: string, version: number, block: number): Promise<Block | undefined> {
     return this.exclusive(keyId, async () => {
-      const record = this.existing(keyId);
-      const versions = record.versions.map((v) => (v.version === version ? { ...v, encryptions: Math.max(v.encryptions ?? 0, upTo) } : v));
-      await this.store.put({ ...record, versions });
+      let claimed: Block | undefined;
+      await this.store.update(keyId, (record) => {
+        claimed = undefined;
+        const target = record && findVersion(record, version);
+        if (!record || target?.state !== 'enabled') throw new GatewayError('NOT_FOUND', 'no such key version');
+        const from = target.encryptions ?? 0;
+        const to = Math.min(from + block, this.options.maxEncryptionsPerVersion);
+        if (to <= from) return undefined;
+        claimed = { from, to };
+        return { ...record, versions: record.versions.map((v) => (v === target ? { ...v, encryptions: to } : v)) };
+      });
+      return claimed;
     });
-  }
-
-  private existing(keyId: string): KeyRecord {
-    const record = this.store.get(keyId);
-    if (record === undefined) throw new GatewayError('NOT_FOUND', 'no such key');
-    return record;
   }
 
   private exclusive<T>(keyId: string, fn: () => Promise<T>): Promise<T> {
@@ -261,20 +294,4 @@ export class KeyService {
       });
     return next;
   }
-}
-
-function pickVersion(record: KeyRecord, ref: KeyRef, purpose: Purpose): number {
-  if (ref.version === undefined) {
-    const newest = newestEnabled(record);
-    if (newest === undefined) throw new GatewayError('NOT_FOUND', 'key has no usable version');
-    return newest.version;
-  }
-  const found = findVersion(record, ref.version);
-  if (found === undefined) throw new GatewayError('NOT_FOUND', 'no such key version');
-  if (found.state === 'destroyed') {
-    throw purpose === 'decrypt'
-      ? new GatewayError('DECRYPT_FAILED', 'key version was destroyed')
-      : new GatewayError('NOT_FOUND', 'key version was destroyed');
-  }
-  return found.version;
 }

@@ -2,7 +2,9 @@ import { randomFillSync } from 'node:crypto';
 import type { GuardedWrapper } from '../../adapters/guard.js';
 import { commitTag } from '../crypto/commit.js';
 import type { SecretScope } from '../crypto/secret.js';
-import { newestEnabled, type KeyRecord, type VersionRecord } from '../keystore/types.js';
+import { findVersion, newestEnabled, type KeyRecord, type VersionRecord } from '../keystore/types.js';
+import { GatewayError } from '../protocol/errors.js';
+import type { KeyRef } from '../protocol/parser.js';
 
 /** A new DEK version: its record (wrapped only) and the DEK, owned by the caller's scope. */
 export interface MadeDek {
@@ -80,4 +82,34 @@ export function describeKey(record: KeyRecord): KeyInfo {
       ...(v.encryptions === undefined ? {} : { encryptionsReserved: v.encryptions }),
     })),
   };
+}
+
+/** What a request means to do with a version: `use` picks the newest, `decrypt` may read old ones. */
+export type Purpose = 'use' | 'decrypt';
+
+/** The highest-numbered version, whatever its state. */
+export function lastVersion(record: KeyRecord): VersionRecord {
+  return record.versions[record.versions.length - 1] as VersionRecord;
+}
+
+/** The version `ref` names for `purpose`, or the error a client gets. */
+export function pickVersion(record: KeyRecord, ref: KeyRef, purpose: Purpose): number {
+  if (ref.version === undefined) {
+    const newest = newestEnabled(record);
+    if (newest === undefined) throw new GatewayError('NOT_FOUND', 'key has no usable version');
+    return newest.version;
+  }
+  const found = findVersion(record, ref.version);
+  if (found === undefined) throw new GatewayError('NOT_FOUND', 'no such key version');
+  if (found.state === 'destroyed') {
+    throw purpose === 'decrypt'
+      ? new GatewayError('DECRYPT_FAILED', 'key version was destroyed')
+      : new GatewayError('NOT_FOUND', 'key version was destroyed');
+  }
+  return found.version;
+}
+
+/** A version after DESTROY: its wrapped DEK and commitment tag gone for good. */
+export function destroyedVersion(v: VersionRecord): VersionRecord {
+  return { ...v, wrapped: null, commit: null, state: 'destroyed', destroyed: new Date().toISOString() };
 }

@@ -64,12 +64,13 @@ export class Executor {
       case 'DESTROY':
         return this.keys.destroy(command.key.id, command.key.version as number).then((v) => success(String(v)));
       case 'INFO':
-        return success(JSON.stringify(this.keys.info(command.key.id)));
+        return this.keys.info(command.key.id).then((info) => success(JSON.stringify(info)));
       case 'LIST': {
-        const ids = this.keys.list(command.prefix);
         const access = this.access;
         // Under a policy a client sees only the ids it may LIST.
-        return success(JSON.stringify(access ? ids.filter((id) => access.authorize(client, 'LIST', id)) : ids));
+        return this.keys
+          .list(command.prefix)
+          .then((ids) => success(JSON.stringify(access ? ids.filter((id) => access.authorize(client, 'LIST', id)) : ids)));
       }
     }
   }

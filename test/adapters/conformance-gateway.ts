@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_LOADERS } from '../../adapters/registry.js';
 import type { Clock } from '../../src/cache/dek-cache.js';
 import { createClient } from '../../src/client/index.js';
-import { fileNameFor } from '../../src/keystore/file-store.js';
+import { fileNameFor } from '../../src/keystore/file/index.js';
 import { b64, okPayload as ok, rawConnect, startTestGateway, useRunningGateways, type TestGateway } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 import type { KeyRecord, VersionRecord } from '../../src/keystore/types.js';

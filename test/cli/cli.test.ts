@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { fileNameFor } from '../../src/keystore/file-store.js';
+import { fileNameFor } from '../../src/keystore/file/index.js';
 import { b64, rawConnect, startTestGateway, useRunningGateways } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 

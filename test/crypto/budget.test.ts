@@ -7,21 +7,26 @@ import { useTmpDirs } from '../helpers/tmp.js';
 
 const tmp = useTmpDirs();
 
-function budget(limit: number, block: number, stored = 0) {
+/** A budget over one shared counter, as the stored record holds it (several gateways may share `stored`). */
+function budget(limit: number, block: number, stored = { counter: 0 }) {
   const reservations: number[] = [];
   const warnings: number[] = [];
-  const reserved = new Map<number, number>([[1, stored]]);
+  const others = new Map<number, { counter: number }>();
   const b = new EncryptionBudget({
     limit,
     block,
-    reserved: (_k, v) => reserved.get(v) ?? 0,
-    reserve: async (_k, v, upTo) => {
-      reservations.push(upTo);
-      reserved.set(v, upTo);
+    reserve: async (_k, v, size) => {
+      let c = v === 1 ? stored : others.get(v);
+      if (c === undefined) others.set(v, (c = { counter: 0 }));
+      if (c.counter >= limit) return undefined;
+      const from = c.counter;
+      c.counter = Math.min(limit, from + size);
+      reservations.push(c.counter);
+      return { from, to: c.counter };
     },
     warn: (_k, _v, _used, fraction) => warnings.push(fraction),
   });
-  return { b, reservations, warnings };
+  return { b, reservations, warnings, stored };
 }
 
 async function takeN(b: EncryptionBudget, n: number) {
@@ -29,13 +34,13 @@ async function takeN(b: EncryptionBudget, n: number) {
 }
 
 describe('EncryptionBudget', () => {
-  it('reserves a block before using it, the next one half a block ahead: one store write per block', async () => {
+  it('claims a block before using it, the next one half a block ahead: one store write per block', async () => {
     const { b, reservations } = budget(1000, 100);
     await takeN(b, 250);
-    // 100, 200, 300 as each block ran low, and 400 already asked for (300 - 250 <= 50).
+    // 100, 200, 300 as each block ran low, and 400 already claimed (300 - 250 <= 50).
     expect(reservations).toEqual([100, 200, 300, 400]);
     expect(b.used('k', 1)).toBe(250);
-    // Inside a reservation a take is synchronous.
+    // Inside a block a take is synchronous.
     expect(b.take('k', 1)).toBeUndefined();
   });
 
@@ -43,7 +48,8 @@ describe('EncryptionBudget', () => {
     const { b, reservations } = budget(10, 4);
     await takeN(b, 10);
     expect(reservations).toEqual([4, 8, 10]);
-    expect(() => b.take('k', 1)).toThrow(/encryption limit \(10\); ROTATE the key/);
+    await expect(async () => b.take('k', 1)).rejects.toThrow(/encryption limit \(10\); ROTATE the key/);
+    // Once the counter is known to be at the limit, the refusal is synchronous.
     let refusal: unknown;
     try {
       void b.take('k', 1);
@@ -57,11 +63,43 @@ describe('EncryptionBudget', () => {
     await other;
   });
 
-  it('after a restart resumes from the stored reservation: never under-counts', async () => {
-    const { b, reservations } = budget(1000, 100, 300);
+  it('after a restart resumes past the stored counter: never under-counts', async () => {
+    const { b, reservations } = budget(1000, 100, { counter: 300 });
     await b.take('k', 1);
     expect(b.used('k', 1)).toBe(301);
     expect(reservations).toEqual([400]);
+  });
+
+  it('keeps one global bound across gateways sharing a counter: blocks never overlap', async () => {
+    const shared = { counter: 0 };
+    const gateways = [budget(100, 8, shared), budget(100, 8, shared), budget(100, 8, shared)];
+    let made = 0;
+    let refused = 0;
+    // Interleaved ENCs on three gateways until every one is refused.
+    for (let round = 0; round < 60; round++) {
+      for (const { b } of gateways) {
+        try {
+          await b.take('k', 1);
+          made++;
+        } catch {
+          refused++;
+        }
+      }
+    }
+    expect(shared.counter).toBe(100);
+    expect(made).toBeLessThanOrEqual(100);
+    // Each gateway forfeits at most the block it holds when the others use up the counter.
+    expect(made).toBeGreaterThanOrEqual(100 - 3 * 8);
+    expect(refused).toBe(180 - made);
+  });
+
+  it('uses a block granted with a new version before claiming one', async () => {
+    const { b, reservations } = budget(1000, 10, { counter: 10 });
+    b.grant('k', 1, { from: 0, to: 10 });
+    for (let i = 0; i < 4; i++) expect(b.take('k', 1)).toBeUndefined();
+    expect(reservations).toEqual([]);
+    await takeN(b, 6);
+    expect(reservations).toEqual([20]);
   });
 
   it('warns once at 50 %, 75 % and 90 % of the limit', async () => {
@@ -76,9 +114,10 @@ describe('EncryptionBudget', () => {
     expect(warnings).toEqual([0.5, 0.75, 0.9]);
   });
 
-  it('concurrent takes at a block boundary share one reservation', async () => {
+  it('concurrent takes at a block boundary share one claim', async () => {
     const { b, reservations } = budget(1000, 10);
     await Promise.all(Array.from({ length: 25 }, () => b.take('k', 1)));
+    // Three blocks for 25, and the fourth claimed ahead (30 - 25 <= 5).
     expect(reservations).toEqual([10, 20, 30, 40]);
     expect(b.used('k', 1)).toBe(25);
   });

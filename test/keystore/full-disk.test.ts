@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { fileNameFor } from '../../src/keystore/file-store.js';
+import { fileNameFor } from '../../src/keystore/file/index.js';
 import { okPayload, rawConnect, startTestGateway, useRunningGateways } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 
@@ -55,7 +55,7 @@ describe('a full disk', () => {
     expect(await c.ask('ROTATE kept')).toBe('ERR STORE_UNAVAILABLE key store write failed: no space left on device (ENOSPC)');
     // Nothing half-done: the stored key is as it was, no temporary file is left, the connection works.
     expect(await readFile(join(data, 'keys', fileNameFor('kept')), 'utf8')).toBe(before);
-    expect(await readdir(join(data, 'keys'))).toEqual([fileNameFor('kept')]);
+    expect((await readdir(join(data, 'keys'))).sort()).toEqual([fileNameFor('kept'), 'keystore.lock']);
     expect(await c.ask('GET kept')).toBe(`OK ${kept}`);
     expect(await c.ask('INFO new/key')).toBe('ERR NOT_FOUND no such key');
 

@@ -1,7 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { KeyStoreError } from '../../src/keystore/file-store.js';
+import { KeyStoreError } from '../../src/keystore/errors.js';
 import { acquireStoreLock, LOCK_FILE } from '../../src/keystore/lock.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 

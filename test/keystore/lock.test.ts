@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { FileKeyStore, KeyStoreError } from '../../src/keystore/file-store.js';
+import { KeyStoreError } from '../../src/keystore/errors.js';
+import { FileBackend } from '../../src/keystore/file/index.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 
 const tmp = useTmpDirs();
@@ -75,7 +76,7 @@ describe('store lock: held by the kernel for a live holder only', () => {
     children.push(sleeper);
     for (const pid of [sleeper.pid as number, process.pid, 1]) {
       await writeFile(join(dir, LOCK_FILE), `${pid}\n`);
-      const store = await FileKeyStore.open(dir);
+      const store = await FileBackend.open(dir);
       // The pid is written for humans; it is this process's while the store is open.
       expect((await readFile(join(dir, LOCK_FILE), 'utf8')).trim()).toBe(String(process.pid));
       await store.close();
@@ -84,8 +85,8 @@ describe('store lock: held by the kernel for a live holder only', () => {
 
   it('two live holders on one store: the second gets a KeyStoreError saying so; closing frees it', async () => {
     const dir = await tmp();
-    const store = await FileKeyStore.open(dir);
-    const err = await FileKeyStore.open(dir).catch((e: unknown) => e);
+    const store = await FileBackend.open(dir);
+    const err = await FileBackend.open(dir).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(KeyStoreError);
     expect((err as Error).message).toBe(
       `key store ${dir} is in use by another running gateway (its lock file names pid ${process.pid}): ${join(dir, LOCK_FILE)} is flock-ed; two gateways must not share a store (stop the other one, or give this one its own dataDir)`,
@@ -93,13 +94,13 @@ describe('store lock: held by the kernel for a live holder only', () => {
     expect(store.lockMechanism).toBe(`flock ${join(dir, LOCK_FILE)}`);
     await store.close();
     expect(await readFile(join(dir, LOCK_FILE), 'utf8')).toBe('');
-    await (await FileKeyStore.open(dir)).close();
+    await (await FileBackend.open(dir)).close();
   });
 
   it('a running gateway process keeps another off its store', async () => {
     const dir = await tmp();
     await serve(dir);
-    await expect(FileKeyStore.open(join(dir, 'data'))).rejects.toThrow(/is in use by another running gateway/);
+    await expect(FileBackend.open(join(dir, 'data', 'keys'))).rejects.toThrow(/is in use by another running gateway/);
   });
 
   it('a gateway killed with SIGKILL frees the lock at once, even before its parent reaps it', async () => {
@@ -110,7 +111,7 @@ describe('store lock: held by the kernel for a live holder only', () => {
     const [gateway] = childrenOfSync(parent.child.pid as number);
     process.kill(gateway as number, 'SIGKILL');
     await until('the zombie', async () => ((await isZombie(gateway as number)) ? true : undefined));
-    const store = await FileKeyStore.open(join(dir, 'data'));
+    const store = await FileBackend.open(join(dir, 'data', 'keys'));
     await store.close();
   });
 
@@ -118,12 +119,12 @@ describe('store lock: held by the kernel for a live holder only', () => {
     const dir = await tmp();
     const ns = ['unshare', '--pid', '--fork', '--mount-proc', '--kill-child'];
     const first = await serve(dir, ns);
-    expect((await readFile(join(dir, 'data', LOCK_FILE), 'utf8')).trim()).toBe('1');
+    expect((await readFile(join(dir, 'data', 'keys', LOCK_FILE), 'utf8')).trim()).toBe('1');
     const [gateway] = childrenOfSync(first.child.pid as number);
     process.kill(gateway as number, 'SIGKILL');
     await first.exited;
     // The lock file still says 1, which is the next gateway itself.
-    expect((await readFile(join(dir, 'data', LOCK_FILE), 'utf8')).trim()).toBe('1');
+    expect((await readFile(join(dir, 'data', 'keys', LOCK_FILE), 'utf8')).trim()).toBe('1');
     const second = await serve(dir, ns);
     expect(second.log()).toContain('"storeLock":"flock ');
   });

@@ -13,7 +13,7 @@ import { join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ensureLocalKek } from '../../adapters/local/index.js';
 import { ConfigSchema, type ConfigInput } from '../../src/config/schema.js';
-import { fileNameFor } from '../../src/keystore/file-store.js';
+import { fileNameFor } from '../../src/keystore/file/index.js';
 import { ERROR_CODES } from '../../src/protocol/errors.js';
 import { fakeKms, type FakeMode } from '../helpers/fake-adapter.js';
 import { rawConnect, startTestGateway, type RawConn, useRunningGateways } from '../helpers/gateway.js';

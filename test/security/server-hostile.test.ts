@@ -9,7 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { fileNameFor } from '../../src/keystore/file-store.js';
+import { fileNameFor } from '../../src/keystore/file/index.js';
 import { ERROR_CODES } from '../../src/protocol/errors.js';
 import { parseRequest } from '../../src/protocol/parser.js';
 import { formatError } from '../../src/protocol/reply.js';

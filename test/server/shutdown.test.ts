@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { fileNameFor } from '../../src/keystore/file-store.js';
+import { fileNameFor } from '../../src/keystore/file/index.js';
 import type { KeyRecord } from '../../src/keystore/types.js';
 import type { RequestRecord } from '../../src/request/context.js';
 import { b64, rawConnect, startTestGateway, useRunningGateways, type RawConn, type TestGateway } from '../helpers/gateway.js';

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import aws from '../../../adapters/aws/index.js';
 import { createClient } from '../../../src/client/index.js';
-import { fileNameFor } from '../../../src/keystore/file-store.js';
+import { fileNameFor } from '../../../src/keystore/file/index.js';
 import { useRunningGateways } from '../../helpers/gateway.js';
 import { createKek, startLocalStack } from '../../helpers/localstack.js';
 import { useTmpDirs } from '../../helpers/tmp.js';

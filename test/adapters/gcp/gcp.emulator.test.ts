@@ -5,7 +5,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vi
 import gcp, { wrapAad } from '../../../adapters/gcp/index.js';
 import { createClient } from '../../../src/client/index.js';
 import { crc32c } from '../../../src/crypto/crc32c.js';
-import { fileNameFor } from '../../../src/keystore/file-store.js';
+import { fileNameFor } from '../../../src/keystore/file/index.js';
 import { adminClient, createKey, grpcCode, startGcpKmsEmulator, type GcpKmsEmulator, type GcpKmsEndpoint } from '../../helpers/gcp-kms.js';
 import { okPayload as ok, rawConnect, useRunningGateways } from '../../helpers/gateway.js';
 import { useTmpDirs } from '../../helpers/tmp.js';
