@@ -37,15 +37,19 @@ is_ours() {
   [ -n "$st" ] && [ "${st#Z}" = "$st" ] && ps -p "$1" -o args= 2>/dev/null | grep -q 'localstack\.runtime\.main'
 }
 
-# probe: 0 = KMS and S3 healthy, 2 = port answers but not LocalStack-with-KMS-and-S3, 3 = nothing listening.
+# probe: 0 = KMS and S3 healthy, 2 = port answers but not LocalStack-with-KMS-and-S3, 3 = nothing listening,
+# 4 = a LocalStack without one of them (SERVICES lacks it, e.g. started by an older start.sh with kms only).
+NEEDED="kms s3"  # also SERVICES below
 probe() {
-  "$PY" - "$PORT" <<'PY'
+  "$PY" - "$PORT" $NEEDED <<'PY'
 import json, socket, sys, urllib.request
-port = int(sys.argv[1])
+port, needed = int(sys.argv[1]), sys.argv[2:]
 try:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/_localstack/health", timeout=2) as r:
         services = json.load(r).get("services", {})
-    sys.exit(0 if all(services.get(s) in ("available", "running") for s in ("kms", "s3")) else 2)
+    if all(services.get(s) in ("available", "running") for s in needed):
+        sys.exit(0)
+    sys.exit(4 if any(services.get(s) == "disabled" for s in needed) else 2)
 except Exception:
     pass
 s = socket.socket()
@@ -60,9 +64,9 @@ PY
 # Poll health until ready, the pid dies, or the deadline; then warm KMS and S3 (the first request of a
 # service loads its provider) with one ListKeys and one ListBuckets. Prints "health <s>, KMS warm <s>, S3 warm <s>".
 wait_ready() {
-  "$PY" - "$PORT" "$1" "$TIMEOUT" <<'PY'
+  "$PY" - "$PORT" "$1" "$TIMEOUT" $NEEDED <<'PY'
 import json, os, sys, time, urllib.request
-port, pid, timeout = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+port, pid, timeout, needed = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
 t0 = time.monotonic(); deadline = t0 + timeout
 def alive():  # a zombie counts as dead
     try:
@@ -80,8 +84,11 @@ while True:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/_localstack/health", timeout=2) as r:
             services = json.load(r).get("services", {})
-            if all(services.get(s) in ("available", "running") for s in ("kms", "s3")):
+            if all(services.get(s) in ("available", "running") for s in needed):
                 break
+            missing = [s for s in needed if services.get(s) == "disabled"]
+            if missing:  # not in its SERVICES: waiting would not help
+                print(f"LocalStack (pid {pid}) runs without {', '.join(missing)}", file=sys.stderr); sys.exit(1)
     except Exception:
         pass
     if not alive():
@@ -114,7 +121,9 @@ if [ -f "$PIDFILE" ]; then
   OLD="$(cat "$PIDFILE" 2>/dev/null || true)"
   if [ -n "$OLD" ] && is_ours "$OLD"; then
     # Ours and alive: healthy -> done; still starting -> wait for it like a fresh start.
-    if probe; then say "already running on 127.0.0.1:$PORT (pid $OLD)"; exit 0; fi
+    set +e; probe; rc=$?; set -e
+    if [ $rc -eq 0 ]; then say "already running on 127.0.0.1:$PORT (pid $OLD)"; exit 0; fi
+    [ $rc -eq 4 ] && fail "LocalStack pid $OLD on port $PORT runs without S3 (started by an older start.sh?); stop it: bash localstack/stop.sh $PORT $STATE"
     say "pid $OLD is alive but not healthy yet; waiting up to ${TIMEOUT} s"
     timing="$(wait_ready "$OLD")" || fail "LocalStack pid $OLD on port $PORT did not become ready"
     say "ready on http://127.0.0.1:$PORT (pid $OLD, $timing)"; exit 0
@@ -125,7 +134,8 @@ fi
 set +e; probe; rc=$?; set -e
 case $rc in
   0) say "LocalStack KMS and S3 already serve 127.0.0.1:$PORT (not started from $STATE; leaving it alone)"; exit 0;;
-  2) fail "port $PORT is in use by something that is not LocalStack with KMS and S3 (a LocalStack started with SERVICES=kms only? stop it)";;
+  2) fail "port $PORT is in use by something that is not LocalStack with KMS and S3";;
+  4) fail "port $PORT is in use by a LocalStack without S3 (SERVICES=kms only, started by an older start.sh?); stop it";;
 esac
 
 # Per-instance certificate copy and prebuilt service catalog (see install.sh).
@@ -136,7 +146,7 @@ for f in "$LS_DIR"/catalog/usr/lib/localstack/service-catalog-*.dill; do
   [ -e "$f" ] && [ ! -e "$STATE/fs/usr/lib/localstack/$(basename "$f")" ] && cp "$f" "$STATE/fs/usr/lib/localstack/"
 done
 
-export SERVICES=kms,s3                     # s3: the S3 key store (keystore.url s3://...)
+export SERVICES="${NEEDED// /,}"            # kms,s3; s3 is for the S3 key store (keystore.url s3://...)
 export DNS_ADDRESS=0                       # no DNS server (it would want port 53)
 export SKIP_SSL_CERT_DOWNLOAD=1            # no certificate download from LocalStack's CDN
 export CUSTOM_SSL_CERT_PATH="$STATE/cert/server.pem"
