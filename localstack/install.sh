@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install LocalStack (community core, KMS only, host mode, no Docker) into a private venv.
+# Install LocalStack (community core, KMS and S3, host mode, no Docker) into a private venv.
 # Idempotent: a second run with the same pins only checks the venv (< 1 s).
 #
 #   bash localstack/install.sh

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start LocalStack (KMS only) as a background host process and wait until KMS answers.
+# Start LocalStack (KMS and S3) as a background host process and wait until both answer.
 #
 #   bash localstack/start.sh [port] [state-dir]
 #
@@ -7,8 +7,9 @@
 # state-dir  default <cache>/localstack/run-<port>; holds localstack.pid, localstack.log, fs/, cert/
 # Env: KMSGW_CACHE_DIR (see install.sh), KMSGW_LOCALSTACK_START_TIMEOUT (seconds, default 90).
 #
-# Exit 0 when KMS is ready (ListKeys answered), also when this state dir's LocalStack already runs
-# healthy on the port, or when something else already serves LocalStack KMS there (left alone).
+# Exit 0 when KMS and S3 are ready (ListKeys and ListBuckets answered), also when this state dir's
+# LocalStack already runs healthy on the port, or when something else already serves LocalStack KMS
+# and S3 there (left alone).
 # Otherwise exit non-zero with the last 40 log lines on stderr. Run install.sh first.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/paths.sh"
@@ -36,15 +37,19 @@ is_ours() {
   [ -n "$st" ] && [ "${st#Z}" = "$st" ] && ps -p "$1" -o args= 2>/dev/null | grep -q 'localstack\.runtime\.main'
 }
 
-# probe: 0 = KMS healthy, 2 = port answers but not LocalStack-with-KMS, 3 = nothing listening.
+# probe: 0 = KMS and S3 healthy, 2 = port answers but not LocalStack-with-KMS-and-S3, 3 = nothing listening,
+# 4 = a LocalStack without one of them (SERVICES lacks it, e.g. started by an older start.sh with kms only).
+NEEDED="kms s3"  # also SERVICES below
 probe() {
-  "$PY" - "$PORT" <<'PY'
+  "$PY" - "$PORT" $NEEDED <<'PY'
 import json, socket, sys, urllib.request
-port = int(sys.argv[1])
+port, needed = int(sys.argv[1]), sys.argv[2:]
 try:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/_localstack/health", timeout=2) as r:
-        kms = json.load(r).get("services", {}).get("kms")
-    sys.exit(0 if kms in ("available", "running") else 2)
+        services = json.load(r).get("services", {})
+    if all(services.get(s) in ("available", "running") for s in needed):
+        sys.exit(0)
+    sys.exit(4 if any(services.get(s) == "disabled" for s in needed) else 2)
 except Exception:
     pass
 s = socket.socket()
@@ -56,12 +61,12 @@ except OSError:
 PY
 }
 
-# Poll health until ready, the pid dies, or the deadline; then warm KMS (first AWS request loads the
-# KMS provider) with one ListKeys. Prints "health <s> warm <s>".
+# Poll health until ready, the pid dies, or the deadline; then warm KMS and S3 (the first request of a
+# service loads its provider) with one ListKeys and one ListBuckets. Prints "health <s>, KMS warm <s>, S3 warm <s>".
 wait_ready() {
-  "$PY" - "$PORT" "$1" "$TIMEOUT" <<'PY'
+  "$PY" - "$PORT" "$1" "$TIMEOUT" $NEEDED <<'PY'
 import json, os, sys, time, urllib.request
-port, pid, timeout = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+port, pid, timeout, needed = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
 t0 = time.monotonic(); deadline = t0 + timeout
 def alive():  # a zombie counts as dead
     try:
@@ -78,8 +83,12 @@ def alive():  # a zombie counts as dead
 while True:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/_localstack/health", timeout=2) as r:
-            if json.load(r).get("services", {}).get("kms") in ("available", "running"):
+            services = json.load(r).get("services", {})
+            if all(services.get(s) in ("available", "running") for s in needed):
                 break
+            missing = [s for s in needed if services.get(s) == "disabled"]
+            if missing:  # not in its SERVICES: waiting would not help
+                print(f"LocalStack (pid {pid}) runs without {', '.join(missing)}", file=sys.stderr); sys.exit(1)
     except Exception:
         pass
     if not alive():
@@ -90,14 +99,21 @@ while True:
 t1 = time.monotonic()
 import boto3
 from botocore.config import Config
+def client(service):
+    return boto3.client(service, endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                        aws_access_key_id="test", aws_secret_access_key="test",
+                        config=Config(retries={"max_attempts": 3}, connect_timeout=5,
+                                      read_timeout=max(5, deadline - time.monotonic())))
 try:
-    boto3.client("kms", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-                 aws_access_key_id="test", aws_secret_access_key="test",
-                 config=Config(retries={"max_attempts": 3}, connect_timeout=5,
-                               read_timeout=max(5, deadline - time.monotonic()))).list_keys()
+    client("kms").list_keys()
 except Exception as e:
     print(f"KMS warm-up (ListKeys) failed: {e}", file=sys.stderr); sys.exit(1)
-print(f"health {t1 - t0:.1f} s, KMS warm {time.monotonic() - t0:.1f} s")
+t2 = time.monotonic()
+try:
+    client("s3").list_buckets()
+except Exception as e:
+    print(f"S3 warm-up (ListBuckets) failed: {e}", file=sys.stderr); sys.exit(1)
+print(f"health {t1 - t0:.1f} s, KMS warm {t2 - t0:.1f} s, S3 warm {time.monotonic() - t0:.1f} s")
 PY
 }
 
@@ -105,7 +121,9 @@ if [ -f "$PIDFILE" ]; then
   OLD="$(cat "$PIDFILE" 2>/dev/null || true)"
   if [ -n "$OLD" ] && is_ours "$OLD"; then
     # Ours and alive: healthy -> done; still starting -> wait for it like a fresh start.
-    if probe; then say "already running on 127.0.0.1:$PORT (pid $OLD)"; exit 0; fi
+    set +e; probe; rc=$?; set -e
+    if [ $rc -eq 0 ]; then say "already running on 127.0.0.1:$PORT (pid $OLD)"; exit 0; fi
+    [ $rc -eq 4 ] && fail "LocalStack pid $OLD on port $PORT runs without S3 (started by an older start.sh?); stop it: bash localstack/stop.sh $PORT $STATE"
     say "pid $OLD is alive but not healthy yet; waiting up to ${TIMEOUT} s"
     timing="$(wait_ready "$OLD")" || fail "LocalStack pid $OLD on port $PORT did not become ready"
     say "ready on http://127.0.0.1:$PORT (pid $OLD, $timing)"; exit 0
@@ -115,8 +133,9 @@ fi
 
 set +e; probe; rc=$?; set -e
 case $rc in
-  0) say "LocalStack KMS already serves 127.0.0.1:$PORT (not started from $STATE; leaving it alone)"; exit 0;;
-  2) fail "port $PORT is in use by something that is not LocalStack with KMS";;
+  0) say "LocalStack KMS and S3 already serve 127.0.0.1:$PORT (not started from $STATE; leaving it alone)"; exit 0;;
+  2) fail "port $PORT is in use by something that is not LocalStack with KMS and S3";;
+  4) fail "port $PORT is in use by a LocalStack without S3 (SERVICES=kms only, started by an older start.sh?); stop it";;
 esac
 
 # Per-instance certificate copy and prebuilt service catalog (see install.sh).
@@ -127,7 +146,7 @@ for f in "$LS_DIR"/catalog/usr/lib/localstack/service-catalog-*.dill; do
   [ -e "$f" ] && [ ! -e "$STATE/fs/usr/lib/localstack/$(basename "$f")" ] && cp "$f" "$STATE/fs/usr/lib/localstack/"
 done
 
-export SERVICES=kms
+export SERVICES="${NEEDED// /,}"            # kms,s3; s3 is for the S3 key store (keystore.url s3://...)
 export DNS_ADDRESS=0                       # no DNS server (it would want port 53)
 export SKIP_SSL_CERT_DOWNLOAD=1            # no certificate download from LocalStack's CDN
 export CUSTOM_SSL_CERT_PATH="$STATE/cert/server.pem"

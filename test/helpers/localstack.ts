@@ -56,8 +56,8 @@ function extrasDir(): string {
 }
 
 /**
- * Starts a separate LocalStack (KMS only) on `port` (default: a free one) with its own state dir, and waits
- * until KMS answers. Takes ~2-3 s. Throws "LocalStack did not start ..." with the log tail on failure.
+ * Starts a separate LocalStack (KMS and S3) on `port` (default: a free one) with its own state dir, and waits
+ * until KMS and S3 answer. Takes ~2-3 s. Throws "LocalStack did not start ..." with the log tail on failure.
  */
 export async function startLocalStack(options: { port?: number } = {}): Promise<LocalStackInstance> {
   await ensureInstalled();

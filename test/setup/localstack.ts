@@ -1,7 +1,9 @@
-// Vitest globalSetup: makes sure a LocalStack with KMS serves http://127.0.0.1:4566 for the whole run and
-// provides two symmetric test KEKs to the tests (`inject('localstack')`).
+// Vitest globalSetup: makes sure a LocalStack with KMS and S3 serves http://127.0.0.1:4566 for the whole run
+// and provides two symmetric test KEKs to the tests (`inject('localstack')`). S3 is for the S3 key store's
+// tests, which make their own buckets.
 //
-// - If LocalStack KMS already answers on the port, it is reused and left running afterwards.
+// - If LocalStack KMS and S3 already answer on the port, it is reused and left running afterwards. A
+//   LocalStack with KMS only there (an older start.sh) makes start.sh fail with a message to stop it.
 // - Otherwise localstack/install.sh (idempotent, ~0.4 s when up to date, ~40 s cold) and localstack/start.sh
 //   run, and the teardown stops exactly that instance, plus any extra instances tests started with
 //   test/helpers/localstack.ts.
@@ -61,14 +63,19 @@ export function kmsClient(endpoint: string, region = REGION): KMSClient {
   }
 }
 
-/** True when `endpoint` is a LocalStack whose health reports KMS available or running. */
-export async function isKmsHealthy(endpoint: string): Promise<boolean> {
+/** The services start.sh runs (`SERVICES=kms,s3`); a LocalStack is reused only when all of them are up. */
+export const SERVICES = ['kms', 's3'] as const;
+
+/** True when `endpoint` is a LocalStack whose health reports KMS and S3 available or running. */
+export async function isLocalStackHealthy(endpoint: string): Promise<boolean> {
   try {
     const res = await fetch(`${endpoint}/_localstack/health`, { signal: AbortSignal.timeout(2_000) });
     if (!res.ok) return false;
     const body = (await res.json()) as { services?: Record<string, string> };
-    const kms = body.services?.kms;
-    return kms === 'available' || kms === 'running';
+    return SERVICES.every((name) => {
+      const state = body.services?.[name];
+      return state === 'available' || state === 'running';
+    });
   } catch {
     return false;
   }
@@ -275,7 +282,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
 
   try {
     await sweepStaleExtras();
-    if (await isKmsHealthy(endpoint)) {
+    if (await isLocalStackHealthy(endpoint)) {
       console.log(`[localstack] reusing the LocalStack already serving ${endpoint} (left running)`);
     } else {
       startedMain = true; // start.sh cleans up after itself when it fails; teardown handles the rest
