@@ -37,7 +37,7 @@ if command -v flock >/dev/null 2>&1; then
 fi
 
 command -v go >/dev/null 2>&1 ||
-  die "Go is not on PATH; it is needed once to build fake-gcs-server $VERSION (install Go >= 1.24 from https://go.dev/dl/, then run this again)"
+  die "Go is not on PATH; it is needed once to build fake-gcs-server $VERSION (v1.56.1 needs Go >= 1.26, or an older Go with GOTOOLCHAIN=auto, which fetches it; https://go.dev/dl/)"
 
 # Build into a scratch GOBIN and move the binary into place, so a half-written binary is never run.
 TMP_BIN="$(mktemp -d "$BIN_DIR/.fake-gcs-server.XXXXXX")"
@@ -45,7 +45,7 @@ trap 'rm -rf "$TMP_BIN"' EXIT
 say "go install $MODULE@$VERSION ($(go version | cut -d' ' -f3); cold: ~3 min)"
 t0=$SECONDS
 GOBIN="$TMP_BIN" GOFLAGS="${GOFLAGS:-} -trimpath" go install "$MODULE@$VERSION" ||
-  die "go install $MODULE@$VERSION failed (is the Go module proxy reachable? GOPROXY=$(go env GOPROXY))"
+  die "go install $MODULE@$VERSION failed (see go's output above: Go older than 1.26 with GOTOOLCHAIN=local? module proxy unreachable? GOPROXY=$(go env GOPROXY))"
 [ -x "$TMP_BIN/fake-gcs-server" ] || die "go install left no fake-gcs-server in $TMP_BIN"
 rm -f "$MARKER"
 mv -f "$TMP_BIN/fake-gcs-server" "$BIN"
