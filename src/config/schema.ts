@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { AdapterSettingsSchema } from '../../adapters/settings.js';
 import { DEFAULT_DATA_DIR, DEFAULT_SOCKET_PATH } from './defaults.js';
+import { KeyStoreSettingsSchema } from '../keystore/settings.js';
 import { KekGlobSchema, matchesAny } from '../policy/glob.js';
 import { PolicySchema } from '../policy/policy.js';
 
@@ -136,6 +137,8 @@ export const ConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /** Where wrapped DEKs live (settings.ts); `kmsgw store copy` and `verify` read its endpoint, path style and region. */
+    keystore: KeyStoreSettingsSchema.prefault({}),
     kms: z
       .object({
         /** Deadline of each KMS call in ms; a dead KMS never hangs a client longer. */
