@@ -1,17 +1,10 @@
 import { Command } from 'commander';
-import { isAbsolute, resolve } from 'node:path';
 import { DEFAULT_CONFIG_FILE } from '../config/defaults.js';
 import type { StoreBackend } from '../keystore/backend.js';
 import type { BackendSettings } from '../keystore/open.js';
-import { formatStoreUrl, parseStoreUrl, type StoreLocation } from '../keystore/url.js';
+import { formatStoreUrl } from '../keystore/url.js';
 import { AlreadyReported, UsageError } from './errors.js';
-
-/** Per-side settings given on the command line; unset ones come from the config's `keystore`. */
-interface SideFlags {
-  endpoint?: string;
-  region?: string;
-  forcePathStyle?: boolean;
-}
+import { openStore, parseLocation, settingsFor, sideOf, sideOptions, type SideFlags } from './store-settings.js';
 
 interface CommonFlags {
   config?: string;
@@ -59,7 +52,7 @@ export function addStoreCommands(program: Command): void {
       const run = runFlags(opts);
       const location = parseLocation(url, '<url>');
       const settings = await settingsFor([[location, sideOf(opts, '')]], opts.config);
-      const backend = await open(location, settings[0] as BackendSettings, true);
+      const backend = await openStore(location, settings[0] as BackendSettings, true);
       const progress = throttled();
       let last = { records: 0, problems: 0 };
       const summary = (s: typeof last) => `verified ${s.records} records: ${s.problems} problems`;
@@ -129,10 +122,10 @@ export function addStoreCommands(program: Command): void {
       if (formatStoreUrl(from) === formatStoreUrl(to) && JSON.stringify(fromSettings) === JSON.stringify(toSettings)) {
         throw new UsageError(`--from and --to are the same store (${formatStoreUrl(from)})`);
       }
-      const source = await open(from, fromSettings, true);
+      const source = await openStore(from, fromSettings, true);
       let destination: StoreBackend;
       try {
-        destination = await open(to, toSettings, false);
+        destination = await openStore(to, toSettings, false);
       } catch (err) {
         await source.close();
         throw err;
@@ -177,27 +170,6 @@ function common(cmd: Command): Command {
     .option('--timeout <ms>', 'longest wait for one store call', '30000');
 }
 
-/** `--endpoint` etc. for `verify`; `--from-endpoint`, `--to-endpoint` etc. for `copy`. */
-function sideOptions(cmd: Command, side: '' | 'from' | 'to'): Command {
-  const flag = (name: string) => (side === '' ? `--${name}` : `--${side}-${name}`);
-  const which = side === '' ? 'the store' : side === 'from' ? 'the source' : 'the destination';
-  return cmd
-    .option(`${flag('endpoint')} <url>`, `object-store endpoint of ${which} (emulators, S3-compatible stores); default: keystore.endpoint`)
-    .option(`${flag('region')} <region>`, `S3 region of ${which}; default: keystore.region, else the SDK's`)
-    .option(flag('force-path-style'), `S3 path-style addressing for ${which} (emulators, MinIO); default: keystore.forcePathStyle`)
-    .option(`--no-${flag('force-path-style').slice(2)}`, `virtual-hosted S3 addressing for ${which}, whatever the config says`);
-}
-
-function sideOf(flags: object, side: '' | 'from' | 'to'): SideFlags {
-  const opts = flags as Record<string, unknown>;
-  const key = (name: string) => (side === '' ? name : `${side}${name[0]?.toUpperCase()}${name.slice(1)}`);
-  return {
-    endpoint: opts[key('endpoint')] as string | undefined,
-    region: opts[key('region')] as string | undefined,
-    forcePathStyle: opts[key('forcePathStyle')] as boolean | undefined,
-  };
-}
-
 function runFlags(opts: CommonFlags): { prefix: string; concurrency: number; callTimeoutMs: number } {
   const concurrency = Number(opts.concurrency);
   if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > MAX_CONCURRENCY) {
@@ -206,52 +178,6 @@ function runFlags(opts: CommonFlags): { prefix: string; concurrency: number; cal
   const callTimeoutMs = Number(opts.timeout);
   if (!Number.isInteger(callTimeoutMs) || callTimeoutMs < 1) throw new UsageError('--timeout must be a whole number of ms');
   return { prefix: opts.prefix ?? '', concurrency, callTimeoutMs };
-}
-
-/** A store URL, with a relative `file://` folder made absolute against the current folder. */
-function parseLocation(url: string, what: string): StoreLocation {
-  let location: StoreLocation;
-  try {
-    location = parseStoreUrl(url);
-  } catch (err) {
-    throw new UsageError(`${what}: ${(err as Error).message}`);
-  }
-  return location.kind === 'file' && !isAbsolute(location.dir) ? { kind: 'file', dir: resolve(location.dir) } : location;
-}
-
-/**
- * Backend settings per side: the config's `keystore` (read only when some side is an object
- * store, or `--config` is given), then that side's flags.
- */
-async function settingsFor(
-  sides: ReadonlyArray<readonly [StoreLocation, SideFlags]>,
-  configFile: string | undefined,
-): Promise<BackendSettings[]> {
-  const { KeyStoreSettingsSchema } = await import('../keystore/settings.js');
-  let base: BackendSettings = { forcePathStyle: false };
-  if (configFile !== undefined || sides.some(([location]) => location.kind !== 'file')) {
-    const { loadConfig } = await import('../config/load.js');
-    const { endpoint, forcePathStyle, region } = (await loadConfig(configFile)).config.keystore;
-    base = { endpoint, forcePathStyle, region };
-  }
-  const schema = KeyStoreSettingsSchema.pick({ endpoint: true, forcePathStyle: true, region: true });
-  return sides.map(([, flags]) => {
-    const merged = {
-      endpoint: flags.endpoint ?? base.endpoint,
-      forcePathStyle: flags.forcePathStyle ?? base.forcePathStyle,
-      region: flags.region ?? base.region,
-    };
-    const parsed = schema.safeParse(merged);
-    if (!parsed.success) {
-      throw new UsageError(parsed.error.issues.map((i) => `${i.path.join('.') || 'settings'}: ${i.message}`).join('; '));
-    }
-    return parsed.data;
-  });
-}
-
-async function open(location: StoreLocation, settings: BackendSettings, readOnly: boolean): Promise<StoreBackend> {
-  const { openBackend } = await import('../keystore/open.js');
-  return openBackend(location, settings, { readOnly });
 }
 
 /**

@@ -54,14 +54,17 @@ export interface CopyOptions extends RunOptions {
  */
 export async function copyStore(source: StoreBackend, destination: StoreBackend, options: CopyOptions): Promise<CopySummary> {
   const prefix = options.prefix ?? '';
-  const streak = new FailureStreak(options.maxFailuresInARow ?? DEFAULT_MAX_FAILURES_IN_A_ROW);
+  // Per store: a healthy source must not hide a destination that fails every call.
+  const limit = options.maxFailuresInARow ?? DEFAULT_MAX_FAILURES_IN_A_ROW;
+  const streaks = new Map([source, destination].map((b) => [b, new FailureStreak(limit)]));
   const totals = { copied: 0, unchanged: 0, refused: 0, failed: 0 };
   const fail = (id: string, problem: string) => {
     totals.failed++;
     options.onEvent({ kind: 'failed', id, problem });
   };
   /** One store call; a failure is the record's, reported, and counted toward giving up. */
-  const attempt = async <T>(id: string, what: string, run: () => Promise<T>): Promise<{ value: T } | undefined> => {
+  const attempt = async <T>(id: string, store: StoreBackend, what: string, run: () => Promise<T>): Promise<{ value: T } | undefined> => {
+    const streak = streaks.get(store) as FailureStreak;
     try {
       const value = await run();
       streak.ok();
@@ -75,14 +78,14 @@ export async function copyStore(source: StoreBackend, destination: StoreBackend,
   };
 
   const copyOne = async (id: string, call: CallSignal): Promise<void> => {
-    const read = await attempt(id, 'reading the source', () => source.read(id, call()));
+    const read = await attempt(id, source, 'reading the source', () => source.read(id, call()));
     if (read === undefined) return;
     if (read.value === undefined) return fail(id, 'vanished from the source during the copy; not copied');
     const body = read.value.body;
     const check = checkRecord(id, body);
     if (!check.ok) return fail(id, `invalid in the source, not copied: ${check.problems.join('; ')}`);
 
-    const current = await attempt(id, 'reading the destination', () => destination.read(id, call()));
+    const current = await attempt(id, destination, 'reading the destination', () => destination.read(id, call()));
     if (current === undefined) return;
     let expected: string | null = null;
     let difference = '';
@@ -100,7 +103,7 @@ export async function copyStore(source: StoreBackend, destination: StoreBackend,
       expected = current.value.revision;
     }
 
-    const written = await attempt(id, 'writing the destination', () => destination.write(id, body, expected, call()));
+    const written = await attempt(id, destination, 'writing the destination', () => destination.write(id, body, expected, call()));
     if (written === undefined) return;
     if (!written.value.ok) {
       return fail(
@@ -110,7 +113,7 @@ export async function copyStore(source: StoreBackend, destination: StoreBackend,
           : 'changed in the destination since it was read; not replaced (run again to compare)',
       );
     }
-    const back = await attempt(id, 'reading back the copy', () => destination.read(id, call()));
+    const back = await attempt(id, destination, 'reading back the copy', () => destination.read(id, call()));
     if (back === undefined) return;
     if (back.value === undefined || !back.value.body.equals(body)) {
       return fail(id, 'the copy read back differs from the source (changed by someone else since, or altered by the store)');
