@@ -127,6 +127,21 @@ describe('kmsgw store verify', () => {
     }
   });
 
+  it("reads the config's keystore section only for object-store URLs", async () => {
+    const dir = await tmp();
+    const { gw, url } = await gatewayWithKeys(dir);
+    running.push(gw);
+    await writeFile(join(dir, 'kmsgw.yaml'), 'keystore:\n  endpoint: not-a-url\n');
+    const s3 = await kmsgw(['store', 'verify', 's3://kmsgw-test/keys/'], { cwd: dir });
+    expect(s3).toMatchObject({ code: 1, stdout: '' });
+    expect(s3.stderr).toMatch(/keystore\.endpoint: /);
+    expect(await kmsgw(['store', 'verify', url], { cwd: dir })).toMatchObject({
+      code: 0,
+      stdout: `verified ${IDS.length} records: 0 problems\n`,
+    });
+    expect((await kmsgw(['store', 'verify', url, '--config', 'kmsgw.yaml'], { cwd: dir })).code).toBe(1);
+  });
+
   it('refuses bad arguments with a usage error', async () => {
     const dir = await tmp();
     expect((await kmsgw(['store', 'verify', 'ftp://x'])).code).toBe(2);
