@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { addClientCommands } from './client-commands.js';
 import { AlreadyReported, describeError, EXIT_ERR, EXIT_RESTORE_FATAL, EXIT_USAGE, FatalForRestore, UsageError } from './errors.js';
 import { addServerCommands } from './server-commands.js';
+import { addStoreCommands } from './store-commands.js';
 
 /** The package's version, from the nearest package.json above this module (src/cli/ or dist/src/cli/). */
 function packageVersion(): string {
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
     .exitOverride();
   addServerCommands(program);
   addClientCommands(program);
+  addStoreCommands(program);
   return program;
 }
 

@@ -139,6 +139,8 @@ export const ConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /** Where wrapped DEKs live (settings.ts); `kmsgw store copy` and `verify` read its endpoint, path style and region. */
+    keystore: KeyStoreSettingsSchema.prefault({}),
     kms: z
       .object({
         /** Deadline of each KMS call in ms; a dead KMS never hangs a client longer. */
