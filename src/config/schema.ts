@@ -109,7 +109,10 @@ export const ConfigSchema = z
       })
       .strict()
       .prefault({}),
-    /** Where wrapped DEKs live (`keystore.url`) and how this gateway keeps up with other gateways sharing them. */
+    /**
+     * Where wrapped DEKs live (`keystore.url`) and how this gateway keeps up with other gateways
+     * sharing them; `kmsgw store copy` and `verify` read its endpoint, path style and region.
+     */
     keystore: KeyStoreSettingsSchema.prefault({}),
     keys: z
       .object({
@@ -139,8 +142,6 @@ export const ConfigSchema = z
       })
       .strict()
       .prefault({}),
-    /** Where wrapped DEKs live (settings.ts); `kmsgw store copy` and `verify` read its endpoint, path style and region. */
-    keystore: KeyStoreSettingsSchema.prefault({}),
     kms: z
       .object({
         /** Deadline of each KMS call in ms; a dead KMS never hangs a client longer. */
