@@ -20,4 +20,9 @@ describe('configs shipped in the repository', () => {
     expect(config.kms.adapters['aws-kms'].endpoint).toBe('http://127.0.0.1:4566');
     expect(config.keys.defaultKek).toBe('aws-kms://alias/kmsgw-demo');
   });
+
+  it('localstack/kmsgw.localstack-s3.yaml (README) loads with its key store in LocalStack S3', async () => {
+    const { config } = await loadConfig(resolve(ROOT, 'localstack/kmsgw.localstack-s3.yaml'), {});
+    expect(config.keystore).toMatchObject({ url: 's3://kmsgw-dev/dev/', endpoint: 'http://127.0.0.1:4566', forcePathStyle: true });
+  });
 });
