@@ -11,6 +11,7 @@ import type { AccessToken, GetTokenOptions, TokenCredential } from '@azure/core-
 import { CredentialUnavailableError } from '@azure/identity';
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import { StoreError, type StoreBackend } from '../../src/keystore/backend.js';
+import { conditionFailed, describeAzureError } from '../../src/keystore/azure/errors.js';
 import { AzureBlobBackend, open, openAzureBlob, sdkPort, type AzureBlobDeps, type AzureBlobPort } from '../../src/keystore/azure/index.js';
 import { openBackend, type BackendSettings } from '../../src/keystore/open.js';
 import { parseStoreUrl, type StoreLocation } from '../../src/keystore/url.js';
@@ -262,5 +263,32 @@ describe('azblob backend: failures and paging', () => {
     } finally {
       await emu.dispose();
     }
+  });
+});
+
+describe('azblob error mapping (what Azurite cannot produce)', () => {
+  const where = { account: 'acct', container: 'keys' };
+  const rest = (statusCode: number | undefined, code: string | undefined) =>
+    Object.assign(new Error('service prose'), { statusCode, code });
+
+  it('calls only a failed condition a conflict: not a lease or an archived blob, which a retry would never get past', () => {
+    expect(conditionFailed(rest(412, 'ConditionNotMet'), '"0x1"')).toBe(true);
+    expect(conditionFailed(rest(409, 'BlobAlreadyExists'), null)).toBe(true);
+    expect(conditionFailed(rest(404, 'BlobNotFound'), '"0x1"')).toBe(true);
+    expect(conditionFailed(rest(404, 'BlobNotFound'), null)).toBe(false);
+    expect(conditionFailed(rest(412, 'LeaseIdMissing'), '"0x1"')).toBe(false);
+    expect(conditionFailed(rest(409, 'LeaseIdMissing'), null)).toBe(false);
+    expect(conditionFailed(rest(409, 'BlobArchived'), '"0x1"')).toBe(false);
+    expect(describeAzureError(rest(412, 'LeaseIdMissing'), 'write', where)).toBe('Azure Blob Storage write failed: 412 (LeaseIdMissing)');
+  });
+
+  it('says throttled, service error, TLS; never the service prose, nor a code that is not a plain name', () => {
+    expect(describeAzureError(rest(503, 'ServerBusy'), 'read', where)).toBe('Azure Blob Storage is throttling requests (ServerBusy)');
+    expect(describeAzureError(rest(500, 'InternalError'), 'list', where)).toBe('Azure Blob Storage service error 500 (InternalError)');
+    expect(describeAzureError(rest(undefined, 'SELF_SIGNED_CERT_IN_CHAIN'), 'read', where)).toBe(
+      'Azure Blob Storage TLS certificate not trusted (SELF_SIGNED_CERT_IN_CHAIN)',
+    );
+    expect(describeAzureError(rest(403, 'Bad code; key=abc'), 'read', where)).toBe('Azure Blob Storage access denied');
+    expect(describeAzureError(new Error('boom'), 'write', where)).toBe('Azure Blob Storage write failed: unexpected error');
   });
 });

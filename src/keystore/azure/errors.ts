@@ -23,14 +23,15 @@ function statusOf(err: unknown): number | undefined {
 }
 
 /**
- * A write lost to another writer: 412 (If-Match no longer holds, or the blob is gone), 409 BlobAlreadyExists
- * (If-None-Match: * on a blob that exists). A 404 BlobNotFound on a swap is the same: the expected revision is
- * gone. Other 409s (a lease, an archived blob) are failures, not races.
+ * A write lost to another writer: 412 ConditionNotMet (If-Match no longer holds, or the blob is gone), 409
+ * BlobAlreadyExists (If-None-Match: * on a blob that exists). A 404 BlobNotFound on a swap is the same: the
+ * expected revision is gone. Other 412s and 409s (someone else's lease, an archived blob) are failures: called
+ * conflicts, the caller would re-read and retry against them forever.
  */
 export function conditionFailed(err: unknown, expected: string | null): boolean {
   const status = statusOf(err);
   const code = errorCode(err);
-  if (status === 412) return true;
+  if (status === 412) return code === 'ConditionNotMet' || code === undefined;
   if (status === 409) return code === 'BlobAlreadyExists';
   return status === 404 && code === 'BlobNotFound' && expected !== null;
 }

@@ -62,18 +62,23 @@ export class AzureBlobBackend {
     this.assertOpen();
     // Escaping is per character, so listing by the escaped id prefix lists exactly the ids with that prefix.
     const pages = this.port.listPages(this.target.prefix + escapeId(prefix), signal)[Symbol.asyncIterator]();
-    for (;;) {
-      let page: IteratorResult<readonly BlobEntry[]>;
-      try {
-        page = await pages.next();
-      } catch (err) {
-        throw this.classify(err, 'list');
+    try {
+      for (;;) {
+        let page: IteratorResult<readonly BlobEntry[]>;
+        try {
+          page = await pages.next();
+        } catch (err) {
+          throw this.classify(err, 'list');
+        }
+        if (page.done) return;
+        for (const blob of page.value) {
+          const id = idFromObjectName(this.target.prefix, blob.name);
+          if (id !== undefined && id.startsWith(prefix)) yield { id, revision: revisionOf(blob.etag) };
+        }
       }
-      if (page.done) return;
-      for (const blob of page.value) {
-        const id = idFromObjectName(this.target.prefix, blob.name);
-        if (id !== undefined && id.startsWith(prefix)) yield { id, revision: revisionOf(blob.etag) };
-      }
+    } finally {
+      // A caller that stops early ends the SDK's paging too.
+      await pages.return?.().catch(() => undefined);
     }
   }
 
