@@ -12,7 +12,14 @@ export default defineConfig({
     // Starts the Cloud KMS emulator (test/emulators/gcp-kms/, ~0.3 s) on a free port; see its README.md.
     // Starts the Key Vault emulator (test/emulators/azure-kv/, HTTPS with a per-run cert, ~0.2 s); see its README.md.
     // Starts fake-gcs-server (test/emulators/fake-gcs/, ~0.1 s; its install.sh runs `go install` once, ~3 min cold).
-    globalSetup: ['test/setup/localstack.ts', 'test/setup/gcp-kms.ts', 'test/setup/azure-kv.ts', 'test/setup/fake-gcs.ts'],
+    // Starts Azurite's blob service (npm `azurite`, in memory, ~1.5 s) on a free port; see test/helpers/azurite.ts.
+    globalSetup: [
+      'test/setup/localstack.ts',
+      'test/setup/gcp-kms.ts',
+      'test/setup/azure-kv.ts',
+      'test/setup/fake-gcs.ts',
+      'test/setup/azurite.ts',
+    ],
     // Global teardown stops LocalStack (~1 s, up to 10 s before SIGKILL); vitest exits after teardownTimeout.
     teardownTimeout: 30_000,
     // Server tests bind sockets and spawn the CLI; two cores run two files at once.
