@@ -6,23 +6,25 @@ import { randomUUID } from 'node:crypto';
 import { readdir, writeFile } from 'node:fs/promises';
 import { connect, createServer, type Socket } from 'node:net';
 import { join, resolve } from 'node:path';
-import {
-  CreateBucketCommand,
-  DeleteBucketCommand,
-  DeleteObjectsCommand,
-  GetObjectCommand,
-  ListObjectsV2Command,
-  S3Client,
-} from '@aws-sdk/client-s3';
+import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, afterEach, describe, expect, inject, it, vi } from 'vitest';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { objectNameFor } from '../../src/keystore/names.js';
+import { openBackend } from '../../src/keystore/open.js';
+import type { KeyStoreSettings } from '../../src/keystore/settings.js';
+import { parseStoreUrl } from '../../src/keystore/url.js';
 import { KeyRecordSchema } from '../../src/keystore/types.js';
 import { b64, okPayload, rawConnect, startTestGateway, useRunningGateways, type RawConn, type TestGateway } from '../helpers/gateway.js';
+import { azuriteServiceClient } from '../helpers/azurite.js';
+import { fakeGcsClient } from '../helpers/fake-gcs.js';
 import { freePort } from '../helpers/net.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 
 const ls = inject('localstack');
+const gcs = inject('fakeGcs');
+const azurite = inject('azurite');
+// The gateways' Azure credential (the account key; see src/keystore/azure/index.ts).
+process.env['AZURE_STORAGE_KEY'] = azurite.key;
 process.env['AWS_ACCESS_KEY_ID'] ??= 'test';
 process.env['AWS_SECRET_ACCESS_KEY'] ??= 'test';
 
@@ -36,6 +38,8 @@ const sdk = new S3Client({
 });
 const bucket = `kmsgw-shared-${randomUUID().slice(0, 8)}`;
 await sdk.send(new CreateBucketCommand({ Bucket: bucket }));
+await fakeGcsClient(gcs.endpoint).createBucket(bucket);
+await azuriteServiceClient(azurite).createContainer(bucket);
 afterAll(async () => {
   for (;;) {
     const page = await sdk.send(new ListObjectsV2Command({ Bucket: bucket }));
@@ -49,18 +53,40 @@ afterAll(async () => {
 
 const KEK = `aws-kms://${ls.keyA}`;
 
-/** Config of one "host": its own dataDir (from startTestGateway), the shared store under `prefix`. */
-function hostConfig(
-  prefix: string,
-  endpoint = ls.endpoint,
-  extra: { refreshMs?: number; timeoutMs?: number; limit?: number } = {},
-): ConfigInput {
+/** A shared object store the gateways of these tests can use: its `keystore` settings under a prefix. */
+interface SharedStore {
+  readonly name: string;
+  keystore(prefix: string): Pick<KeyStoreSettings, 'url' | 'endpoint' | 'forcePathStyle'> & { region?: string };
+}
+const S3: SharedStore = {
+  name: 'S3 (LocalStack)',
+  keystore: (prefix) => ({ url: `s3://${bucket}/${prefix}`, endpoint: ls.endpoint, forcePathStyle: true, region: ls.region }),
+};
+const GCS: SharedStore = {
+  name: 'Cloud Storage (fake-gcs-server)',
+  keystore: (prefix) => ({ url: `gs://${bucket}/${prefix}`, endpoint: gcs.endpoint, forcePathStyle: false }),
+};
+const AZURE: SharedStore = {
+  name: 'Azure Blob (Azurite)',
+  keystore: (prefix) => ({ url: `azblob://${azurite.account}/${bucket}/${prefix}`, endpoint: azurite.endpoint, forcePathStyle: false }),
+};
+const STORES = [S3, GCS, AZURE];
+
+interface HostOptions {
+  readonly store?: SharedStore;
+  /** Reach the store through this endpoint instead (a relay that can be cut). */
+  readonly endpoint?: string;
+  readonly refreshMs?: number;
+  readonly timeoutMs?: number;
+  readonly limit?: number;
+}
+
+/** Config of one "host": its own dataDir (from startTestGateway), the shared store (default S3) under `prefix`. */
+function hostConfig(prefix: string, extra: HostOptions = {}): ConfigInput {
   return {
     keystore: {
-      url: `s3://${bucket}/${prefix}`,
-      endpoint,
-      forcePathStyle: true,
-      region: ls.region,
+      ...(extra.store ?? S3).keystore(prefix),
+      ...(extra.endpoint === undefined ? {} : { endpoint: extra.endpoint }),
       refreshMs: extra.refreshMs ?? 0, // tests call store.refresh() unless they test the timer
       timeoutMs: extra.timeoutMs ?? 5_000,
     },
@@ -74,24 +100,27 @@ interface Host {
   readonly c: RawConn;
 }
 
-async function hosts(
-  n: number,
-  prefix = `p-${randomUUID().slice(0, 8)}/`,
-  extra: Parameters<typeof hostConfig>[2] = {},
-  endpoint?: string,
-) {
+async function hosts(n: number, extra: HostOptions & { prefix?: string } = {}) {
+  const prefix = extra.prefix ?? `p-${randomUUID().slice(0, 8)}/`;
   const out: Host[] = [];
   for (let i = 0; i < n; i++) {
-    const gw = await startTestGateway(await tmp(), hostConfig(prefix, endpoint, extra));
+    const gw = await startTestGateway(await tmp(), hostConfig(prefix, extra));
     running.push(gw);
     out.push({ gw, c: await rawConnect(gw.socketPath as string) });
   }
   return { prefix, hosts: out };
 }
 
-async function storedRecord(prefix: string, id: string) {
-  const got = await sdk.send(new GetObjectCommand({ Bucket: bucket, Key: objectNameFor(prefix, id) }));
-  return KeyRecordSchema.parse(JSON.parse(await (got.Body?.transformToString() ?? Promise.resolve('null'))));
+/** The record of `id` as the store holds it, read with a backend of its own. */
+async function storedRecord(prefix: string, id: string, store: SharedStore = S3) {
+  const settings = store.keystore(prefix);
+  const backend = await openBackend(parseStoreUrl(settings.url as string), settings, { readOnly: true });
+  try {
+    const got = await backend.read(id, AbortSignal.timeout(10_000));
+    return KeyRecordSchema.parse(JSON.parse(got?.body.toString('utf8') ?? 'null'));
+  } finally {
+    await backend.close();
+  }
 }
 
 /** Runs `count` rounds, `parallel` at a time; `worker` (0 to parallel - 1) owns its connections. */
@@ -104,9 +133,9 @@ async function rounds(count: number, parallel: number, round: (i: number, worker
   );
 }
 
-describe('gateways sharing one S3 key store', () => {
+describe.each(STORES)('gateways sharing one key store: $name', (store) => {
   it('race ×100: three gateways creating the same new key on first use at once all serve the one DEK that won', async () => {
-    const { prefix, hosts: [a, b, c] = [] } = await hosts(3);
+    const { prefix, hosts: [a, b, c] = [] } = await hosts(3, { store });
     if (!a || !b || !c) throw new Error('hosts');
     // One connection per gateway and round would serialise; open a few per gateway.
     const conns = await Promise.all([a, b, c].flatMap((h) => Array.from({ length: 4 }, () => rawConnect(h.gw.socketPath as string))));
@@ -118,10 +147,78 @@ describe('gateways sharing one S3 key store', () => {
     });
     for (const conn of conns) conn.close();
     // One version each, in the bucket.
-    const record = await storedRecord(prefix, 'race/create/99');
+    const record = await storedRecord(prefix, 'race/create/99', store);
     expect(record.versions).toHaveLength(1);
   }, 120_000);
 
+  it('a key created on A is usable at once on B; a ROTATE on A is used by B for DEC at once and for ENC after a refresh', async () => {
+    const { prefix, hosts: [a, b] = [] } = await hosts(2, { store });
+    if (!a || !b) throw new Error('hosts');
+    expect(await a.c.ask('CREATE app/users')).toBe('OK 1');
+    const dek = okPayload(await a.c.ask('GET app/users'));
+    expect(await b.c.ask('GET app/users')).toBe(`OK ${dek}`);
+    const env1 = okPayload(await a.c.ask(`ENC app/users ${b64('one')}`));
+    expect(await b.c.ask(`DEC app/users ${env1}`)).toBe(`OK ${b64('one')}`);
+
+    expect(await a.c.ask('ROTATE app/users')).toBe('OK 2');
+    const env2 = okPayload(await a.c.ask(`ENC app/users ${b64('two')}`));
+    // B holds version 1 only; an envelope naming version 2 makes it look again, at once.
+    expect(await b.c.ask(`DEC app/users ${env2}`)).toBe(`OK ${b64('two')}`);
+    await b.gw.store.refresh();
+    const info = JSON.parse(okPayload(await b.c.ask('INFO app/users'))) as { versions: Array<{ version: number }>; store: string };
+    expect(info.store).toBe(store.keystore(prefix).url);
+    const envB = okPayload(await b.c.ask(`ENC app/users ${b64('three')}`));
+    expect(await a.c.ask(`DEC app/users@2 ${envB}`)).toBe(`OK ${b64('three')}`);
+  });
+
+  it('B picks up a ROTATE made on A by itself within keystore.refreshMs', async () => {
+    const prefix = `p-${randomUUID().slice(0, 8)}/`;
+    const a = await startTestGateway(await tmp(), hostConfig(prefix, { store }));
+    const b = await startTestGateway(await tmp(), hostConfig(prefix, { store, refreshMs: 200 }));
+    running.push(a, b);
+    const ca = await rawConnect(a.socketPath as string);
+    const cb = await rawConnect(b.socketPath as string);
+    expect(await ca.ask('CREATE k')).toBe('OK 1');
+    expect(await cb.ask(`ENC k ${b64('x')}`)).toMatch(/^OK /);
+    expect(await ca.ask('ROTATE k')).toBe('OK 2');
+    await vi.waitFor(
+      async () => {
+        const env = okPayload(await cb.ask(`ENC k ${b64('x')}`));
+        expect(await ca.ask(`DEC k@2 ${env}`)).toBe(`OK ${b64('x')}`);
+      },
+      { timeout: 5_000, interval: 50 },
+    );
+  });
+
+  it('a DESTROY on A is honoured by B: its cached DEK is evicted and the version no longer decrypts', async () => {
+    const { prefix, hosts: [a, b] = [] } = await hosts(2, { store });
+    if (!a || !b) throw new Error('hosts');
+    expect(await a.c.ask('CREATE old')).toBe('OK 1');
+    const env1 = okPayload(await a.c.ask(`ENC old ${b64('secret')}`));
+    expect(await b.c.ask(`DEC old ${env1}`)).toBe(`OK ${b64('secret')}`); // B caches v1's DEK
+    expect(b.gw.cache.peek('old', 1)).toBeDefined();
+    expect(await a.c.ask('ROTATE old')).toBe('OK 2');
+    expect(await a.c.ask('DESTROY old@1')).toBe('OK 1');
+    await b.gw.store.refresh();
+    expect(b.gw.cache.peek('old', 1)).toBeUndefined();
+    expect(await b.c.ask(`DEC old ${env1}`)).toBe('ERR DECRYPT_FAILED key version was destroyed');
+    // The bucket holds no wrapped copy of version 1, nor does B's snapshot.
+    const stored = await storedRecord(prefix, 'old', store);
+    expect(stored.versions[0]).toMatchObject({ state: 'destroyed', wrapped: null, commit: null });
+  });
+
+  it('keeps records only in the bucket and the snapshot, never in dataDir/keys', async () => {
+    const { prefix, hosts: [a] = [] } = await hosts(1, { store });
+    if (!a) throw new Error('hosts');
+    expect(await a.c.ask('CREATE where/am/i')).toBe('OK 1');
+    await a.gw.close();
+    expect((await storedRecord(prefix, 'where/am/i', store)).id).toBe('where/am/i');
+    expect(await readdir(join(a.gw.dir, 'data'))).not.toContain('keys');
+    expect(await readdir(join(a.gw.dir, 'data', 'snapshot'))).toContain(objectNameFor('', 'where/am/i'));
+  });
+});
+
+describe('gateways sharing one S3 key store', () => {
   it('race ×100: two concurrent ROTATEs on two gateways give two versions, none lost', async () => {
     const { prefix, hosts: [a, b] = [] } = await hosts(2);
     if (!a || !b) throw new Error('hosts');
@@ -141,7 +238,7 @@ describe('gateways sharing one S3 key store', () => {
 
   it('race ×100: the nonce budget of a version shared by three gateways stays one global bound', async () => {
     const limit = 12;
-    const { prefix, hosts: trio } = await hosts(3, undefined, { limit });
+    const { prefix, hosts: trio } = await hosts(3, { limit });
     await rounds(100, 4, async (i) => {
       const id = `race/budget/${i}`;
       expect(await (trio[i % 3] as Host).gw.pipeline.open({ transport: 'internal' }).handle(`CREATE ${id}`)).toMatchObject({ ok: true });
@@ -166,72 +263,6 @@ describe('gateways sharing one S3 key store', () => {
       expect(stored.versions[0]?.encryptions).toBe(limit);
     });
   }, 180_000);
-
-  it('a key created on A is usable at once on B; a ROTATE on A is used by B for DEC at once and for ENC after a refresh', async () => {
-    const { hosts: [a, b] = [] } = await hosts(2);
-    if (!a || !b) throw new Error('hosts');
-    expect(await a.c.ask('CREATE app/users')).toBe('OK 1');
-    const dek = okPayload(await a.c.ask('GET app/users'));
-    expect(await b.c.ask('GET app/users')).toBe(`OK ${dek}`);
-    const env1 = okPayload(await a.c.ask(`ENC app/users ${b64('one')}`));
-    expect(await b.c.ask(`DEC app/users ${env1}`)).toBe(`OK ${b64('one')}`);
-
-    expect(await a.c.ask('ROTATE app/users')).toBe('OK 2');
-    const env2 = okPayload(await a.c.ask(`ENC app/users ${b64('two')}`));
-    // B holds version 1 only; an envelope naming version 2 makes it look again, at once.
-    expect(await b.c.ask(`DEC app/users ${env2}`)).toBe(`OK ${b64('two')}`);
-    await b.gw.store.refresh();
-    const info = JSON.parse(okPayload(await b.c.ask('INFO app/users'))) as { versions: Array<{ version: number }>; store: string };
-    expect(info.store).toBe(`s3://${bucket}/${a.gw.store.location.split('/').slice(3).join('/')}`);
-    const envB = okPayload(await b.c.ask(`ENC app/users ${b64('three')}`));
-    expect(await a.c.ask(`DEC app/users@2 ${envB}`)).toBe(`OK ${b64('three')}`);
-  });
-
-  it('B picks up a ROTATE made on A by itself within keystore.refreshMs', async () => {
-    const prefix = `p-${randomUUID().slice(0, 8)}/`;
-    const a = await startTestGateway(await tmp(), hostConfig(prefix));
-    const b = await startTestGateway(await tmp(), hostConfig(prefix, undefined, { refreshMs: 200 }));
-    running.push(a, b);
-    const ca = await rawConnect(a.socketPath as string);
-    const cb = await rawConnect(b.socketPath as string);
-    expect(await ca.ask('CREATE k')).toBe('OK 1');
-    expect(await cb.ask(`ENC k ${b64('x')}`)).toMatch(/^OK /);
-    expect(await ca.ask('ROTATE k')).toBe('OK 2');
-    await vi.waitFor(
-      async () => {
-        const env = okPayload(await cb.ask(`ENC k ${b64('x')}`));
-        expect(await ca.ask(`DEC k@2 ${env}`)).toBe(`OK ${b64('x')}`);
-      },
-      { timeout: 5_000, interval: 50 },
-    );
-  });
-
-  it('a DESTROY on A is honoured by B: its cached DEK is evicted and the version no longer decrypts', async () => {
-    const { hosts: [a, b] = [] } = await hosts(2);
-    if (!a || !b) throw new Error('hosts');
-    expect(await a.c.ask('CREATE old')).toBe('OK 1');
-    const env1 = okPayload(await a.c.ask(`ENC old ${b64('secret')}`));
-    expect(await b.c.ask(`DEC old ${env1}`)).toBe(`OK ${b64('secret')}`); // B caches v1's DEK
-    expect(b.gw.cache.peek('old', 1)).toBeDefined();
-    expect(await a.c.ask('ROTATE old')).toBe('OK 2');
-    expect(await a.c.ask('DESTROY old@1')).toBe('OK 1');
-    await b.gw.store.refresh();
-    expect(b.gw.cache.peek('old', 1)).toBeUndefined();
-    expect(await b.c.ask(`DEC old ${env1}`)).toBe('ERR DECRYPT_FAILED key version was destroyed');
-    // The bucket holds no wrapped copy of version 1, nor does B's snapshot.
-    const stored = await storedRecord(a.gw.store.location.split('/').slice(3).join('/'), 'old');
-    expect(stored.versions[0]).toMatchObject({ state: 'destroyed', wrapped: null, commit: null });
-  });
-
-  it('keeps records only in the bucket and the snapshot, never in dataDir/keys', async () => {
-    const { prefix, hosts: [a] = [] } = await hosts(1);
-    if (!a) throw new Error('hosts');
-    expect(await a.c.ask('CREATE where/am/i')).toBe('OK 1');
-    await a.gw.close();
-    expect((await storedRecord(prefix, 'where/am/i')).id).toBe('where/am/i');
-    expect(await readdir(join(a.gw.dir, 'data'))).not.toContain('keys');
-    expect(await readdir(join(a.gw.dir, 'data', 'snapshot'))).toContain(objectNameFor('', 'where/am/i'));
-  });
 });
 
 /** A TCP relay to LocalStack that can be cut: `hang` accepts and never answers (a black hole). */
@@ -271,7 +302,7 @@ describe('an unreachable store', () => {
     relays.push(relay);
     const prefix = `p-${randomUUID().slice(0, 8)}/`;
     const dir = await tmp();
-    const first = await startTestGateway(dir, hostConfig(prefix, relay.endpoint, { timeoutMs: 1_000 }));
+    const first = await startTestGateway(dir, hostConfig(prefix, { endpoint: relay.endpoint, timeoutMs: 1_000 }));
     const c1 = await rawConnect(first.socketPath as string);
     expect(await c1.ask('CREATE hot')).toBe('OK 1');
     expect(await c1.ask('CREATE warm')).toBe('OK 1');
@@ -283,7 +314,7 @@ describe('an unreachable store', () => {
 
     relay.set('hang');
     // A gateway starts while the store is down, on its snapshot.
-    const gw = await startTestGateway(dir, hostConfig(prefix, relay.endpoint, { timeoutMs: 1_000 }));
+    const gw = await startTestGateway(dir, hostConfig(prefix, { endpoint: relay.endpoint, timeoutMs: 1_000 }));
     running.push(gw);
     const c = await rawConnect(gw.socketPath as string);
     const t0 = performance.now();
@@ -334,7 +365,7 @@ describe('a gateway killed with -9 in the middle of its compare-and-swap loops',
     child.stderr?.on('data', (chunk: Buffer) => (log += chunk.toString()));
     await vi.waitFor(() => expect(log).toContain('kmsgw ready'), { timeout: 20_000, interval: 20 });
 
-    const { hosts: [a] = [] } = await hosts(1, prefix);
+    const { hosts: [a] = [] } = await hosts(1, { prefix });
     if (!a) throw new Error('hosts');
     expect(await a.c.ask('CREATE contended')).toBe('OK 1');
     const victim = await rawConnect(join(dir, 'gw.sock'));
