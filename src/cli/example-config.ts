@@ -36,6 +36,17 @@ limits:
   requestTimeoutMs: 30000   # a request line must arrive whole within this (slow senders)
   shutdownGraceMs: 10000    # on SIGTERM, time to answer every request already read
 
+# Where wrapped DEKs live. The default is a folder on this host (dataDir/keys); for a cluster of
+# hosts (a standby, a PITR restore on a new VM) use an object store all of them reach:
+#   s3://<bucket>/<prefix>, gs://<bucket>/<prefix>, azblob://<account>/<container>/<prefix>
+keystore:
+  # url: s3://acme-kmsgw-keys/pg/cluster-1/
+  # endpoint: http://127.0.0.1:4566   # emulators and S3-compatible stores only
+  # forcePathStyle: true              # likewise
+  refreshMs: 30000          # other gateways' ROTATE/DESTROY reach this one within this
+  timeoutMs: 5000           # deadline of one store call (then ERR STORE_UNAVAILABLE)
+  cacheRecords: 10000       # key records held in memory
+
 cache:
   maxEntries: 10000         # unwrapped DEKs in memory (zeroized on eviction)
   ttlMs: 300000             # from unwrap; a disabled KEK stops working after this

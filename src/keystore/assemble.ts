@@ -1,5 +1,6 @@
 import { isAbsolute, join, resolve } from 'node:path';
 import type { Logger } from '../log/logger.js';
+import { FileBackend } from './file/index.js';
 import { KeyStore } from './key-store.js';
 import { openBackend } from './open.js';
 import type { KeyStoreSettings } from './settings.js';
@@ -32,19 +33,19 @@ export async function openKeyStore(
   dataDir: string,
   log: Logger,
 ): Promise<OpenedStore> {
+  const limits = { timeoutMs: settings.timeoutMs, cacheRecords: settings.cacheRecords };
+  if (location.kind === 'file') {
+    // This gateway's alone (its lock), so nobody else changes it: nothing to refresh.
+    const backend = await FileBackend.open(location.dir);
+    return { store: new KeyStore(backend, log, limits), lock: backend.lockMechanism, snapshot: undefined };
+  }
   // The snapshot first: its lock keeps a second gateway off this dataDir before anything is read.
-  const snapshot = location.kind === 'file' ? undefined : await Snapshot.open(join(dataDir, 'snapshot'));
+  const snapshot = await Snapshot.open(join(dataDir, 'snapshot'));
   try {
-    const backend = await openBackend(location, settings);
-    const store = new KeyStore(backend, log, {
-      timeoutMs: settings.timeoutMs,
-      cacheRecords: settings.cacheRecords,
-      ...(snapshot ? { snapshot, refreshMs: settings.refreshMs } : {}),
-    });
-    const lock = snapshot?.lockMechanism ?? (backend as { lockMechanism?: string }).lockMechanism;
-    return { store, lock, snapshot: snapshot?.dir };
+    const store = new KeyStore(await openBackend(location, settings), log, { ...limits, snapshot, refreshMs: settings.refreshMs });
+    return { store, lock: snapshot.lockMechanism, snapshot: snapshot.dir };
   } catch (err) {
-    await snapshot?.close();
+    await snapshot.close();
     throw err;
   }
 }

@@ -51,7 +51,9 @@ describe('configuration', () => {
       KMSGW_SOCKET: '/run/kmsgw/kmsgw.sock',
       KMSGW_DEFAULT_KEK: 'local:///etc/kek',
       KMSGW_TCP_PORT: '7878',
+      KMSGW_KEYSTORE_URL: 's3://acme-kmsgw-keys/pg/cluster-1',
     });
+    expect(c.keystore.url).toBe('s3://acme-kmsgw-keys/pg/cluster-1');
     expect(c.keys).toEqual({ autoCreate: false, maxEncryptionsPerVersion: 2 ** 32, defaultKek: 'local:///etc/kek' });
     expect(c.cache.ttlMs).toBe(1000);
     expect(c.listen.socket?.path).toBe('/run/kmsgw/kmsgw.sock');
@@ -75,5 +77,17 @@ describe('configuration', () => {
     await expect(loadConfig('missing.yaml', {}, dir)).rejects.toThrow(/cannot read config file/);
     await writeFile(join(dir, 'broken.yaml'), 'a: [1, 2');
     await expect(loadConfig('broken.yaml', {}, dir)).rejects.toThrow(/not valid YAML/);
+  });
+
+  it('refuses a keystore.url it cannot use, saying which forms it takes', () => {
+    for (const [url, says] of [
+      ['ftp://x/y', 'scheme "ftp" is not supported'],
+      ['s3://Bad_Bucket/p', 'is not a valid S3 bucket name'],
+      ['s3://bucket/../p', 'no empty or dot segments'],
+      ['azblob://acct/c', 'is not a valid Azure blob container name'],
+      ['file://', 'needs a folder'],
+    ] as const) {
+      expect(() => validateConfig({ keystore: { url }, kms: { adapters: { local: { enabled: true } } } }, 'test')).toThrow(says);
+    }
   });
 });
