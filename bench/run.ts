@@ -20,7 +20,8 @@
  * Start-up part (startup.ts): the real CLI from spawn to PONG with an empty store and with
  * N keys, file store and S3 on LocalStack, alternating; RSS and cold GETs with N keys.
  * Options: --no-startup (skip it), --startup-only (only it), --startup-keys N (default
- * 100000), --startup-gets N (cold GETs after each N-key start, default 1000). LocalStack:
+ * 100000), --startup-gets N (cold GETs after each N-key start, default 1000),
+ * --startup-rounds N (default 10, min 5). LocalStack:
  * the one on 127.0.0.1:$KMSGW_LOCALSTACK_PORT (default 4566) if it serves KMS and S3, else
  * one started for the bench and stopped after it.
  */
@@ -56,6 +57,8 @@ const SKIP_SOCKET = STARTUP_ONLY;
 const SKIP_STARTUP = process.argv.includes('--no-startup');
 const STARTUP_KEYS = Number(option('--startup-keys') ?? 100_000);
 const STARTUP_GETS = Number(option('--startup-gets') ?? 1000);
+/** Start-ups are short and noisy (a fresh process on a shared machine): more rounds than the socket part. */
+const STARTUP_ROUNDS = Math.max(5, Number(option('--startup-rounds') ?? 10));
 if (!(Number.isInteger(STARTUP_KEYS) && STARTUP_KEYS >= 1 && Number.isInteger(STARTUP_GETS) && STARTUP_GETS >= 1)) {
   throw new Error('--startup-keys and --startup-gets must be positive integers');
 }
@@ -250,7 +253,7 @@ async function main(): Promise<void> {
       repoDir: REPO_DIR,
       tmpRoot,
       keys: STARTUP_KEYS,
-      rounds: ROUNDS,
+      rounds: STARTUP_ROUNDS,
       gets: Math.min(STARTUP_GETS, STARTUP_KEYS),
       localStackPort: LOCALSTACK_PORT,
       progress: (line) => process.stderr.write(`${line}\n`),
