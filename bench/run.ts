@@ -276,8 +276,14 @@ async function main(): Promise<void> {
   out.push('');
   out.push(
     `Node ${process.version} · ${cpu[0]?.model.trim() ?? 'unknown CPU'} · ${cpu.length} cores · ${process.platform}/${process.arch} · ` +
-      `${ROUNDS} alternating rounds` +
-      `${SKIP_SOCKET ? '' : ` of ${DURATION_MS / 1000} s per workload (socket)`}${SKIP_ENC ? '' : ` and ${ENC_DURATION_MS / 1000} s per variant (in-process)`} · ` +
+      [
+        SKIP_SOCKET ? '' : `${ROUNDS} alternating rounds of ${DURATION_MS / 1000} s per workload (socket)`,
+        SKIP_ENC ? '' : `${ROUNDS} rounds of ${ENC_DURATION_MS / 1000} s per variant (in-process)`,
+        SKIP_STARTUP ? '' : `${STARTUP_ROUNDS} alternating rounds of start-ups`,
+      ]
+        .filter(Boolean)
+        .join(' · ') +
+      ' · ' +
       `bench took ${elapsedS.toFixed(0)} s · 1-min load average ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after`,
   );
   const socketSummary: Record<string, unknown> = {};
@@ -397,6 +403,7 @@ async function main(): Promise<void> {
     platform: `${process.platform}/${process.arch}`,
     date: new Date().toISOString(),
     rounds: ROUNDS,
+    startupRounds: SKIP_STARTUP ? undefined : STARTUP_ROUNDS,
     durationMs: DURATION_MS,
     warmupMs: WARMUP_MS,
     encDurationMs: ENC_DURATION_MS,

@@ -96,6 +96,15 @@ export function startupReport(r: StartupResult, load: { before: number; after: n
       );
     })
     .join('; ');
+  if (r.fileOpenMs) {
+    const o = r.fileOpenMs;
+    lines.push(
+      `File store opened alone (\`FileBackend.open\` + \`close\` in the bench process: the folder's lock and the removal of ` +
+        `temporary files a crash left, which lists the folder): ${range(o.empty, ms1)} ms empty, ${range(o.full, ms1)} ms with ${n} keys.`,
+    );
+    lines.push('');
+    summary.fileOpenMs = o;
+  }
   lines.push(
     `Noise: spread = (max − min) ÷ median of the rounds. ${noise}. 1-min load average ${load.before.toFixed(2)} before, ` +
       `${load.after.toFixed(2)} after (start-up part took ${load.elapsedS.toFixed(0)} s).`,

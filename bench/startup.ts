@@ -12,6 +12,7 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { FileBackend } from '../src/keystore/file/index.js';
 import { cacheDir, ensureLocalStack, signalLocalStackSync, type BenchLocalStack } from './localstack.js';
 import { BENCH_BUCKET, benchKek, benchKeyId, ensureS3Store, s3Prefixes, writeFileStore, type BenchKek } from './startup-store.js';
 
@@ -58,6 +59,11 @@ export interface StartupResult {
   /** Kinds that were not measured, and why. */
   readonly skipped: Array<{ readonly kind: StoreKind; readonly reason: string }>;
   readonly localstack?: { readonly endpoint: string; readonly reused: boolean; readonly startMs?: number };
+  /**
+   * `FileBackend.open` + `close` alone, in this process, empty and N-key folder alternating (ms):
+   * the file store's part of start-up, where a dependence on the key count would show.
+   */
+  readonly fileOpenMs?: { readonly empty: number[]; readonly full: number[] };
 }
 
 // --- processes we started, for the parent's exit handler ------------------------
@@ -288,6 +294,7 @@ export async function runStartupBench(options: StartupOptions): Promise<StartupR
   // Distinct keys per start, so no start GETs a key an earlier one read (page cache, LocalStack).
   let nextKey = 0;
   const takeKeys = (): number[] => Array.from({ length: gets }, () => nextKey++ % keys);
+  let fileOpenMs: StartupResult['fileOpenMs'];
   try {
     // Warm-up: one start of each, not recorded (compile cache, page cache of Node and the modules).
     for (const k of kinds) {
@@ -305,6 +312,7 @@ export async function runStartupBench(options: StartupOptions): Promise<StartupR
       }
       progress(`  start-up round ${round + 1}/${rounds} done`);
     }
+    fileOpenMs = await timeFileOpen(fileEmpty, fileFull, rounds);
   } finally {
     await kek.wrapper.close();
     await localstack?.stop();
@@ -316,6 +324,27 @@ export async function runStartupBench(options: StartupOptions): Promise<StartupR
     gets,
     kinds: results,
     skipped,
+    ...(fileOpenMs ? { fileOpenMs } : {}),
     ...(localstack ? { localstack: { endpoint: localstack.endpoint, reused: localstack.reused, startMs: localstack.startMs } } : {}),
   };
+}
+
+/** Opens and closes the file backend on each folder, alternating, after one warm-up each. */
+async function timeFileOpen(empty: string, full: string, rounds: number): Promise<{ empty: number[]; full: number[] }> {
+  const out = { empty: [] as number[], full: [] as number[] };
+  const once = async (dir: string): Promise<number> => {
+    const t0 = performance.now();
+    const backend = await FileBackend.open(dir);
+    const ms = performance.now() - t0;
+    await backend.close();
+    return ms;
+  };
+  await once(empty);
+  await once(full);
+  for (let round = 0; round < rounds; round++) {
+    for (const which of round % 2 === 0 ? (['empty', 'full'] as const) : (['full', 'empty'] as const)) {
+      out[which].push(await once(which === 'full' ? full : empty));
+    }
+  }
+  return out;
 }
