@@ -6,6 +6,9 @@
  * N ÷ empty of the same round. After PONG the gateway's RSS is read from /proc; with the N-key
  * store it then serves GETs of distinct, not yet cached keys one at a time (cold reads from the
  * store), and its RSS is read again.
+ *
+ * Over 300 lines because one gateway start (spawn, poll, PING, GETs, RSS, stop) and the rounds that
+ * alternate them share the option and process bookkeeping; the store making and the report are apart.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
