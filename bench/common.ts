@@ -33,3 +33,12 @@ export type ChildMessage =
 
 /** `cpu`: reply with the child's user + system CPU time so far, in µs. */
 export type ParentMessage = { readonly type: 'stop' } | { readonly type: 'cpu' };
+
+/** Median of a non-empty list. */
+export function median(values: readonly number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+}
+export const min = (v: readonly number[]): number => Math.min(...v);
+export const max = (v: readonly number[]): number => Math.max(...v);

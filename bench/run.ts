@@ -16,14 +16,24 @@
  * --profile-role bare|both for the bare server too),
  * --only ID[,ID] (socket workloads to run: get-serial, get-pipelined,
  * get-16conns, enc32-pipelined), --no-enc (skip the in-process part).
+ *
+ * Start-up part (startup.ts): the real CLI from spawn to PONG with an empty store and with
+ * N keys, file store and S3 on LocalStack, alternating; RSS and cold GETs with N keys.
+ * Options: --no-startup (skip it), --startup-only (only it), --startup-keys N (default
+ * 100000), --startup-gets N (cold GETs after each N-key start, default 1000),
+ * --startup-rounds N (default 10, min 5). LocalStack:
+ * the one on 127.0.0.1:$KMSGW_LOCALSTACK_PORT (default 4566) if it serves KMS and S3, else
+ * one started for the bench and stopped after it.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BENCH_KEY, type ChildMessage, type EncResult } from './common.js';
+import { BENCH_KEY, max, median, min, type ChildMessage, type EncResult } from './common.js';
 import { runLoad, type LoadResult } from './load.js';
+import { killStartupProcesses, runStartupBench } from './startup.js';
+import { startupReport, type StartupReport } from './startup-report.js';
 
 // --- options -----------------------------------------------------------------
 
@@ -41,7 +51,19 @@ const PROFILE_DIR = option('--profile');
 const PROFILE_ROLE = option('--profile-role') ?? 'gateway';
 /** Comma-separated workload ids to run (profiling); default all. */
 const ONLY = option('--only')?.split(',');
-const SKIP_ENC = process.argv.includes('--no-enc');
+const STARTUP_ONLY = process.argv.includes('--startup-only');
+const SKIP_ENC = STARTUP_ONLY || process.argv.includes('--no-enc');
+const SKIP_SOCKET = STARTUP_ONLY;
+const SKIP_STARTUP = process.argv.includes('--no-startup');
+const STARTUP_KEYS = Number(option('--startup-keys') ?? 100_000);
+const STARTUP_GETS = Number(option('--startup-gets') ?? 1000);
+/** Start-ups are short and noisy (a fresh process on a shared machine): more rounds than the socket part. */
+const STARTUP_ROUNDS = Math.max(5, Number(option('--startup-rounds') ?? 10));
+if (!(Number.isInteger(STARTUP_KEYS) && STARTUP_KEYS >= 1 && Number.isInteger(STARTUP_GETS) && STARTUP_GETS >= 1)) {
+  throw new Error('--startup-keys and --startup-gets must be positive integers');
+}
+const LOCALSTACK_PORT = Number(process.env.KMSGW_LOCALSTACK_PORT || 4566);
+const REPO_DIR = fileURLToPath(new URL('../..', import.meta.url));
 
 const CHILD = fileURLToPath(new URL('./child.js', import.meta.url));
 
@@ -53,6 +75,7 @@ const children = new Set<ChildProcess>();
 function cleanup(): void {
   for (const child of children) child.kill('SIGKILL');
   children.clear();
+  killStartupProcesses();
   rmSync(tmpRoot, { recursive: true, force: true });
 }
 process.on('exit', cleanup);
@@ -153,14 +176,6 @@ const MODES = ONLY === undefined ? ALL_MODES : ALL_MODES.filter((m) => ONLY.incl
 
 // --- stats -------------------------------------------------------------------
 
-function median(values: readonly number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
-}
-const min = (v: readonly number[]): number => Math.min(...v);
-const max = (v: readonly number[]): number => Math.max(...v);
-
 function fmtRate(n: number): string {
   if (n >= 1e6) return `${(n / 1e6).toFixed(2)} M`;
   if (n >= 1e3) return `${(n / 1e3).toFixed(1)} k`;
@@ -171,15 +186,8 @@ const fmtUs = (v: number): string => v.toFixed(1);
 
 // --- main --------------------------------------------------------------------
 
-async function main(): Promise<void> {
-  const t0 = Date.now();
-  const cpu = cpus();
-  const loadBefore = loadavg()[0] as number;
-  process.stderr.write(
-    `kmsgw bench: ${ROUNDS} rounds × ${MODES.length} workloads × 2 servers × ${DURATION_MS} ms` +
-      `${SKIP_ENC ? '' : ', then in-process ENC'}\n`,
-  );
-
+/** Socket workloads, gateway and bare server alternating, round after round. */
+async function runSocketPart(t0: number): Promise<Record<string, { gateway: LoadResult[]; bare: LoadResult[] }>> {
   const gateway = await startServer('gateway');
   const bare = await startServer('bare');
   const socket: Record<string, { gateway: LoadResult[]; bare: LoadResult[] }> = {};
@@ -219,9 +227,43 @@ async function main(): Promise<void> {
   } finally {
     await Promise.all([gateway.stop(), bare.stop()]);
   }
+  return socket;
+}
 
-  process.stderr.write('  in-process ENC...\n');
+async function main(): Promise<void> {
+  const t0 = Date.now();
+  const cpu = cpus();
+  const loadBefore = loadavg()[0] as number;
+  process.stderr.write(
+    `kmsgw bench: ${SKIP_SOCKET ? 'no socket part' : `${ROUNDS} rounds × ${MODES.length} workloads × 2 servers × ${DURATION_MS} ms`}` +
+      `${SKIP_ENC ? '' : ', then in-process ENC'}${SKIP_STARTUP ? '' : `, then start-up with ${STARTUP_KEYS} keys`}\n`,
+  );
+
+  const socket = SKIP_SOCKET ? {} : await runSocketPart(t0);
+
+  if (!SKIP_ENC) process.stderr.write('  in-process ENC...\n');
   const enc: EncResult = SKIP_ENC ? { durationMs: 0, sizes: [] } : await runEncChild();
+
+  let startup: StartupReport | undefined;
+  if (!SKIP_STARTUP) {
+    process.stderr.write(`  start-up with ${STARTUP_KEYS} keys...\n`);
+    const s0 = Date.now();
+    const startupLoadBefore = loadavg()[0] as number;
+    const result = await runStartupBench({
+      repoDir: REPO_DIR,
+      tmpRoot,
+      keys: STARTUP_KEYS,
+      rounds: STARTUP_ROUNDS,
+      gets: Math.min(STARTUP_GETS, STARTUP_KEYS),
+      localStackPort: LOCALSTACK_PORT,
+      progress: (line) => process.stderr.write(`${line}\n`),
+    });
+    startup = startupReport(result, {
+      before: startupLoadBefore,
+      after: loadavg()[0] as number,
+      elapsedS: (Date.now() - s0) / 1000,
+    });
+  }
   const elapsedS = (Date.now() - t0) / 1000;
   const loadAfter = loadavg()[0] as number;
 
@@ -234,107 +276,125 @@ async function main(): Promise<void> {
   out.push('');
   out.push(
     `Node ${process.version} · ${cpu[0]?.model.trim() ?? 'unknown CPU'} · ${cpu.length} cores · ${process.platform}/${process.arch} · ` +
-      `${ROUNDS} alternating rounds of ${DURATION_MS / 1000} s per workload (socket) and ${ENC_DURATION_MS / 1000} s per variant (in-process) · ` +
+      [
+        SKIP_SOCKET ? '' : `${ROUNDS} alternating rounds of ${DURATION_MS / 1000} s per workload (socket)`,
+        SKIP_ENC ? '' : `${ROUNDS} rounds of ${ENC_DURATION_MS / 1000} s per variant (in-process)`,
+        SKIP_STARTUP ? '' : `${STARTUP_ROUNDS} alternating rounds of start-ups`,
+      ]
+        .filter(Boolean)
+        .join(' · ') +
+      ' · ' +
       `bench took ${elapsedS.toFixed(0)} s · 1-min load average ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after`,
   );
-  out.push('');
-  out.push('### Over the Unix socket (cached key)');
-  out.push('');
-  out.push(
-    'Ratio = kmsgw ÷ bare Node server in the same round (a server that splits on LF and answers each line with a fixed 45-byte line). ' +
-      'Figures are medians over rounds; ranges are min–max.',
-  );
-  out.push('');
-  out.push(
-    '| Workload | kmsgw req/s | bare req/s | kmsgw ÷ bare | kmsgw p50 / p99 µs | bare p50 / p99 µs | server CPU µs/req kmsgw / bare | kmsgw CPU busy | Target | |',
-  );
-  out.push('|---|---:|---:|---:|---:|---:|---:|---:|---|---|');
   const socketSummary: Record<string, unknown> = {};
-  for (const mode of MODES) {
-    const data = socket[mode.id] as { gateway: LoadResult[]; bare: LoadResult[] };
-    const ratios = data.gateway.map((g, i) => g.opsPerSec / (data.bare[i] as LoadResult).opsPerSec);
-    const g = (f: (r: LoadResult) => number): number[] => data.gateway.map(f);
-    const b = (f: (r: LoadResult) => number): number[] => data.bare.map(f);
-    const gP99 = g((r) => r.p99Us);
-    let target = '';
-    let pass: boolean | undefined;
-    if (mode.id === 'get-16conns') {
-      target = '≥ 0.90x bare';
-      pass = median(ratios) >= 0.9;
-    } else if (mode.id === 'get-pipelined') {
-      target = '≥ 0.75x bare';
-      pass = median(ratios) >= 0.75;
-    } else if (mode.id === 'get-serial') {
-      target = `p99 ≤ 55 µs (${fmtUs(min(gP99))}–${fmtUs(max(gP99))})`;
-      pass = median(gP99) <= 55;
-    }
-    if (pass !== undefined) verdicts.push({ workload: mode.label, target, pass });
+  if (!SKIP_SOCKET) {
+    out.push('');
+    out.push('### Over the Unix socket (cached key)');
+    out.push('');
     out.push(
-      `| ${mode.label} | ${fmtRate(median(g((r) => r.opsPerSec)))} | ${fmtRate(median(b((r) => r.opsPerSec)))} | ${fmtRatio(ratios)} | ` +
-        `${fmtUs(median(g((r) => r.p50Us)))} / ${fmtUs(median(gP99))} | ${fmtUs(median(b((r) => r.p50Us)))} / ${fmtUs(median(b((r) => r.p99Us)))} | ` +
-        `${median(g((r) => r.serverCpuUsPerOp ?? Number.NaN)).toFixed(2)} / ${median(b((r) => r.serverCpuUsPerOp ?? Number.NaN)).toFixed(2)} | ` +
-        `${(100 * median(g((r) => r.serverBusy ?? Number.NaN))).toFixed(0)} % | ` +
-        `${target || '—'} | ${pass === undefined ? '' : pass ? 'PASS' : '**MISS**'} |`,
+      'Ratio = kmsgw ÷ bare Node server in the same round (a server that splits on LF and answers each line with a fixed 45-byte line). ' +
+        'Figures are medians over rounds; ranges are min–max.',
     );
-    socketSummary[mode.id] = {
-      label: mode.label,
-      conns: mode.conns,
-      depth: mode.depth,
-      ratio: { median: median(ratios), min: min(ratios), max: max(ratios), rounds: ratios },
-      gateway: data.gateway,
-      bare: data.bare,
-    };
+    out.push('');
+    out.push(
+      '| Workload | kmsgw req/s | bare req/s | kmsgw ÷ bare | kmsgw p50 / p99 µs | bare p50 / p99 µs | server CPU µs/req kmsgw / bare | kmsgw CPU busy | Target | |',
+    );
+    out.push('|---|---:|---:|---:|---:|---:|---:|---:|---|---|');
+    for (const mode of MODES) {
+      const data = socket[mode.id] as { gateway: LoadResult[]; bare: LoadResult[] };
+      const ratios = data.gateway.map((g, i) => g.opsPerSec / (data.bare[i] as LoadResult).opsPerSec);
+      const g = (f: (r: LoadResult) => number): number[] => data.gateway.map(f);
+      const b = (f: (r: LoadResult) => number): number[] => data.bare.map(f);
+      const gP99 = g((r) => r.p99Us);
+      let target = '';
+      let pass: boolean | undefined;
+      if (mode.id === 'get-16conns') {
+        target = '≥ 0.90x bare';
+        pass = median(ratios) >= 0.9;
+      } else if (mode.id === 'get-pipelined') {
+        target = '≥ 0.75x bare';
+        pass = median(ratios) >= 0.75;
+      } else if (mode.id === 'get-serial') {
+        target = `p99 ≤ 55 µs (${fmtUs(min(gP99))}–${fmtUs(max(gP99))})`;
+        pass = median(gP99) <= 55;
+      }
+      if (pass !== undefined) verdicts.push({ workload: mode.label, target, pass });
+      out.push(
+        `| ${mode.label} | ${fmtRate(median(g((r) => r.opsPerSec)))} | ${fmtRate(median(b((r) => r.opsPerSec)))} | ${fmtRatio(ratios)} | ` +
+          `${fmtUs(median(g((r) => r.p50Us)))} / ${fmtUs(median(gP99))} | ${fmtUs(median(b((r) => r.p50Us)))} / ${fmtUs(median(b((r) => r.p99Us)))} | ` +
+          `${median(g((r) => r.serverCpuUsPerOp ?? Number.NaN)).toFixed(2)} / ${median(b((r) => r.serverCpuUsPerOp ?? Number.NaN)).toFixed(2)} | ` +
+          `${(100 * median(g((r) => r.serverBusy ?? Number.NaN))).toFixed(0)} % | ` +
+          `${target || '—'} | ${pass === undefined ? '' : pass ? 'PASS' : '**MISS**'} |`,
+      );
+      socketSummary[mode.id] = {
+        label: mode.label,
+        conns: mode.conns,
+        depth: mode.depth,
+        ratio: { median: median(ratios), min: min(ratios), max: max(ratios), rounds: ratios },
+        gateway: data.gateway,
+        bare: data.bare,
+      };
+    }
   }
-  out.push('');
-  out.push('### ENC in process (cached key)');
-  out.push('');
-  out.push(
-    "Baseline: Node `createCipheriv('aes-256-gcm')` + `setAAD` + `update` + `final` + `getAuthTag` per call, random 12-byte nonce. " +
-      '`handleLine` = `session.handle("ENC bench/key <b64>")` and `formatReply`: parse + order + base64 decode + seal + base64 encode + reply text; replies waiting for a budget reservation are awaited between batches. ' +
-      '`seal()` = the envelope function alone. "Node, pooled nonces" = the baseline with nonces cut from a pre-filled random pool ' +
-      "(as the gateway's NoncePool does), i.e. the cipher calls alone; the target is against the first baseline.",
-  );
-  out.push('');
-  out.push(
-    '| Plaintext | Node AES-GCM ops/s | handleLine ops/s | handleLine ÷ Node | seal() ops/s | seal() ÷ Node | Node, pooled nonces ops/s | handleLine ÷ Node pooled | Target | |',
-  );
-  out.push('|---|---:|---:|---:|---:|---:|---:|---:|---|---|');
   const encSummary: Record<string, unknown> = {};
-  for (const s of enc.sizes) {
-    const lineRatio = s.lineOps.map((v, i) => v / (s.nodeOps[i] as number));
-    const sealRatio = s.sealOps.map((v, i) => v / (s.nodeOps[i] as number));
-    const pooledRatio = s.lineOps.map((v, i) => v / (s.nodePooledOps[i] as number));
-    let target = '—';
-    let verdict = '';
-    if (s.size === 32) {
-      target = '≥ 0.65x Node';
-      const pass = median(lineRatio) >= 0.65;
-      verdict = pass ? 'PASS' : '**MISS**';
-      verdicts.push({ workload: `ENC ${s.label} in process`, target, pass });
-    }
+  if (!SKIP_ENC) {
+    out.push('');
+    out.push('### ENC in process (cached key)');
+    out.push('');
     out.push(
-      `| ${s.label} | ${fmtRate(median(s.nodeOps))} | ${fmtRate(median(s.lineOps))} | ${fmtRatio(lineRatio)} | ` +
-        `${fmtRate(median(s.sealOps))} | ${fmtRatio(sealRatio)} | ${fmtRate(median(s.nodePooledOps))} | ${fmtRatio(pooledRatio)} | ` +
-        `${target} | ${verdict} |`,
+      "Baseline: Node `createCipheriv('aes-256-gcm')` + `setAAD` + `update` + `final` + `getAuthTag` per call, random 12-byte nonce. " +
+        '`handleLine` = `session.handle("ENC bench/key <b64>")` and `formatReply`: parse + order + base64 decode + seal + base64 encode + reply text; replies waiting for a budget reservation are awaited between batches. ' +
+        '`seal()` = the envelope function alone. "Node, pooled nonces" = the baseline with nonces cut from a pre-filled random pool ' +
+        "(as the gateway's NoncePool does), i.e. the cipher calls alone; the target is against the first baseline.",
     );
-    encSummary[s.label] = {
-      size: s.size,
-      lineRatio: { median: median(lineRatio), min: min(lineRatio), max: max(lineRatio) },
-      sealRatio: { median: median(sealRatio), min: min(sealRatio), max: max(sealRatio) },
-      lineVsPooledRatio: { median: median(pooledRatio), min: min(pooledRatio), max: max(pooledRatio) },
-      nodeOps: s.nodeOps,
-      lineOps: s.lineOps,
-      sealOps: s.sealOps,
-      nodePooledOps: s.nodePooledOps,
-    };
+    out.push('');
+    out.push(
+      '| Plaintext | Node AES-GCM ops/s | handleLine ops/s | handleLine ÷ Node | seal() ops/s | seal() ÷ Node | Node, pooled nonces ops/s | handleLine ÷ Node pooled | Target | |',
+    );
+    out.push('|---|---:|---:|---:|---:|---:|---:|---:|---|---|');
+    for (const s of enc.sizes) {
+      const lineRatio = s.lineOps.map((v, i) => v / (s.nodeOps[i] as number));
+      const sealRatio = s.sealOps.map((v, i) => v / (s.nodeOps[i] as number));
+      const pooledRatio = s.lineOps.map((v, i) => v / (s.nodePooledOps[i] as number));
+      let target = '—';
+      let verdict = '';
+      if (s.size === 32) {
+        target = '≥ 0.65x Node';
+        const pass = median(lineRatio) >= 0.65;
+        verdict = pass ? 'PASS' : '**MISS**';
+        verdicts.push({ workload: `ENC ${s.label} in process`, target, pass });
+      }
+      out.push(
+        `| ${s.label} | ${fmtRate(median(s.nodeOps))} | ${fmtRate(median(s.lineOps))} | ${fmtRatio(lineRatio)} | ` +
+          `${fmtRate(median(s.sealOps))} | ${fmtRatio(sealRatio)} | ${fmtRate(median(s.nodePooledOps))} | ${fmtRatio(pooledRatio)} | ` +
+          `${target} | ${verdict} |`,
+      );
+      encSummary[s.label] = {
+        size: s.size,
+        lineRatio: { median: median(lineRatio), min: min(lineRatio), max: max(lineRatio) },
+        sealRatio: { median: median(sealRatio), min: min(sealRatio), max: max(sealRatio) },
+        lineVsPooledRatio: { median: median(pooledRatio), min: min(pooledRatio), max: max(pooledRatio) },
+        nodeOps: s.nodeOps,
+        lineOps: s.lineOps,
+        sealOps: s.sealOps,
+        nodePooledOps: s.nodePooledOps,
+      };
+    }
   }
-  out.push('');
-  out.push(
-    `Load generator: closed loop in the parent process, servers in child processes; "16 conns × 1 at a time" = 16 connections ` +
-      `each with one request outstanding (concurrency 16 across connections). Latency = reply arrival − request write, ` +
-      `${WARMUP_MS} ms warm-up per measurement discarded. Server CPU = the server child's user + system time over the ` +
-      `measured window ÷ requests; busy = that time ÷ wall time (1.0 = one core saturated). Targets: ${verdicts.filter((v) => v.pass).length}/${verdicts.length} met.`,
-  );
+  if (!SKIP_SOCKET) {
+    out.push('');
+    out.push(
+      `Load generator: closed loop in the parent process, servers in child processes; "16 conns × 1 at a time" = 16 connections ` +
+        `each with one request outstanding (concurrency 16 across connections). Latency = reply arrival − request write, ` +
+        `${WARMUP_MS} ms warm-up per measurement discarded. Server CPU = the server child's user + system time over the ` +
+        `measured window ÷ requests; busy = that time ÷ wall time (1.0 = one core saturated).`,
+    );
+  }
+  if (startup !== undefined) {
+    out.push('', ...startup.lines);
+    verdicts.push(...startup.verdicts);
+  }
+  out.push('', `Targets: ${verdicts.filter((v) => v.pass).length}/${verdicts.filter((v) => v.pass !== undefined).length} met.`);
 
   const raw = {
     node: process.version,
@@ -343,6 +403,7 @@ async function main(): Promise<void> {
     platform: `${process.platform}/${process.arch}`,
     date: new Date().toISOString(),
     rounds: ROUNDS,
+    startupRounds: SKIP_STARTUP ? undefined : STARTUP_ROUNDS,
     durationMs: DURATION_MS,
     warmupMs: WARMUP_MS,
     encDurationMs: ENC_DURATION_MS,
@@ -351,6 +412,7 @@ async function main(): Promise<void> {
     targets: verdicts,
     socket: socketSummary,
     enc: encSummary,
+    ...(startup ? { startup: startup.summary } : {}),
   };
   const json = JSON.stringify(raw, null, 2);
   process.stdout.write(`${out.join('\n')}\n\n<details><summary>Raw JSON</summary>\n\n\`\`\`json\n${json}\n\`\`\`\n\n</details>\n`);
