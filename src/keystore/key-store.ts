@@ -111,9 +111,7 @@ export class KeyStore {
     const snapshot = this.options.snapshot;
     try {
       const ids: string[] = [];
-      await this.call('list', async (signal) => {
-        for await (const item of this.backend.list(prefix, signal)) ids.push(item.id);
-      });
+      await this.listEach(prefix, (id) => ids.push(id));
       return ids.sort();
     } catch (err) {
       if (snapshot === undefined || !isUnavailable(err)) throw err;
@@ -183,9 +181,7 @@ export class KeyStore {
     // Copies still being written count with the revision they were taken at.
     await Promise.allSettled([...this.background]);
     const listing = new Map<string, string>();
-    await this.call('list', async (signal) => {
-      for await (const item of this.backend.list('', signal)) listing.set(item.id, item.revision);
-    });
+    await this.listEach('', (id, revision) => listing.set(id, revision));
     const changed = new Set<string>();
     for (const [id, entry] of this.memory.entries()) {
       const now = listing.get(id);
@@ -206,6 +202,26 @@ export class KeyStore {
     await snapshot
       ?.flush()
       .catch((err: unknown) => this.warnings.warn('snapshot', { err: (err as Error).message }, 'snapshot write failed'));
+  }
+
+  /**
+   * Lists the store with a deadline per step (a page, as the backend fetches them), not for the
+   * whole listing: 100,000 keys are a hundred pages, each well inside `timeoutMs`.
+   */
+  private async listEach(prefix: string, each: (id: string, revision: string) => void): Promise<void> {
+    let iterator: AsyncIterator<{ id: string; revision: string }> | undefined;
+    try {
+      for (;;) {
+        const step = await this.call('list', (signal) => {
+          iterator ??= this.backend.list(prefix, signal)[Symbol.asyncIterator]();
+          return iterator.next();
+        });
+        if (step.done === true) return;
+        each(step.value.id, step.value.revision);
+      }
+    } finally {
+      await iterator?.return?.().catch(() => undefined);
+    }
   }
 
   /**
