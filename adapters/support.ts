@@ -20,20 +20,6 @@ export async function classifying<T>(fn: () => Promise<T>, classify: (err: unkno
   }
 }
 
-/** Node socket errors that mean "the endpoint could not be reached": KMS_UNAVAILABLE for every cloud. */
-export const NETWORK_ERROR_CODES: ReadonlySet<string> = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'EPIPE',
-  'ETIMEDOUT',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ECONNABORTED',
-  'UND_ERR_SOCKET',
-]);
-
 /** Something holding sockets or channels; `close()` releases them. */
 export interface Closable {
   close?(): void | Promise<void>;

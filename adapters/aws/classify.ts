@@ -1,5 +1,5 @@
 import { KmsError } from '../../src/protocol/errors.js';
-import { NETWORK_ERROR_CODES } from '../support.js';
+import { NETWORK_ERROR_CODES } from '../../src/net/socket-errors.js';
 
 /** AWS exception names and what the gateway answers for each. */
 const BY_NAME: Readonly<Record<string, readonly [KmsError['code'], string]>> = {

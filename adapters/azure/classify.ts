@@ -1,5 +1,5 @@
 import { KmsError } from '../../src/protocol/errors.js';
-import { NETWORK_ERROR_CODES } from '../support.js';
+import { NETWORK_ERROR_CODES, TLS_CERT_ERROR_CODES } from '../../src/net/socket-errors.js';
 
 /** Which call failed: a 400 means a bad blob on unwrap, a bad request on wrap. */
 export type AzureOp = 'wrap' | 'unwrap';
@@ -12,15 +12,6 @@ interface RestLike {
   response?: { headers?: { get?(name: string): string | undefined } };
   details?: { error?: { code?: unknown; innererror?: { code?: unknown }; innerError?: { code?: unknown } } };
 }
-
-const TLS_CODES: ReadonlySet<string> = new Set([
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'CERT_HAS_EXPIRED',
-  'ERR_TLS_CERT_ALTNAME_INVALID',
-]);
 
 /** Seconds from a Retry-After header (delta-seconds or an HTTP date), if any. */
 export function retryAfterSeconds(value: string | undefined, now = Date.now()): number | undefined {
@@ -59,7 +50,7 @@ export function classify(err: unknown, op: AzureOp): KmsError {
       : fail('INTERNAL', 'the request was refused as invalid');
   }
   if (status !== undefined && status >= 500) return fail('KMS_UNAVAILABLE', 'service error');
-  if (TLS_CODES.has(code)) return fail('KMS_DENIED', "the vault's TLS certificate is not trusted");
+  if (TLS_CERT_ERROR_CODES.has(code)) return fail('KMS_DENIED', "the vault's TLS certificate is not trusted");
   if (NETWORK_ERROR_CODES.has(code) || name === 'TimeoutError' || code === 'REQUEST_SEND_ERROR') {
     return fail('KMS_UNAVAILABLE', 'vault unreachable');
   }

@@ -1,4 +1,5 @@
 // Azure Blob Storage failures → a conflict (a lost race) or a StoreError message safe to show a client.
+import { NETWORK_ERROR_CODES, TLS_CERT_ERROR_CODES } from '../../net/socket-errors.js';
 import type { StoreLocation } from '../url.js';
 
 type AzureLocation = Extract<StoreLocation, { kind: 'azblob' }>;
@@ -36,29 +37,6 @@ export function conditionFailed(err: unknown, expected: string | null): boolean 
   return status === 404 && code === 'BlobNotFound' && expected !== null;
 }
 
-const NETWORK_CODES: ReadonlySet<string> = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'EPIPE',
-  'ETIMEDOUT',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ECONNABORTED',
-  'UND_ERR_SOCKET',
-  'REQUEST_SEND_ERROR',
-]);
-
-const TLS_CODES: ReadonlySet<string> = new Set([
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'CERT_HAS_EXPIRED',
-  'ERR_TLS_CERT_ALTNAME_INVALID',
-]);
-
 const CREDENTIAL_ERRORS: ReadonlySet<string> = new Set([
   'CredentialUnavailableError',
   'AuthenticationError',
@@ -84,7 +62,7 @@ export function describeAzureError(
   if (status === 429 || code === 'ServerBusy') return `Azure Blob Storage is throttling requests${tag}`;
   if (status !== undefined && status >= 500) return `Azure Blob Storage service error ${status}${tag}`;
   if (status !== undefined) return `Azure Blob Storage ${op} failed: ${status}${tag}`;
-  if (code !== undefined && TLS_CODES.has(code)) return `Azure Blob Storage TLS certificate not trusted (${code})`;
-  if (code !== undefined && NETWORK_CODES.has(code)) return `Azure Blob Storage unreachable${tag}`;
+  if (code !== undefined && TLS_CERT_ERROR_CODES.has(code)) return `Azure Blob Storage TLS certificate not trusted (${code})`;
+  if (code !== undefined && (NETWORK_ERROR_CODES.has(code) || code === 'REQUEST_SEND_ERROR')) return `Azure Blob Storage unreachable${tag}`;
   return `Azure Blob Storage ${op} failed: unexpected error`;
 }

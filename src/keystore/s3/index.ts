@@ -8,6 +8,7 @@ import {
   type ListObjectsV2CommandOutput,
   type PutObjectCommandInput,
 } from '@aws-sdk/client-s3';
+import { NETWORK_ERROR_CODES } from '../../net/socket-errors.js';
 import { StoreError, type ListedObject, type StoreBackend, type StoredObject, type WriteResult } from '../backend.js';
 import { escapeId, idFromObjectName, objectNameFor } from '../names.js';
 import type { BackendModule, BackendSettings, OpenOptions } from '../open.js';
@@ -213,20 +214,6 @@ function isLostRace(err: unknown, expected: string | null): boolean {
   if (status === 409 && (name === 'ConditionalRequestConflict' || name === 'OperationAborted')) return true;
   return expected !== null && name === 'NoSuchKey';
 }
-
-/** Node socket errors that mean "the endpoint could not be reached". */
-const NETWORK_ERROR_CODES: ReadonlySet<string> = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'EPIPE',
-  'ETIMEDOUT',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ECONNABORTED',
-  'UND_ERR_SOCKET',
-]);
 
 const DENIED = new Set([
   'AccessDenied',
