@@ -1,12 +1,11 @@
 // `kmsgw store copy` between real stores of different kinds: a single-host folder store moved to
 // S3 (LocalStack) in one command, then served from there; a backup of the bucket to Cloud Storage
 // (fake-gcs-server) and back to a folder, each verified.
-import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, inject, it } from 'vitest';
 import { fakeGcsClient } from '../helpers/fake-gcs.js';
 import { okPayload, rawConnect, startTestGateway, useRunningGateways } from '../helpers/gateway.js';
+import { useS3Bucket } from '../helpers/s3.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 import { gatewayWithKeys, IDS, kmsgw, recordFiles, requireBuiltCli } from './store-fixtures.js';
 
@@ -19,15 +18,7 @@ requireBuiltCli();
 const env = { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_REGION: ls.region };
 process.env['AWS_ACCESS_KEY_ID'] ??= 'test';
 process.env['AWS_SECRET_ACCESS_KEY'] ??= 'test';
-const bucket = `kmsgw-copy-${randomUUID().slice(0, 8)}`;
-const s3 = new S3Client({
-  endpoint: ls.endpoint,
-  forcePathStyle: true,
-  region: ls.region,
-  credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
-});
-await s3.send(new CreateBucketCommand({ Bucket: bucket }));
-s3.destroy();
+const { bucket } = await useS3Bucket(ls.endpoint, ls.region, 'kmsgw-copy');
 await fakeGcsClient(gcs.endpoint).createBucket(bucket);
 
 const s3Flags = (side: 'from' | 'to') => [`--${side}-endpoint`, ls.endpoint, `--${side}-force-path-style`];

@@ -9,11 +9,10 @@
 // unknown without it; the blob calls kmsgw makes are the same in both versions).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
-import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { BlobServiceClient, StorageSharedKeyCredential } from '@azure/storage-blob';
-import { createTempDir, stopChild, type TempDir } from './emulator-process.js';
+import { createTempDir, stopChild, unrefChild, type TempDir } from './emulator-process.js';
 
 const NAME = 'Azurite';
 const READY_TIMEOUT_MS = 20_000;
@@ -120,11 +119,8 @@ function spawnAzurite(port: number, dataDir: string | undefined): Promise<Spawne
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      // A forgotten Azurite must not keep this process alive; stdin stays open (it is the liveness pipe).
-      child.unref();
-      (child.stdout as unknown as Socket).unref();
-      (child.stderr as unknown as Socket).unref();
-      (child.stdin as unknown as Socket).unref();
+      // stdin stays open: it is the liveness pipe.
+      unrefChild(child);
       resolve({ child, port: actual, output: () => output });
     };
     child.on('error', (err) => fail(`spawn failed: ${err.message}`));

@@ -35,6 +35,19 @@ function installExitHook(): void {
   });
 }
 
+/** SIGKILLs `child` if this process exits while it still runs (a forgotten emulator never outlives the tests). */
+export function killAtExit(child: ChildProcess): void {
+  installExitHook();
+  running.add(child);
+  child.once('exit', () => running.delete(child));
+}
+
+/** Lets this process exit with `child` still running: a forgotten emulator must not hold it open. */
+export function unrefChild(child: ChildProcess): void {
+  child.unref();
+  for (const stream of [child.stdin, child.stdout, child.stderr]) (stream as Socket | null)?.unref();
+}
+
 /** A temp dir that is removed at process exit unless remove() ran before. */
 export interface TempDir {
   path: string;
@@ -74,13 +87,12 @@ export function spawnEmulator(
   stateFile: string,
   extraArgs: readonly string[] = [],
 ): Promise<SpawnedEmulator> {
-  installExitHook();
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [server, '--port', String(port), '--state', stateFile, ...extraArgs, '--exit-with-stdin'], {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: process.env,
     });
-    running.add(child);
+    killAtExit(child);
     let stderr = '';
     let stdout = '';
     let settled = false;
@@ -99,18 +111,12 @@ export function spawnEmulator(
       if (!m || settled) return;
       settled = true;
       clearTimeout(timer);
-      // Do not let a forgotten emulator keep this process alive; stdin stays open (it is the liveness pipe).
-      child.unref();
-      (child.stdout as unknown as Socket).unref();
-      (child.stderr as unknown as Socket).unref();
-      (child.stdin as unknown as Socket).unref();
+      // stdin stays open: it is the liveness pipe.
+      unrefChild(child);
       resolve({ child, port: Number(m[1]), stderr: () => stderr });
     });
     child.on('error', (err) => fail(`spawn failed: ${err.message}`));
-    child.on('exit', (code, signal) => {
-      running.delete(child);
-      fail(`exited with ${code ?? signal} before it was ready`);
-    });
+    child.on('exit', (code, signal) => fail(`exited with ${code ?? signal} before it was ready`));
   });
 }
 

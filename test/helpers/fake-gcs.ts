@@ -9,11 +9,10 @@
 // `sh` watchdog holding a pipe from this process: when this process dies without stopping it, the pipe closes and
 // the watchdog SIGTERMs the server. A process 'exit' hook also SIGKILLs whatever is still running.
 import { spawn, type ChildProcess } from 'node:child_process';
-import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Storage } from '@google-cloud/storage';
-import { stopChild } from './emulator-process.js';
+import { killAtExit, stopChild, unrefChild } from './emulator-process.js';
 import { freePort } from './net.js';
 
 const REPO_DIR = fileURLToPath(new URL('../..', import.meta.url));
@@ -40,23 +39,6 @@ export interface FakeGcs extends FakeGcsEndpoint {
   stop(): Promise<void>;
   /** What the server printed (stdout and stderr) since it last started. */
   output(): string;
-}
-
-const running = new Set<ChildProcess>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on('exit', () => {
-    for (const child of running) {
-      try {
-        child.kill('SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-  });
 }
 
 /**
@@ -94,10 +76,9 @@ async function answers(endpoint: string): Promise<boolean> {
 
 /** Spawns the server on `port` and waits until it answers; throws "fake-gcs-server did not start: ..." with its output. */
 async function spawnServer(port: number): Promise<{ child: ChildProcess; output: () => string }> {
-  installExitHook();
   const args = ['-scheme', 'http', '-host', '127.0.0.1', '-port', String(port), '-backend', 'memory', '-log-level', 'warn'];
   const child = spawn(FAKE_GCS_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
-  running.add(child);
+  killAtExit(child);
   let output = '';
   const collect = (s: string): void => {
     if (output.length < OUTPUT_LIMIT) output += s;
@@ -106,10 +87,7 @@ async function spawnServer(port: number): Promise<{ child: ChildProcess; output:
   child.stderr?.setEncoding('utf8').on('data', collect);
   let exited: string | undefined;
   child.on('error', (err) => (exited ??= `spawn failed: ${err.message}`));
-  child.on('exit', (code, signal) => {
-    running.delete(child);
-    exited ??= `exited with ${code ?? signal} before it was ready`;
-  });
+  child.on('exit', (code, signal) => (exited ??= `exited with ${code ?? signal} before it was ready`));
   const endpoint = `http://127.0.0.1:${port}`;
   const deadline = performance.now() + READY_TIMEOUT_MS;
   for (;;) {
@@ -117,10 +95,7 @@ async function spawnServer(port: number): Promise<{ child: ChildProcess; output:
     if (await answers(endpoint)) {
       if (exited !== undefined) break; // answered, but that was some other process on the port
       startWatchdog(child);
-      // Do not let a forgotten server keep this process alive.
-      child.unref();
-      (child.stdout as Socket | null)?.unref();
-      (child.stderr as Socket | null)?.unref();
+      unrefChild(child);
       return { child, output: () => output };
     }
     if (performance.now() > deadline) {
@@ -140,8 +115,7 @@ function startWatchdog(server: ChildProcess): void {
     stdio: ['pipe', 'ignore', 'ignore'],
   });
   dog.on('error', () => undefined);
-  dog.unref();
-  (dog.stdin as unknown as Socket).unref();
+  unrefChild(dog);
   server.once('exit', () => dog.stdin?.end());
 }
 

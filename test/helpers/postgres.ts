@@ -320,3 +320,20 @@ export function tail(text: string, lines: number): string {
     .slice(-lines - 1)
     .join('\n');
 }
+
+/** Waits until the archiver has archived `segment` (or a later one); fails fast, with the log, when it keeps failing. */
+export async function waitArchived(primary: PgCluster, segment: string, timeoutMs = 120_000): Promise<void> {
+  await waitFor(
+    async () => {
+      const [archived = '', failed = '0'] = (
+        await primary.sql("select coalesce(last_archived_wal, ''), failed_count from pg_stat_archiver")
+      ).split('|');
+      if (archived >= segment) return true;
+      if (Number(failed) >= 3) throw new Error(`archive_command keeps failing (${failed} times):\n${tail(await primary.log(), 30)}`);
+      return undefined;
+    },
+    timeoutMs,
+    async () =>
+      `segment ${segment} not archived; pg_stat_archiver: ${await primary.sql('select * from pg_stat_archiver')}\n${tail(await primary.log(), 30)}`,
+  );
+}

@@ -4,19 +4,13 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import {
-  CreateBucketCommand,
-  DeleteBucketCommand,
-  DeleteObjectsCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-} from '@aws-sdk/client-s3';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, afterEach, describe, expect, inject, it, vi } from 'vitest';
 import { StoreError, type StoreBackend } from '../../src/keystore/backend.js';
 import type { BackendSettings } from '../../src/keystore/open.js';
 import { open } from '../../src/keystore/s3/index.js';
 import { freePort } from '../helpers/net.js';
+import { useS3Bucket } from '../helpers/s3.js';
 import { describeBackendConformance } from './conformance.js';
 
 const ls = inject('localstack');
@@ -25,26 +19,8 @@ process.env['AWS_ACCESS_KEY_ID'] ??= 'test';
 process.env['AWS_SECRET_ACCESS_KEY'] ??= 'test';
 
 const settings: BackendSettings = { endpoint: ls.endpoint, forcePathStyle: true, region: ls.region };
-const sdk = new S3Client({
-  endpoint: ls.endpoint,
-  forcePathStyle: true,
-  region: ls.region,
-  credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
-});
-const bucket = `kmsgw-s3-test-${randomUUID().slice(0, 8)}`;
-await sdk.send(new CreateBucketCommand({ Bucket: bucket }));
-
-afterAll(async () => {
-  // A reused LocalStack lives on: leave no bucket behind.
-  for (;;) {
-    const page = await sdk.send(new ListObjectsV2Command({ Bucket: bucket }));
-    const keys = (page.Contents ?? []).flatMap((o) => (o.Key === undefined ? [] : [{ Key: o.Key }]));
-    if (keys.length === 0) break;
-    await sdk.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys, Quiet: true } }));
-  }
-  await sdk.send(new DeleteBucketCommand({ Bucket: bucket }));
-  sdk.destroy();
-});
+// A reused LocalStack lives on: the helper leaves no bucket behind.
+const { sdk, bucket } = await useS3Bucket(ls.endpoint, ls.region, 'kmsgw-s3-test');
 
 const prefixes = new Map<StoreBackend, string>();
 const opened: StoreBackend[] = [];

@@ -6,8 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { readdir, writeFile } from 'node:fs/promises';
 import { connect, createServer, type Socket } from 'node:net';
 import { join, resolve } from 'node:path';
-import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
-import { afterAll, afterEach, describe, expect, inject, it, vi } from 'vitest';
+import { afterEach, describe, expect, inject, it, vi } from 'vitest';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { objectNameFor } from '../../src/keystore/names.js';
 import { openBackend } from '../../src/keystore/open.js';
@@ -18,6 +17,7 @@ import { b64, okPayload, rawConnect, startTestGateway, useRunningGateways, type 
 import { azuriteServiceClient } from '../helpers/azurite.js';
 import { fakeGcsClient } from '../helpers/fake-gcs.js';
 import { freePort } from '../helpers/net.js';
+import { useS3Bucket } from '../helpers/s3.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 
 const ls = inject('localstack');
@@ -30,26 +30,9 @@ process.env['AWS_SECRET_ACCESS_KEY'] ??= 'test';
 
 const tmp = useTmpDirs();
 const running = useRunningGateways();
-const sdk = new S3Client({
-  endpoint: ls.endpoint,
-  forcePathStyle: true,
-  region: ls.region,
-  credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
-});
-const bucket = `kmsgw-shared-${randomUUID().slice(0, 8)}`;
-await sdk.send(new CreateBucketCommand({ Bucket: bucket }));
+const { bucket } = await useS3Bucket(ls.endpoint, ls.region, 'kmsgw-shared');
 await fakeGcsClient(gcs.endpoint).createBucket(bucket);
 await azuriteServiceClient(azurite).createContainer(bucket);
-afterAll(async () => {
-  for (;;) {
-    const page = await sdk.send(new ListObjectsV2Command({ Bucket: bucket }));
-    const keys = (page.Contents ?? []).flatMap((o) => (o.Key === undefined ? [] : [{ Key: o.Key }]));
-    if (keys.length === 0) break;
-    await sdk.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys, Quiet: true } }));
-  }
-  await sdk.send(new DeleteBucketCommand({ Bucket: bucket }));
-  sdk.destroy();
-});
 
 const KEK = `aws-kms://${ls.keyA}`;
 

@@ -33,6 +33,7 @@ import {
   shq,
   tail,
   usePostgres,
+  waitArchived,
   waitFor,
   type PgCluster,
 } from '../helpers/postgres.js';
@@ -79,22 +80,6 @@ async function audit(gw: TestGateway): Promise<AuditRecord[]> {
 /** How many requests of `verb` on the WAL key `gw` answered OK, once its audit log has them. */
 async function served(gw: TestGateway, verb: string): Promise<number> {
   return (await audit(gw)).filter((r) => r.verb === verb && r.keyId === KEY && r.outcome === 'OK').length;
-}
-
-/** Waits until the archiver has archived `segment` (or a later one); fails fast, with the log, when it keeps failing. */
-async function waitArchived(primary: PgCluster, segment: string): Promise<void> {
-  await waitFor(
-    async () => {
-      const [archived = '', failed = '0'] = (
-        await primary.sql("select coalesce(last_archived_wal, ''), failed_count from pg_stat_archiver")
-      ).split('|');
-      if (archived >= segment) return true;
-      if (Number(failed) >= 3) throw new Error(`archive_command keeps failing (${failed} times):\n${tail(await primary.log(), 30)}`);
-      return undefined;
-    },
-    60_000,
-    async () => `segment ${segment} not archived: ${await primary.sql('select * from pg_stat_archiver')}\n${tail(await primary.log(), 30)}`,
-  );
 }
 
 async function waitUntil(what: string, cluster: PgCluster, check: () => Promise<boolean>): Promise<void> {
@@ -157,7 +142,7 @@ describe('PostgreSQL on two hosts sharing an S3 key store', () => {
       await primary.sql(`insert into notes select g, '${batch2} ' || g from generate_series(301, 600) g`);
       const lastSeg = await primary.sql('select pg_walfile_name(pg_current_wal_lsn())');
       await primary.sql('select pg_switch_wal()');
-      await waitArchived(primary, lastSeg);
+      await waitArchived(primary, lastSeg, 60_000);
       // A checkpoint removes (recycles) every archived segment before it: P no longer has the
       // backup's WAL, so a standby made from the backup cannot stream it and must use the archive.
       await primary.sql('checkpoint');

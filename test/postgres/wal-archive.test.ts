@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { kmsgwCommand, pgPreflight, pgTool, run, runAsPg, tail, usePostgres, waitFor, type PgCluster } from '../helpers/postgres.js';
+import { kmsgwCommand, pgPreflight, pgTool, run, runAsPg, tail, usePostgres, waitArchived, waitFor } from '../helpers/postgres.js';
 
 const pg = usePostgres();
 
@@ -20,23 +20,6 @@ const pg = usePostgres();
 const WAL_SEGSIZE_MB = 16;
 
 beforeAll(() => pgPreflight(), 60_000);
-
-/** Waits until the archiver has archived `segment` (or a later one); fails fast, with the log, when it keeps failing. */
-async function waitArchived(primary: PgCluster, segment: string): Promise<void> {
-  await waitFor(
-    async () => {
-      const [archived = '', failed = '0'] = (
-        await primary.sql("select coalesce(last_archived_wal, ''), failed_count from pg_stat_archiver")
-      ).split('|');
-      if (archived >= segment) return true;
-      if (Number(failed) >= 3) throw new Error(`archive_command keeps failing (${failed} times):\n${tail(await primary.log(), 30)}`);
-      return undefined;
-    },
-    120_000,
-    async () =>
-      `segment ${segment} not archived; pg_stat_archiver: ${await primary.sql('select * from pg_stat_archiver')}\n${tail(await primary.log(), 30)}`,
-  );
-}
 
 async function contains(file: string, needle: Buffer): Promise<boolean> {
   return (await readFile(file)).includes(needle);
