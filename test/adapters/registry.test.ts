@@ -132,8 +132,10 @@ describe('a gateway and its KEK wrappers', () => {
     running.push(gw);
     const session = gw.pipeline.open({ transport: 'internal' });
     const ask = async (line: string) => formatReply(await session.handle(line));
-    // Keys under 1030 different KEK URIs (REWRAP or ROTATE with a new URI each time does the same).
-    const made = await Promise.all(Array.from({ length: 1030 }, (_, i) => ask(`CREATE k${i} t://kek${i}`)));
+    // Keys under 1030 different KEK URIs (REWRAP or ROTATE with a new URI each time does the same), one
+    // after another: concurrent CREATEs each read the store first, so they would reach their KEKs in any order.
+    const made: string[] = [];
+    for (let i = 0; i < 1030; i++) made.push(await ask(`CREATE k${i} t://kek${i}`));
     expect(new Set(made)).toEqual(new Set(['OK 1']));
     await expect.poll(() => t.closed.length).toBe(6);
     expect(t.closed).toEqual(['t://kek0', 't://kek1', 't://kek2', 't://kek3', 't://kek4', 't://kek5']);
