@@ -8,6 +8,7 @@ import type { Logger } from '../log/logger.js';
 import { GatewayError } from '../protocol/errors.js';
 import { StoreError, type StoreBackend } from './backend.js';
 import type { Snapshot } from './snapshot.js';
+import { forEachBounded } from './run.js';
 import { KeyRecordSchema, type KeyRecord } from './types.js';
 
 /** How a `KeyStore` keeps up with its backend. Defaults are the config's (`keystore.*`). */
@@ -192,12 +193,12 @@ export class KeyStore {
     }
     const snapshot = this.options.snapshot;
     if (snapshot) for (const id of await snapshot.stale(listing)) changed.add(id);
-    // A few at a time: a refresh must not crowd out requests.
-    const queue = [...changed];
-    await Promise.all(
-      Array.from({ length: Math.min(8, queue.length) }, async () => {
-        for (let id = queue.pop(); id !== undefined; id = queue.pop()) await this.read(id, true).catch(() => undefined);
-      }),
+    // A few at a time: a refresh must not crowd out requests. A record that fails is read on its next use.
+    await forEachBounded(changed, { concurrency: 8 }, (id) =>
+      this.read(id, true).then(
+        () => undefined,
+        () => undefined,
+      ),
     );
     await snapshot
       ?.flush()

@@ -27,7 +27,7 @@ export type CallSignal = () => AbortSignal;
  * per-record failures; what it throws ends the run, after the calls under way settle.
  */
 export async function forEachBounded<T>(
-  items: AsyncIterable<T>,
+  items: AsyncIterable<T> | Iterable<T>,
   options: RunOptions,
   fn: (item: T, call: CallSignal) => Promise<void>,
 ): Promise<void> {
