@@ -1,6 +1,7 @@
 import type { AdapterRegistry } from '../../adapters/registry.js';
 import { EncryptionBudget, type Block } from '../crypto/budget.js';
 import { withSecrets } from '../crypto/secret.js';
+import { KeyedChains } from '../keystore/chains.js';
 import type { KeyStore } from '../keystore/key-store.js';
 import { findVersion, newestEnabled, type KeyRecord, type VersionRecord } from '../keystore/types.js';
 import type { Logger } from '../log/logger.js';
@@ -52,7 +53,7 @@ export interface MadeVersion {
  * other's changes: a change that loses a race is made again on the record that won.
  */
 export class KeyService {
-  private readonly chains = new Map<string, Promise<unknown>>();
+  private readonly chains = new KeyedChains();
   private readonly budget: EncryptionBudget;
   private readonly block: number;
   /** The block a new version is stored with, so its first ENCs need no write. */
@@ -200,7 +201,7 @@ export class KeyService {
 
   /** Resolves once every change under way has settled. */
   async drain(): Promise<void> {
-    while (this.chains.size > 0) await Promise.allSettled([...this.chains.values()]);
+    await this.chains.drain();
   }
 
   /**
@@ -284,14 +285,6 @@ export class KeyService {
   }
 
   private exclusive<T>(keyId: string, fn: () => Promise<T>): Promise<T> {
-    const previous = this.chains.get(keyId) ?? Promise.resolve();
-    const next = previous.catch(() => undefined).then(fn);
-    this.chains.set(keyId, next);
-    void next
-      .catch(() => undefined)
-      .finally(() => {
-        if (this.chains.get(keyId) === next) this.chains.delete(keyId);
-      });
-    return next;
+    return this.chains.run(keyId, fn);
   }
 }

@@ -1,6 +1,7 @@
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ListedObject } from './backend.js';
+import { KeyedChains } from './chains.js';
 import { FileBackend } from './file/index.js';
 
 const REVISIONS_FILE = 'revisions.json';
@@ -17,7 +18,7 @@ export class Snapshot {
   private readonly known = new Map<string, string>();
   private loaded = false;
   private dirty = false;
-  private readonly chains = new Map<string, Promise<void>>();
+  private readonly chains = new KeyedChains();
 
   private constructor(private readonly files: FileBackend) {}
 
@@ -47,8 +48,7 @@ export class Snapshot {
 
   /** Stores `body` as the copy of `id`, taken at store revision `revision`; one write per id at a time. */
   save(id: string, body: Buffer, revision: string): Promise<void> {
-    const previous = this.chains.get(id) ?? Promise.resolve();
-    const next = previous.then(async () => {
+    return this.chains.run(id, async () => {
       const current = await this.files.read(id);
       if (current === undefined || !current.body.equals(body)) {
         const written = await this.files.write(id, body, current?.revision ?? null);
@@ -59,12 +59,6 @@ export class Snapshot {
         this.dirty = true;
       }
     });
-    const settled = next.catch(() => undefined);
-    this.chains.set(id, settled);
-    void settled.then(() => {
-      if (this.chains.get(id) === settled) this.chains.delete(id);
-    });
-    return next;
   }
 
   /**
@@ -91,7 +85,7 @@ export class Snapshot {
   }
 
   async close(): Promise<void> {
-    await Promise.allSettled([...this.chains.values()]);
+    await this.chains.drain();
     await this.flush().catch(() => undefined);
     await this.files.close();
   }

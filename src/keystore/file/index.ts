@@ -3,6 +3,7 @@ import { constants } from 'node:fs';
 import { mkdir, open as openFile, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { StoreError, type ListedObject, type StoreBackend, type StoredObject, type WriteResult } from '../backend.js';
+import { KeyedChains } from '../chains.js';
 import { acquireStoreLock, type StoreLock } from '../lock.js';
 import { escapeId, idFromObjectName, OBJECT_SUFFIX } from '../names.js';
 import type { BackendModule, BackendSettings, OpenOptions } from '../open.js';
@@ -49,7 +50,7 @@ export function describeFsError(err: unknown): string {
  * folder, and writes of one id are serialised here, so the compare-and-swap is exact.
  */
 export class FileBackend {
-  private readonly chains = new Map<string, Promise<unknown>>();
+  private readonly chains = new KeyedChains();
   private closed = false;
 
   private constructor(
@@ -107,15 +108,7 @@ export class FileBackend {
   write(id: string, body: Buffer, expected: string | null): Promise<WriteResult> {
     if (this.lock === undefined) return Promise.reject(new StoreError('key store was opened read-only'));
     if (this.closed) return Promise.reject(new StoreError('key store is closed'));
-    const previous = this.chains.get(id) ?? Promise.resolve();
-    const next = previous.catch(() => undefined).then(() => this.writeNow(id, body, expected));
-    this.chains.set(id, next);
-    void next
-      .catch(() => undefined)
-      .finally(() => {
-        if (this.chains.get(id) === next) this.chains.delete(id);
-      });
-    return next;
+    return this.chains.run(id, () => this.writeNow(id, body, expected));
   }
 
   async *list(prefix: string): AsyncIterable<ListedObject> {
@@ -145,7 +138,7 @@ export class FileBackend {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await Promise.allSettled([...this.chains.values()]);
+    await this.chains.drain();
     await this.lock?.release();
   }
 
