@@ -1,14 +1,66 @@
-import { GatewayError, KmsError } from '../src/protocol/errors.js';
+import { GatewayError, KmsError, type ErrorCode } from '../src/protocol/errors.js';
 import { KEY_BYTES, copySecret, zeroize } from '../src/crypto/secret.js';
+import { Breaker, type BreakerSettings } from './breaker.js';
+import type { KekHealth } from './health.js';
 import type { GeneratedKey, KeyWrapper, WrapContext, WrappedKey } from './types.js';
+
+/** How calls failing with `KMS_UNAVAILABLE` or `THROTTLED` are tried again, inside the deadline. */
+export interface RetrySettings {
+  /** Attempts per call, the first included (1: no retry). */
+  readonly attempts: number;
+  /** Backoff before the second attempt, in ms; doubled for each further one, with full jitter. */
+  readonly baseDelayMs: number;
+  /** Longest backoff between two attempts, in ms (a Retry-After hint may ask for longer). */
+  readonly maxDelayMs: number;
+}
 
 /** Options for the invariants enforced around every adapter. */
 export interface GuardOptions {
-  /** Longest a single KMS call may take before it fails with `KMS_UNAVAILABLE`. */
+  /** Longest a KMS call may take, retries included, before it fails with `KMS_UNAVAILABLE`. */
   readonly timeoutMs: number;
-  /** Called once per adapter call that reached the adapter (for tests and metrics). */
+  /** Retries of outages and throttling. @default no retry */
+  readonly retry?: RetrySettings;
+  /** The circuit breaker of each KEK. @default none */
+  readonly breaker?: BreakerSettings;
+  /** Told how each call ended, so denials revoke and outages show. */
+  readonly health?: KekHealth;
+  /** Called once per attempt that reached the adapter (for tests). */
   readonly onCall?: (op: AdapterOp, kek: string) => void;
+  /** Called once per attempt that reached the adapter, and once per call the breaker refused (metrics). */
+  readonly observe?: (call: KmsCall) => void;
+  /** Clock in ms for the breaker. @default Date.now */
+  readonly now?: () => number;
+  /** Waits between attempts (tests inject one that does not sleep). @default setTimeout */
+  readonly sleep?: (ms: number) => Promise<void>;
+  /** Jitter source in [0, 1). @default Math.random */
+  readonly random?: () => number;
 }
+
+/** How one attempt on the KMS ended, for metrics. */
+export const KMS_OUTCOMES = ['ok', 'denied', 'unavailable', 'throttled', 'invalid', 'error', 'breaker_open'] as const;
+export type KmsOutcome = (typeof KMS_OUTCOMES)[number];
+
+/** One attempt (or one refusal by the breaker), as `observe` sees it. */
+export interface KmsCall {
+  readonly op: AdapterOp;
+  readonly kek: string;
+  readonly outcome: KmsOutcome;
+  readonly seconds: number;
+}
+
+const OUTCOME_OF: Partial<Record<ErrorCode, KmsOutcome>> = {
+  KMS_DENIED: 'denied',
+  KMS_UNAVAILABLE: 'unavailable',
+  THROTTLED: 'throttled',
+  DECRYPT_FAILED: 'invalid',
+};
+
+/** Errors worth another attempt: the KMS did not answer, or asked us to slow down. */
+function transient(err: GatewayError): boolean {
+  return err.code === 'KMS_UNAVAILABLE' || err.code === 'THROTTLED';
+}
+
+const sleepFor = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 
 type Ctx = Pick<WrapContext, 'keyId' | 'version'>;
 
@@ -18,15 +70,22 @@ export type AdapterOp = 'wrap' | 'unwrap' | 'generate' | 'rewrap';
 /**
  * Wraps an adapter with the invariants that must hold whichever cloud is
  * behind it, so no adapter has to get them right on its own: a deadline on
- * every call, a 32-byte DEK, buffers isolated from the adapter's (copied
- * into `Buffer.alloc` memory, the adapter's copy zeroized in `finally`), and
- * only classified errors escaping.
+ * every call (retries of outages and throttling inside it, a circuit breaker
+ * per KEK), a 32-byte DEK, buffers isolated from the adapter's (copied into
+ * `Buffer.alloc` memory, the adapter's copy zeroized in `finally`), only
+ * classified errors escaping, and every outcome told to the KEK's health.
  */
 export class GuardedWrapper {
+  private readonly breaker: Breaker | undefined;
+  private readonly now: () => number;
+
   constructor(
     private readonly inner: KeyWrapper,
     private readonly options: GuardOptions,
-  ) {}
+  ) {
+    this.now = options.now ?? Date.now;
+    this.breaker = options.breaker ? new Breaker(options.breaker, this.now) : undefined;
+  }
 
   get kek(): string {
     return this.inner.kek;
@@ -89,23 +148,83 @@ export class GuardedWrapper {
     return this.inner.close();
   }
 
+  /**
+   * Runs one operation on the KMS: through the breaker, with retries of transient failures while
+   * the deadline allows, each attempt aborted at the deadline. Resolves or throws a GatewayError.
+   */
   private async call<T>(op: AdapterOp, ctx: Ctx, fn: (c: WrapContext) => Promise<T>): Promise<T> {
+    const kek = this.inner.kek;
+    const deadline = this.now() + this.options.timeoutMs;
+    const attempts = this.options.retry?.attempts ?? 1;
+    for (let attempt = 1; ; attempt++) {
+      const admission = this.breaker?.admit() ?? { ok: true, probe: false };
+      if (!admission.ok) {
+        this.options.observe?.({ op, kek, outcome: 'breaker_open', seconds: 0 });
+        throw admission.error;
+      }
+      let err: GatewayError;
+      try {
+        const result = await this.attempt(op, ctx, fn, Math.max(1, deadline - this.now()));
+        this.breaker?.answered(admission.probe);
+        // Only an unwrap proves a denied KEK usable again (a KMS may allow encrypting and not decrypting).
+        if (op === 'unwrap' || this.options.health?.denied(kek) !== true) this.options.health?.record(kek, 'ok');
+        return result;
+      } catch (caught) {
+        err = caught as GatewayError;
+      }
+      if (!transient(err)) {
+        // INTERNAL is the adapter's own failure: it tells nothing about the KMS.
+        if (err.code === 'INTERNAL') this.breaker?.released(admission.probe);
+        else this.breaker?.answered(admission.probe);
+        this.options.health?.record(kek, err.code);
+        throw err;
+      }
+      const hint = err instanceof KmsError ? err.retryAfterMs : undefined;
+      const wait = Math.max(hint ?? 0, this.backoff(attempt));
+      // Retried only if the wait and a useful attempt fit before the deadline; else the caller
+      // hears now, not when the deadline passes.
+      if (attempt >= attempts || this.now() + wait >= deadline) {
+        this.breaker?.failed(admission.probe, hint);
+        this.options.health?.record(kek, err.code);
+        throw err;
+      }
+      this.breaker?.released(admission.probe);
+      await (this.options.sleep ?? sleepFor)(wait);
+    }
+  }
+
+  /** Full-jitter exponential backoff before attempt `attempt + 1`. */
+  private backoff(attempt: number): number {
+    const retry = this.options.retry;
+    if (retry === undefined) return 0;
+    const ceiling = Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** (attempt - 1));
+    return Math.floor((this.options.random ?? Math.random)() * ceiling);
+  }
+
+  /** One attempt with its own deadline; only GatewayErrors escape. */
+  private async attempt<T>(op: AdapterOp, ctx: Ctx, fn: (c: WrapContext) => Promise<T>, timeoutMs: number): Promise<T> {
     this.options.onCall?.(op, this.inner.kek);
+    const started = performance.now();
     const controller = new AbortController();
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         controller.abort();
         reject(new KmsError('KMS_UNAVAILABLE', `KMS did not answer within ${this.options.timeoutMs} ms`));
-      }, this.options.timeoutMs);
+      }, timeoutMs);
     });
+    let outcome: KmsOutcome = 'error';
     try {
-      return await Promise.race([fn({ keyId: ctx.keyId, version: ctx.version, signal: controller.signal }), deadline]);
+      const result = await Promise.race([fn({ keyId: ctx.keyId, version: ctx.version, signal: controller.signal }), deadline]);
+      outcome = 'ok';
+      return result;
     } catch (err) {
-      if (err instanceof GatewayError) throw err;
-      throw new KmsError('INTERNAL', `KEK adapter failed during ${op}`, { cause: err });
+      const safe = err instanceof GatewayError ? err : new KmsError('INTERNAL', `KEK adapter failed during ${op}`, { cause: err });
+      outcome = OUTCOME_OF[safe.code] ?? 'error';
+      throw safe;
     } finally {
       clearTimeout(timer);
+      this.options.observe?.({ op, kek: this.inner.kek, outcome, seconds: (performance.now() - started) / 1000 });
     }
   }
 }

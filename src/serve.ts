@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { AdapterRegistry, DEFAULT_LOADERS, kekScheme, type AdapterLoader } from '../adapters/registry.js';
 import { confinedKekPath, ensureLocalKek } from '../adapters/local/index.js';
 import type { AdapterOp } from '../adapters/guard.js';
+import { KekHealth } from '../adapters/health.js';
 import { AuditLog } from './audit/log.js';
 import type { Clock, DekCache } from './cache/dek-cache.js';
 import { ConfigError } from './config/load.js';
@@ -57,11 +58,17 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   await checkStartupPermissions(config, baseDir);
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
 
+  const clockNow = options.clock ? () => (options.clock as Clock).now() : Date.now;
+  const health = new KekHealth(clockNow);
   const adapters = new AdapterRegistry(
     {
       dataDir,
       settings: config.kms.adapters,
       timeoutMs: config.kms.timeoutMs,
+      retry: config.kms.retry,
+      breaker: config.kms.breaker,
+      health,
+      now: clockNow,
       ...(options.onAdapterCall ? { onCall: options.onAdapterCall } : {}),
     },
     options.loaders ?? DEFAULT_LOADERS,
@@ -106,7 +113,13 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   const deks = new DekService(
     store,
     adapters,
-    { maxEntries: config.cache.maxEntries, ttlMs: config.cache.ttlMs, ...(options.clock ? { clock: options.clock } : {}) },
+    {
+      maxEntries: config.cache.maxEntries,
+      ttlMs: config.cache.ttlMs,
+      staleIfErrorMs: config.cache.staleIfErrorMs,
+      health,
+      ...(options.clock ? { clock: options.clock } : {}),
+    },
     log,
   );
   const keys = new KeyService(store, adapters, deks, config.keys, log);

@@ -104,8 +104,25 @@ export const ConfigSchema = z
       .object({
         /** Most unwrapped DEKs held in memory. */
         maxEntries: z.number().int().min(1).default(10_000),
-        /** How long an unwrapped DEK is kept, in ms, from its unwrap. */
+        /** How long an unwrapped DEK is served, in ms, from its unwrap. */
         ttlMs: z.number().int().min(1).default(300_000),
+        /**
+         * How long past its TTL an unwrapped DEK is still kept (in memory, zeroized when it ends), in ms,
+         * to be served only while unwrapping it again fails with KMS_UNAVAILABLE or THROTTLED; never
+         * after KMS_DENIED. 0: a DEK is zeroized at its TTL and refused while the KMS is down.
+         */
+        staleIfErrorMs: z
+          .number()
+          .int()
+          .min(0)
+          .max(7 * 24 * 3_600_000)
+          .default(3_600_000),
+        /**
+         * Key-id globs (`pg/*`) whose current versions are unwrapped at start, before the gateway reports
+         * ready, so the first PostgreSQL start after a restart does not wait on the KMS. Failures are logged
+         * and tolerated.
+         */
+        warm: z.array(z.string().regex(/^\S{1,1024}$/, 'must be a key-id glob such as pg/*')).default([]),
       })
       .strict()
       .prefault({}),
@@ -144,8 +161,36 @@ export const ConfigSchema = z
       .prefault({}),
     kms: z
       .object({
-        /** Deadline of each KMS call in ms; a dead KMS never hangs a client longer. */
+        /** Deadline of each KMS call in ms, retries included; a dead KMS never hangs a client longer. */
         timeoutMs: z.number().int().min(1).max(120_000).default(2000),
+        /**
+         * Period of the background canary (a wrap and unwrap of a random value under every KEK in use),
+         * in ms: readiness reflects it, and a KEK disabled in the KMS stops being served within it even
+         * with no traffic. 0 turns the canary off.
+         */
+        canaryIntervalMs: z.number().int().min(0).max(86_400_000).default(30_000),
+        /** Retries of KMS calls failing with KMS_UNAVAILABLE or THROTTLED, inside `timeoutMs`. */
+        retry: z
+          .object({
+            /** Attempts per call, the first included (1: no retry). */
+            attempts: z.number().int().min(1).max(10).default(3),
+            /** Backoff before the second attempt in ms, doubled for each further one, with full jitter. */
+            baseDelayMs: z.number().int().min(0).max(60_000).default(50),
+            /** Longest backoff in ms (a Retry-After from the KMS may ask for longer). */
+            maxDelayMs: z.number().int().min(0).max(60_000).default(1000),
+          })
+          .strict()
+          .prefault({}),
+        /** Per-KEK circuit breaker: a dead KMS costs microseconds per request, not a deadline. */
+        breaker: z
+          .object({
+            /** Calls in a row failing with KMS_UNAVAILABLE or THROTTLED (after retries) that open it. */
+            failures: z.number().int().min(1).max(1000).default(5),
+            /** How long calls then fail at once, in ms, before one probe call tries the KMS again. */
+            openMs: z.number().int().min(1).max(600_000).default(10_000),
+          })
+          .strict()
+          .prefault({}),
         /** Per-adapter settings, keyed by KEK URI scheme; validated here, at start-up, without loading any SDK. */
         adapters: AdapterSettingsSchema.prefault({}),
       })

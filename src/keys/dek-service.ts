@@ -1,22 +1,25 @@
+import type { KekHealth } from '../../adapters/health.js';
 import type { AdapterRegistry } from '../../adapters/registry.js';
 import type { WrappedKey } from '../../adapters/types.js';
-import { DekCache, type Clock } from '../cache/dek-cache.js';
+import { DekCache, type Clock, type DekCacheSettings, type LoadedDek } from '../cache/dek-cache.js';
 import { verifyCommitTag } from '../crypto/commit.js';
 import { copySecret, withSecrets, type SecretScope } from '../crypto/secret.js';
 import type { KeyStore } from '../keystore/key-store.js';
 import { findVersion, type KeyRecord, type VersionRecord } from '../keystore/types.js';
+import { LimitedWarnings } from '../log/limited.js';
 import type { Logger } from '../log/logger.js';
 import { GatewayError } from '../protocol/errors.js';
 
 /** How unwrapped DEKs are kept. Defaults live in the config schema (`cache.*`). */
-export interface DekServiceOptions {
-  /** Most unwrapped DEKs held at once; the least recently used is zeroized first. */
-  readonly maxEntries: number;
-  /** How long an unwrapped DEK stays, in ms from its unwrap. */
-  readonly ttlMs: number;
+export interface DekServiceOptions extends DekCacheSettings {
   /** Time source for the TTL (tests inject one). */
   readonly clock?: Clock;
+  /** Where KMS denials are learned; a denied KEK's DEKs are zeroized at once. */
+  readonly health?: KekHealth;
 }
+
+/** A stale DEK served while the KMS is down is logged at most once per key in this many ms. */
+const STALE_WARNING_INTERVAL_MS = 60_000;
 
 /** The stored blob of a version in the form adapters take. */
 export function wrappedOf(v: VersionRecord): WrappedKey {
@@ -37,6 +40,7 @@ interface Unwrapper {
  */
 export class DekService {
   readonly cache: DekCache;
+  private readonly health: KekHealth | undefined;
 
   constructor(
     private readonly store: Pick<KeyStore, 'get' | 'watch'>,
@@ -44,16 +48,46 @@ export class DekService {
     options: DekServiceOptions,
     private readonly log: Logger,
   ) {
+    const staleWarnings = new LimitedWarnings(log, STALE_WARNING_INTERVAL_MS);
     this.cache = new DekCache({
       maxEntries: options.maxEntries,
       ttlMs: options.ttlMs,
+      ...(options.staleIfErrorMs !== undefined ? { staleIfErrorMs: options.staleIfErrorMs } : {}),
       ...(options.clock ? { clock: options.clock } : {}),
       load: (keyId, version) => this.load(keyId, version),
+      onStale: (keyId, version, code) =>
+        staleWarnings.warn(
+          keyId,
+          { keyId, version, code },
+          'serving a DEK past its TTL: the KMS cannot be reached to unwrap it again (cache.staleIfErrorMs)',
+        ),
     });
     // A version destroyed (here or by another gateway sharing the store) leaves the cache at once.
     store.watch((keyId, before, after) => this.evictGone(keyId, before, after));
+    this.health = options.health;
+    // Revocation wins: a denial, seen by any request or by the canary, zeroizes every DEK under that KEK.
+    this.health?.onChange((now) => {
+      if (now.state !== 'denied') return;
+      const evicted = this.cache.evictKek(now.kek);
+      this.log.warn(
+        { kek: now.kek, code: now.code, evicted },
+        'KEK denied by the KMS: its cached DEKs were zeroized, nothing under it is served',
+      );
+    });
   }
 
+  /** Applies new `cache.*` settings (reload). */
+  reconfigure(settings: DekCacheSettings): void {
+    this.cache.reconfigure(settings);
+  }
+
+  /**
+   * Unwraps one version into the cache ahead of use (warm-up); resolves when it is cached,
+   * rejects with the error a request would have seen.
+   */
+  async warm(keyId: string, version: number): Promise<void> {
+    await this.cache.acquire(keyId, version);
+  }
   /**
    * Runs `use` with the DEK of an enabled version: synchronously on a cache
    * hit, after one shared unwrap on a miss. `use` must not keep the buffer.
@@ -72,9 +106,11 @@ export class DekService {
     return withSecrets(async (scope) => (await unwrapChecked(scope, unwrapper, wrapped, keyId, version, commit)) !== undefined);
   }
 
-  /** Hands the cache a copy of a DEK just made, so its first use needs no unwrap. */
-  seed(keyId: string, version: number, dek: Buffer): void {
-    this.cache.seed(keyId, version, copySecret(dek));
+  /** Hands the cache a copy of a DEK just made under `kek`, so its first use needs no unwrap. */
+  seed(keyId: string, version: number, dek: Buffer, kek: string): void {
+    // Not while the KMS denies the KEK: only a successful unwrap lifts a denial.
+    if (this.health?.denied(kek) === true) return;
+    this.cache.seed(keyId, version, { dek: copySecret(dek), kek });
   }
 
   /** Drops (and zeroizes) one version. */
@@ -97,7 +133,7 @@ export class DekService {
   }
 
   /** The cache's loader: one stored version, unwrapped and checked against its commitment tag. */
-  private async load(keyId: string, version: number): Promise<Buffer> {
+  private async load(keyId: string, version: number): Promise<LoadedDek> {
     const record = await this.store.get(keyId);
     const stored = record && findVersion(record, version);
     if (!stored || stored.state !== 'enabled' || stored.wrapped === null || stored.commit === null) {
@@ -113,7 +149,7 @@ export class DekService {
         throw new GatewayError('DECRYPT_FAILED', 'stored key failed its commitment check');
       }
       // The cache owns its own copy; the scope zeroizes the adapter's.
-      return copySecret(dek);
+      return { dek: copySecret(dek), kek: stored.kek };
     });
   }
 }

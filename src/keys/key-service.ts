@@ -231,7 +231,7 @@ export class KeyService {
     next: (current: KeyRecord | undefined) => number | undefined,
   ): Promise<{ record: KeyRecord; made: number | undefined }> {
     return withSecrets(async (scope) => {
-      let made: { version: number; dek: Buffer } | undefined;
+      let made: { version: number; dek: Buffer; kek: string } | undefined;
       const record = await this.store.update(keyId, async (current) => {
         made = undefined;
         const version = next(current);
@@ -242,13 +242,13 @@ export class KeyService {
         const fresh = await this.adapters.use(wrapUnder, (wrapper) =>
           makeVersion(wrapper, scope, keyId, version, new Date().toISOString()),
         );
-        made = { version, dek: fresh.dek };
+        made = { version, dek: fresh.dek, kek: wrapUnder };
         return { ...base, versions: [...base.versions, { ...fresh.record, encryptions: this.firstBlock.to }] };
       });
       if (record === undefined) throw new GatewayError('NOT_FOUND', 'no such key');
       if (made === undefined) return { record, made: undefined };
       const { version, dek } = made;
-      this.deks.seed(keyId, version, dek);
+      this.deks.seed(keyId, version, dek, made.kek);
       this.budget.grant(keyId, version, this.firstBlock);
       return { record, made: version };
     });

@@ -42,6 +42,13 @@ export class GatewayError extends Error {
 /** Raised by KEK adapters after `classify()` has mapped a provider error. */
 export class KmsError extends GatewayError {
   override readonly name = 'KmsError';
+  /** How long the KMS asked callers to wait before trying again (Retry-After, RetryInfo), in ms. */
+  readonly retryAfterMs?: number;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; retryAfterMs?: number }) {
+    super(code, message, options);
+    if (options?.retryAfterMs !== undefined) this.retryAfterMs = options.retryAfterMs;
+  }
 }
 
 /** Turns anything thrown into a `GatewayError` fit for a reply. */
