@@ -6,7 +6,8 @@ import type { AdapterOp } from '../adapters/guard.js';
 import { KekHealth } from '../adapters/health.js';
 import { AuditLog } from './audit/log.js';
 import type { Clock, DekCache } from './cache/dek-cache.js';
-import { ConfigError } from './config/load.js';
+import { ConfigError, type LoadedConfig } from './config/load.js';
+import { createReloader, type ReloadResult } from './config/reload.js';
 import type { Config } from './config/schema.js';
 import { DekService } from './keys/dek-service.js';
 import { KeyService } from './keys/key-service.js';
@@ -15,6 +16,7 @@ import type { KeyStore } from './keystore/key-store.js';
 import { createLogger, type Logger } from './log/logger.js';
 import { Executor } from './pipeline/execute.js';
 import { Pipeline } from './pipeline/pipeline.js';
+import { SwappableAccess } from './policy/holder.js';
 import { Policy } from './policy/policy.js';
 import { Listener } from './server/listener.js';
 import { checkStartupPermissions } from './startup/checks.js';
@@ -42,6 +44,8 @@ export interface RunningGateway {
   readonly listener: Listener;
   readonly socketPath: string | undefined;
   readonly log: Logger;
+  /** Applies a re-read config (SIGHUP): src/config/reload.ts says what changes and what needs a restart. */
+  reload(next: LoadedConfig): Promise<ReloadResult>;
   /**
    * Graceful stop: no new connections or lines, every request already read is answered
    * (within `limits.shutdownGraceMs`), then the cache is zeroized, adapters closed, the
@@ -53,7 +57,7 @@ export interface RunningGateway {
 /** Opens the store, loads nothing else eagerly, and starts listening. */
 export async function startGateway(config: Config, options: StartOptions = {}): Promise<RunningGateway> {
   const baseDir = options.baseDir ?? process.cwd();
-  const log = options.logger ?? createLogger(config.log.level);
+  const log = options.logger ?? createLogger(config.log);
   const dataDir = resolve(baseDir, config.dataDir);
   await checkStartupPermissions(config, baseDir);
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
@@ -107,7 +111,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     throw err;
   }
   const store = opened.store;
-  const access = config.policy ? new Policy(config.policy) : undefined;
+  const access = config.policy ? new SwappableAccess(new Policy(config.policy)) : undefined;
   if (access) log.info({ clients: config.policy?.clients.map((c) => c.name) }, 'policy loaded: default deny');
   else log.warn('no policy configured: every client that can connect may use every key and admin verb (development default)');
   const deks = new DekService(
@@ -190,6 +194,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     listener,
     socketPath,
     log,
+    reload: createReloader({ config, file: undefined, baseDir }, { log, access, listener, deks, audit }),
     close() {
       closing ??= (async () => {
         await listener.close(config.limits.shutdownGraceMs);
