@@ -128,13 +128,25 @@ async function serve(configFile: string | undefined): Promise<void> {
   const loaded = await loadConfig(configFile);
   const running = await startGateway(loaded.config, { baseDir: loaded.baseDir });
   const log = running.log;
-  log.info({ config: loaded.file ?? 'embedded development default' }, 'configuration loaded');
-  // Listeners are up and warm-up is done; the KMS canary is not waited for (readiness reports it).
   const systemd = new SystemdNotifier(log);
-  systemd.ready();
-  systemd.startWatchdog();
-
   let stopping = false;
+  const stopped = new Promise<void>((done) => {
+    const stop = (signal: string): void => {
+      if (stopping) {
+        // A second signal: the operator will not wait for the drain. Zeroize, then go.
+        log.warn({ signal }, 'second signal: exiting without waiting for requests in flight');
+        running.cache.clear();
+        process.exit(1);
+      }
+      stopping = true;
+      systemd.stopping();
+      log.info({ signal, graceMs: loaded.config.limits.shutdownGraceMs }, 'shutting down: answering requests already read');
+      void running.close().then(done);
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+
   let reloads = Promise.resolve();
   const reload = (): void => {
     reloads = reloads.then(async () => {
@@ -154,24 +166,14 @@ async function serve(configFile: string | undefined): Promise<void> {
   };
   process.off('SIGHUP', early);
   process.on('SIGHUP', reload);
-  if (hupDuringStart) reload();
 
-  await new Promise<void>((done) => {
-    const stop = (signal: string): void => {
-      if (stopping) {
-        // A second signal: the operator will not wait for the drain. Zeroize, then go.
-        log.warn({ signal }, 'second signal: exiting without waiting for requests in flight');
-        running.cache.clear();
-        process.exit(1);
-      }
-      stopping = true;
-      systemd.stopping();
-      log.info({ signal, graceMs: loaded.config.limits.shutdownGraceMs }, 'shutting down: answering requests already read');
-      void running.close().then(done);
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+  // Listeners are up and warm-up is done (the KMS canary is not waited for: readiness reports
+  // it), and every signal is handled: tell systemd, then say so.
+  systemd.ready();
+  systemd.startWatchdog();
+  log.info({ config: loaded.file ?? 'embedded development default' }, 'configuration loaded');
+  if (hupDuringStart) reload();
+  await stopped;
 }
 
 function isVerb(text: string): text is Verb {
