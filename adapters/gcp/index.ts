@@ -6,10 +6,10 @@ import { GatewayError, KmsError } from '../../src/protocol/errors.js';
 import { DEFAULT_ADAPTER_SETTINGS } from '../settings.js';
 import { SharedClients, classifying, responseBytes, type Closable, type Lease } from '../support.js';
 import type { AdapterModule, AdapterOptions, KeyWrapper, WrapContext, WrappedKey } from '../types.js';
-import { classify, type GcpOp } from './classify.js';
+import { classify, int64, type GcpOp } from './classify.js';
 import type { GcpSettings } from './settings.js';
 
-export { classify, GRPC } from './classify.js';
+export { classify, GRPC, int64 } from './classify.js';
 
 type EncryptRequest = protos.google.cloud.kms.v1.IEncryptRequest;
 type EncryptResponse = protos.google.cloud.kms.v1.IEncryptResponse;
@@ -43,15 +43,6 @@ export function parseGcpKek(kek: string): string {
 /** AAD that binds a blob to its place: `kmsgw/v1 <key-id> <version>`. */
 export function wrapAad(ctx: Pick<WrapContext, 'keyId' | 'version'>): Buffer {
   return Buffer.from(`kmsgw/v1 ${ctx.keyId} ${ctx.version}`, 'latin1');
-}
-
-/** Reads a google.protobuf.Int64Value whatever form the client decoded it in (number, string, Long). */
-export function int64(value: { value?: unknown } | null | undefined): number | undefined {
-  const raw = value?.value;
-  if (raw === undefined || raw === null) return undefined;
-  // A Long (protobufjs' int64) prints its decimal value.
-  const n = Number(typeof raw === 'object' ? (raw as { toString(): string }).toString() : raw);
-  return Number.isSafeInteger(n) ? n : undefined;
 }
 
 function integrityError(what: string): KmsError {
@@ -136,18 +127,16 @@ export class GcpKmsWrapper implements KeyWrapper {
   }
 }
 
-/** Runs a google-gax call with a deadline, no gax-level retries, cancelled by `signal`. */
+/** Runs a google-gax call once, with a deadline, cancelled by `signal`. */
 function withLimits<T>(
   start: (options: CallOptions) => Promise<[T, ...unknown[]]> & { cancel?: () => void },
   limits: CallLimits,
 ): Promise<T> {
-  // The client's defaults retry for up to 600 s. Here the gateway's deadline is the whole budget:
-  // UNAVAILABLE (no connection yet, e.g. just after the KMS came back) is retried briefly within it.
+  // The client's defaults retry for up to 600 s. The gateway's guard retries UNAVAILABLE and
+  // RESOURCE_EXHAUSTED itself (kms.retry, inside kms.timeoutMs, counted by the breaker), so here
+  // one attempt: no retry codes.
   const t = limits.timeoutMs;
-  const call = start({
-    timeout: t,
-    retry: createRetryOptions([grpc.status.UNAVAILABLE], createBackoffSettings(50, 2, 250, t, 1, t, t)),
-  });
+  const call = start({ timeout: t, retry: createRetryOptions([], createBackoffSettings(0, 1, 0, t, 1, t, t)) });
   const cancel = () => call.cancel?.();
   limits.signal.addEventListener('abort', cancel, { once: true });
   return call.then(
