@@ -151,12 +151,41 @@ function withLimits<T>(
   );
 }
 
+/**
+ * Longest a call waits for the gRPC channel to (re)connect before it is sent anyway, in ms; also
+ * the channel's longest reconnect backoff, so a KMS that came back is reached within it.
+ */
+export const CONNECT_WAIT_MS = 250;
+
+/**
+ * Waits (at most CONNECT_WAIT_MS) for the client's channel to be connected. grpc-js fails a call at
+ * once while its channel waits out a reconnect backoff, so without this the guard's quick retries
+ * could all land in that wait just after the KMS came back. A KMS that stays down costs this wait.
+ */
+async function connected(client: KeyManagementServiceClient, limits: CallLimits): Promise<void> {
+  const stub = (await client.initialize()) as unknown as Partial<Pick<grpc.Client, 'getChannel' | 'waitForReady'>>;
+  if (stub.getChannel === undefined || stub.waitForReady === undefined) return;
+  if (stub.getChannel().getConnectivityState(true) === grpc.connectivityState.READY) return;
+  const wait = Math.min(CONNECT_WAIT_MS, limits.timeoutMs);
+  await new Promise<void>((resolve) => {
+    const done = () => (limits.signal.removeEventListener('abort', done), resolve());
+    limits.signal.addEventListener('abort', done, { once: true });
+    stub.waitForReady?.(Date.now() + wait, done);
+  });
+}
+
 /** The SDK client behind the port; closing the port closes the client's gRPC channel. */
 export function sdkPort(client: KeyManagementServiceClient): GcpKmsPort {
   return {
     close: () => client.close(),
-    encrypt: (request, limits) => withLimits((o) => client.encrypt(request, o), limits),
-    decrypt: (request, limits) => withLimits((o) => client.decrypt(request, o), limits),
+    encrypt: async (request, limits) => {
+      await connected(client, limits);
+      return withLimits((o) => client.encrypt(request, o), limits);
+    },
+    decrypt: async (request, limits) => {
+      await connected(client, limits);
+      return withLimits((o) => client.decrypt(request, o), limits);
+    },
   };
 }
 
@@ -166,7 +195,7 @@ function newClient(settings: GcpSettings): KeyManagementServiceClient {
     universeDomain: settings.universeDomain,
     // Reconnect soon after an outage ends (grpc-js would otherwise back off up to 120 s).
     'grpc.initial_reconnect_backoff_ms': 100,
-    'grpc.max_reconnect_backoff_ms': 1000,
+    'grpc.max_reconnect_backoff_ms': CONNECT_WAIT_MS,
     ...(host ? { apiEndpoint: host, port: Number(port) } : {}),
     ...(settings.tls
       ? settings.caFile
