@@ -4,6 +4,9 @@ import { AdapterRegistry, DEFAULT_LOADERS, kekScheme, type AdapterLoader } from 
 import { confinedKekPath, ensureLocalKek } from '../adapters/local/index.js';
 import type { AdapterOp } from '../adapters/guard.js';
 import { KekHealth } from '../adapters/health.js';
+import { Canary, keksInUse } from './kms/canary.js';
+import { readinessOf, type Readiness } from './kms/readiness.js';
+import { warmUp, type WarmResult } from './keys/warm.js';
 import { AuditLog } from './audit/log.js';
 import type { Clock, DekCache } from './cache/dek-cache.js';
 import { ConfigError, type LoadedConfig } from './config/load.js';
@@ -46,6 +49,14 @@ export interface RunningGateway {
   readonly log: Logger;
   /** Applies a re-read config (SIGHUP): src/config/reload.ts says what changes and what needs a restart. */
   reload(next: LoadedConfig): Promise<ReloadResult>;
+  /** The last known state of each KEK (fed by every KMS call and the canary). */
+  readonly health: KekHealth;
+  /** The background KEK check (tests call `runOnce()` instead of waiting `kms.canaryIntervalMs`). */
+  readonly canary: Canary;
+  /** What cache warm-up did at start (`cache.warm`). */
+  readonly warmed: WarmResult;
+  /** Whether the gateway can serve now, and why not (`/readyz`). */
+  readiness(): Readiness;
   /**
    * Graceful stop: no new connections or lines, every request already read is answered
    * (within `limits.shutdownGraceMs`), then the cache is zeroized, adapters closed, the
@@ -174,6 +185,22 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   if (config.keys.autoCreate) {
     log.warn('keys are created on first use (keys.autoCreate): a development setting');
   }
+  // Clients may connect already; ready (READY=1, /readyz) waits for warm-up, which tolerates every failure.
+  let warm: 'pending' | 'done' = 'pending';
+  const warmed = await warmUp(config.cache.warm, store, deks, config.cache.maxEntries, log);
+  warm = 'done';
+  const canaryMs = config.kms.canaryIntervalMs;
+  const inUse = () =>
+    keksInUse({
+      defaultKek: config.keys.defaultKek,
+      cached: () => deks.cache.keks(),
+      health,
+      // A KEK used within the last two canary periods (or ten minutes without a canary) is in use.
+      recentMs: canaryMs > 0 ? 2 * canaryMs : 600_000,
+      now: clockNow,
+    });
+  const canary = new Canary({ intervalMs: canaryMs, targets: () => inUse().map((s) => s.kek), adapters, health, log });
+  if (canaryMs > 0) canary.start();
   log.info(
     {
       dataDir,
@@ -195,8 +222,13 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     socketPath,
     log,
     reload: createReloader({ config, file: undefined, baseDir }, { log, access, listener, deks, audit }),
+    health,
+    canary,
+    warmed,
+    readiness: () => readinessOf({ store: true, listening: closing === undefined, warm, keks: inUse() }, canaryMs > 0),
     close() {
       closing ??= (async () => {
+        await canary.stop();
         await listener.close(config.limits.shutdownGraceMs);
         try {
           await keys.drain();

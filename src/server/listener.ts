@@ -96,9 +96,8 @@ export class Listener {
   }
 
   /**
-   * Replaces the TLS listener's certificate, key and CA (reload) for handshakes from now on;
-   * connections already open keep theirs. Throws, changing nothing, when they do not make a
-   * valid context (a key that does not match the certificate, unparsable PEM).
+   * New TLS certificate, key and CA (reload) for the next handshakes; open connections keep theirs.
+   * Throws, changing nothing, when they make no valid context (a key not matching the certificate).
    */
   setTlsCredentials(tls: { readonly cert: Buffer; readonly key: Buffer; readonly ca: Buffer }): void {
     if (this.tlsServer === undefined) throw new Error('no TLS listener is running');
