@@ -17,6 +17,8 @@ import { Executor } from './pipeline/execute.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { Policy } from './policy/policy.js';
 import { Listener } from './server/listener.js';
+import { GatewayMetrics } from './metrics/metrics.js';
+import { startOps, type OpsReadiness, type OpsServer } from './ops/server.js';
 import { checkStartupPermissions } from './startup/checks.js';
 
 /** What `startGateway` needs besides the config; all optional, for tests and embedding. */
@@ -42,6 +44,10 @@ export interface RunningGateway {
   readonly listener: Listener;
   readonly socketPath: string | undefined;
   readonly log: Logger;
+  /** This gateway's metrics (`metrics.registry` is its prom-client registry, served on `/metrics`). */
+  readonly metrics: GatewayMetrics;
+  /** The ops HTTP listener (`ops.listen`), when configured. */
+  readonly ops: OpsServer | undefined;
   /**
    * Graceful stop: no new connections or lines, every request already read is answered
    * (within `limits.shutdownGraceMs`), then the cache is zeroized, adapters closed, the
@@ -60,6 +66,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
 
   const clockNow = options.clock ? () => (options.clock as Clock).now() : Date.now;
   const health = new KekHealth(clockNow);
+  const metrics = new GatewayMetrics({ calls: config.ops.metrics });
   const adapters = new AdapterRegistry(
     {
       dataDir,
@@ -70,6 +77,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       health,
       now: clockNow,
       ...(options.onAdapterCall ? { onCall: options.onAdapterCall } : {}),
+      ...(metrics.observeKms ? { observe: metrics.observeKms } : {}),
     },
     options.loaders ?? DEFAULT_LOADERS,
   );
@@ -126,11 +134,23 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   const pipeline = new Pipeline(new Executor(keys, deks, access, log), {
     ...(access ? { access } : {}),
     ...(audit ? { observer: audit } : {}),
+    ...(metrics.meter ? { meter: metrics.meter } : {}),
   });
 
   const socketPath = config.listen.socket ? resolve(baseDir, config.listen.socket.path) : undefined;
-  let listener: Listener;
+  let listener: Listener | undefined;
+  let ops: OpsServer | undefined;
+  // Until the lead's readiness lands: store open, listeners up, and each KEK's last known state.
+  const readiness = (): OpsReadiness => {
+    const keks = health.statuses();
+    const listening = listener !== undefined;
+    const ready = listening && keks.every((k) => k.state === 'ok' || k.state === 'unknown');
+    return { ready, store: true, listening, warm: 'done', keks };
+  };
   try {
+    if (config.ops.listen !== undefined) {
+      ops = await startOps({ listen: config.ops.listen, allowRemote: config.ops.allowRemote, metrics, readiness, log });
+    }
     if (socketPath !== undefined) await mkdir(resolve(socketPath, '..'), { recursive: true, mode: 0o700 });
     listener = await Listener.start(
       {
@@ -163,10 +183,20 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       log,
     );
   } catch (err) {
+    await ops?.close();
     await store.close();
     await audit?.close();
     throw err;
   }
+  const serving = listener;
+  metrics.attach({
+    cache: deks.cache,
+    connections: () => serving.stats().connections,
+    keks: () => health.statuses(),
+    ...(audit ? { auditDropped: () => audit.dropped } : {}),
+    store,
+    maxEncryptionsPerVersion: config.keys.maxEncryptionsPerVersion,
+  });
   if (config.keys.autoCreate) {
     log.warn('keys are created on first use (keys.autoCreate): a development setting');
   }
@@ -187,12 +217,15 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     pipeline,
     cache: deks.cache,
     store,
-    listener,
+    listener: serving,
     socketPath,
     log,
+    metrics,
+    ops,
     close() {
       closing ??= (async () => {
-        await listener.close(config.limits.shutdownGraceMs);
+        await ops?.close();
+        await serving.close(config.limits.shutdownGraceMs);
         try {
           await keys.drain();
           deks.close();

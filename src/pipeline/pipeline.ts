@@ -11,6 +11,12 @@ export interface PipelineOptions {
   readonly access?: AccessControl;
   /** Sees one record per request (the audit log); while unavailable, requests are refused. */
   readonly observer?: RequestObserver;
+  /**
+   * Told of every request once answered (metrics): its verb (`invalid` for a line that does not
+   * parse, `unknown` for one refused unread because the audit log is unavailable), `OK` or the ERR
+   * code, and the seconds from `handle` to the reply. Absent: nothing is measured.
+   */
+  readonly meter?: (verb: string, code: string, seconds: number) => void;
 }
 
 /** The one way into the gateway: `open` a session per connection, then `handle` its lines. */
@@ -36,6 +42,8 @@ type Trace = RequestTrace & { verb: string };
  */
 export class Session {
   private readonly order = new RequestOrder();
+  /** The verb of the request `run` last parsed, read right after it returns (for the meter). */
+  private verb = 'invalid';
 
   constructor(
     readonly ctx: RequestContext,
@@ -45,11 +53,17 @@ export class Session {
 
   handle(line: string): Reply {
     const observer = this.options.observer;
-    if (observer === undefined) return this.run(line, undefined);
-    if (!observer.available) return failure('INTERNAL', 'audit log unavailable; requests are refused');
+    const meter = this.options.meter;
+    if (observer === undefined) return meter === undefined ? this.run(line, undefined) : this.metered(line, meter);
     const started = performance.now();
+    if (!observer.available) {
+      const refused = failure('INTERNAL', 'audit log unavailable; requests are refused');
+      meter?.('unknown', 'INTERNAL', (performance.now() - started) / 1000);
+      return refused;
+    }
     const trace: Trace = { verb: '-' };
     const recorded = (outcome: Outcome): Outcome => {
+      const latency = performance.now() - started;
       observer.record({
         time: new Date().toISOString(),
         client: describeClient(this.ctx),
@@ -57,19 +71,39 @@ export class Session {
         ...(trace.keyId !== undefined ? { keyId: trace.keyId } : {}),
         ...(trace.version !== undefined ? { version: trace.version } : {}),
         outcome: outcome.ok ? 'OK' : outcome.code,
-        latencyMs: Math.round((performance.now() - started) * 1000) / 1000,
+        latencyMs: Math.round(latency * 1000) / 1000,
         ...(trace.kek !== undefined ? { kek: trace.kek } : {}),
       });
+      meter?.(trace.verb === '-' ? 'invalid' : trace.verb, outcome.ok ? 'OK' : outcome.code, latency / 1000);
       return outcome;
     };
     const reply = this.run(line, trace);
     return reply instanceof Promise ? reply.then(recorded) : recorded(reply);
   }
 
+  /** `run` with the meter told of the reply; a reply from memory allocates nothing more. */
+  private metered(line: string, meter: NonNullable<PipelineOptions['meter']>): Reply {
+    const started = performance.now();
+    const reply = this.run(line, undefined);
+    const verb = this.verb;
+    if (reply instanceof Promise) {
+      return reply.then((outcome) => {
+        meter(verb, outcome.ok ? 'OK' : outcome.code, (performance.now() - started) / 1000);
+        return outcome;
+      });
+    }
+    meter(verb, reply.ok ? 'OK' : reply.code, (performance.now() - started) / 1000);
+    return reply;
+  }
+
   private run(line: string, trace: Trace | undefined): Reply {
     const parsed = parseRequest(line);
-    if (!parsed.ok) return failure(parsed.code, parsed.text);
+    if (!parsed.ok) {
+      this.verb = 'invalid';
+      return failure(parsed.code, parsed.text);
+    }
     const command = parsed.command;
+    this.verb = command.verb;
     if (trace) fillTrace(trace, command);
     if (command.verb === 'AUTH') return this.authenticate(command.token);
     const access = this.options.access;
