@@ -4,6 +4,9 @@ import { AdapterRegistry, DEFAULT_LOADERS, kekScheme, type AdapterLoader } from 
 import { confinedKekPath, ensureLocalKek } from '../adapters/local/index.js';
 import type { AdapterOp } from '../adapters/guard.js';
 import { KekHealth } from '../adapters/health.js';
+import { Canary, keksInUse } from './kms/canary.js';
+import { readinessOf, type Readiness } from './kms/readiness.js';
+import { warmUp, type WarmResult } from './keys/warm.js';
 import { AuditLog } from './audit/log.js';
 import type { Clock, DekCache } from './cache/dek-cache.js';
 import { ConfigError } from './config/load.js';
@@ -18,7 +21,7 @@ import { Pipeline } from './pipeline/pipeline.js';
 import { Policy } from './policy/policy.js';
 import { Listener } from './server/listener.js';
 import { GatewayMetrics } from './metrics/metrics.js';
-import { startOps, type OpsReadiness, type OpsServer } from './ops/server.js';
+import { startOps, type OpsServer } from './ops/server.js';
 import { checkStartupPermissions } from './startup/checks.js';
 
 /** What `startGateway` needs besides the config; all optional, for tests and embedding. */
@@ -44,6 +47,14 @@ export interface RunningGateway {
   readonly listener: Listener;
   readonly socketPath: string | undefined;
   readonly log: Logger;
+  /** The last known state of each KEK (fed by every KMS call and the canary). */
+  readonly health: KekHealth;
+  /** The background KEK check (tests call `runOnce()` instead of waiting `kms.canaryIntervalMs`). */
+  readonly canary: Canary;
+  /** What cache warm-up did at start (`cache.warm`). */
+  readonly warmed: WarmResult;
+  /** Whether the gateway can serve now, and why not (`/readyz`). */
+  readiness(): Readiness;
   /** This gateway's metrics (`metrics.registry` is its prom-client registry, served on `/metrics`). */
   readonly metrics: GatewayMetrics;
   /** The ops HTTP listener (`ops.listen`), when configured. */
@@ -140,16 +151,13 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   const socketPath = config.listen.socket ? resolve(baseDir, config.listen.socket.path) : undefined;
   let listener: Listener | undefined;
   let ops: OpsServer | undefined;
-  // Until the lead's readiness lands: store open, listeners up, and each KEK's last known state.
-  const readiness = (): OpsReadiness => {
-    const keks = health.statuses();
-    const listening = listener !== undefined;
-    const ready = listening && keks.every((k) => k.state === 'ok' || k.state === 'unknown');
-    return { ready, store: true, listening, warm: 'done', keks };
-  };
+  // The ops listener answers from here on; /readyz says not ready until the gateway is assembled below.
+  let readiness = (): Readiness =>
+    readinessOf({ store: true, listening: listener !== undefined, warm: 'pending', keks: health.statuses() }, true);
   try {
     if (config.ops.listen !== undefined) {
-      ops = await startOps({ listen: config.ops.listen, allowRemote: config.ops.allowRemote, metrics, readiness, log });
+      const { listen, allowRemote } = config.ops;
+      ops = await startOps({ listen, allowRemote, metrics, readiness: () => readiness(), log });
     }
     if (socketPath !== undefined) await mkdir(resolve(socketPath, '..'), { recursive: true, mode: 0o700 });
     listener = await Listener.start(
@@ -192,7 +200,6 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   metrics.attach({
     cache: deks.cache,
     connections: () => serving.stats().connections,
-    keks: () => health.statuses(),
     ...(audit ? { auditDropped: () => audit.dropped } : {}),
     store,
     maxEncryptionsPerVersion: config.keys.maxEncryptionsPerVersion,
@@ -200,6 +207,23 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   if (config.keys.autoCreate) {
     log.warn('keys are created on first use (keys.autoCreate): a development setting');
   }
+  // Clients may connect already; ready (READY=1, /readyz) waits for warm-up, which tolerates every failure.
+  let warm: 'pending' | 'done' = 'pending';
+  const warmed = await warmUp(config.cache.warm, store, deks, config.cache.maxEntries, log);
+  warm = 'done';
+  const canaryMs = config.kms.canaryIntervalMs;
+  const inUse = () =>
+    keksInUse({
+      defaultKek: config.keys.defaultKek,
+      cached: () => deks.cache.keks(),
+      health,
+      // A KEK used within the last two canary periods (or ten minutes without a canary) is in use.
+      recentMs: canaryMs > 0 ? 2 * canaryMs : 600_000,
+      now: clockNow,
+    });
+  const canary = new Canary({ intervalMs: canaryMs, targets: () => inUse().map((s) => s.kek), adapters, health, log });
+  if (canaryMs > 0) canary.start();
+  metrics.attach({ keks: inUse });
   log.info(
     {
       dataDir,
@@ -213,6 +237,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   );
 
   let closing: Promise<void> | undefined;
+  readiness = () => readinessOf({ store: true, listening: closing === undefined, warm, keks: inUse() }, canaryMs > 0);
   return {
     pipeline,
     cache: deks.cache,
@@ -220,11 +245,16 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     listener: serving,
     socketPath,
     log,
+    health,
+    canary,
+    warmed,
+    readiness: () => readiness(),
     metrics,
     ops,
     close() {
       closing ??= (async () => {
         await ops?.close();
+        await canary.stop();
         await serving.close(config.limits.shutdownGraceMs);
         try {
           await keys.drain();

@@ -112,7 +112,7 @@ export function describeThroughGateway(name: string, h: ConformanceHarness): voi
     });
 
     when(h.disable)?.it(
-      'a disabled KEK: a cold GET is refused, a cached DEK is served until its TTL, enabling needs no restart',
+      'a disabled KEK: the first denial zeroizes every DEK cached under it (no TTL wait), the canary sees it with no traffic, enabling needs no restart',
       async () => {
         const disable = h.disable as NonNullable<ConformanceHarness['disable']>;
         const kek = await h.target.newKek();
@@ -123,15 +123,32 @@ export function describeThroughGateway(name: string, h: ConformanceHarness): voi
         expect(await c.ask(`CREATE cold/key ${kek.uri}`)).toBe('OK 1');
         gw.cache.evict('cold/key', 1);
         await disable.off(kek);
+        // A request reaching the KMS learns of the denial; warm/key is refused at once, not at its TTL.
         expect(await c.ask('GET cold/key')).toBe(disable.reply);
-        expect(await c.ask('GET warm/key')).toMatch(/^OK /);
-        clock.advance(299_000); // the default cache TTL is 300 s
-        expect(await c.ask('GET warm/key')).toMatch(/^OK /);
-        clock.advance(2_000);
+        expect(gw.health.denied(kek.uri)).toBe(true);
+        expect(gw.cache.peek('warm/key', 1)).toBeUndefined();
         expect(await c.ask('GET warm/key')).toBe(disable.reply);
         await disable.on(kek);
         expect(await c.ask('GET warm/key')).toMatch(/^OK /);
         expect(await c.ask('GET cold/key')).toMatch(/^OK /);
+        expect(gw.health.status(kek.uri).state).toBe('ok');
+
+        // No traffic at all: one canary round (what kms.canaryIntervalMs runs) finds the denial.
+        await disable.off(kek);
+        expect(gw.cache.peek('warm/key', 1)).toBeDefined();
+        await gw.canary.runOnce();
+        expect(gw.health.status(kek.uri)).toMatchObject({ state: 'denied', code: 'KMS_DENIED' });
+        expect(gw.cache.peek('warm/key', 1)).toBeUndefined();
+        expect(gw.cache.peek('cold/key', 1)).toBeUndefined();
+        const down = gw.readiness();
+        expect(down.ready).toBe(false);
+        expect(down.keks).toContainEqual(expect.objectContaining({ kek: kek.uri, state: 'denied' }));
+        clock.advance(1_000);
+        await disable.on(kek);
+        await gw.canary.runOnce();
+        expect(gw.health.status(kek.uri).state).toBe('ok');
+        expect(gw.readiness().ready).toBe(true);
+        expect(await c.ask('GET warm/key')).toMatch(/^OK /);
         c.close();
       },
     );

@@ -81,7 +81,8 @@ describe('no key material or payload in logs, errors, INFO/LIST or the audit log
     const overrides = {
       keys: { autoCreate: true },
       limits: { maxLineBytes: MAX_LINE },
-      kms: { timeoutMs: 200 },
+      // Every failure mode in a row: the breaker would turn the later ones into fast KMS_UNAVAILABLE.
+      kms: { timeoutMs: 200, breaker: { failures: 1000 } },
       log: { level: 'debug' },
       ...(AUDIT_SUPPORTED ? { audit: { file: AUDIT_FILE, fsync: 'always' } } : {}),
     } as ConfigInput;
