@@ -223,7 +223,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     });
   const canary = new Canary({ intervalMs: canaryMs, targets: () => inUse().map((s) => s.kek), adapters, health, log });
   if (canaryMs > 0) canary.start();
-  metrics.attach({ keks: inUse });
+  metrics.attach({ keks: inUse, ready: () => readiness().ready });
   log.info(
     {
       dataDir,

@@ -23,6 +23,7 @@ export const METRIC = {
   auditDropped: 'kmsgw_audit_records_dropped_total',
   storeOperations: 'kmsgw_store_operations_total',
   storeConflicts: 'kmsgw_store_conflicts_total',
+  ready: 'kmsgw_ready',
 } as const;
 
 /** The gateway's own metric names (the histograms also export `_bucket`, `_sum` and `_count`). */
@@ -48,6 +49,8 @@ export interface MetricSources {
   readonly store?: { readonly stats: StoreStats; heldRecords(): Iterable<KeyRecord> };
   /** `keys.maxEncryptionsPerVersion`: the denominator of the nonce budget. */
   readonly maxEncryptionsPerVersion?: number;
+  /** Whether `/readyz` would answer 200 now (a cached state, no KMS call). */
+  readonly ready?: () => boolean;
 }
 
 /** Counts of one verb: OK apart (the common case, no map lookup), errors by code, and latency. */
@@ -197,6 +200,14 @@ export class GatewayMetrics {
       registers,
       () => src().store?.stats.conflicts,
     );
+    new Gauge({
+      name: METRIC.ready,
+      help: 'Whether the gateway is ready (1) or not (0), as /readyz answers: store open, listeners up, warm-up done, every KEK in use ok.',
+      registers,
+      collect() {
+        this.set(src().ready?.() === true ? 1 : 0);
+      },
+    });
     for (const metric of processMetrics()) this.registry.registerMetric(metric);
 
     this.meter = calls ? (verb, code, seconds) => this.count(verb, code, seconds) : undefined;

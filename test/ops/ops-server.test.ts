@@ -6,7 +6,8 @@ import { fakeKms } from '../helpers/fake-adapter.js';
 import { rawConnect, startTestGateway, useRunningGateways, type TestGateway } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 import type { ConfigInput } from '../../src/config/schema.js';
-import { opsGet } from './prometheus.js';
+import { METRIC } from '../../src/metrics/metrics.js';
+import { opsGet, scrape } from './prometheus.js';
 
 const tmp = useTmpDirs();
 const running = useRunningGateways();
@@ -89,6 +90,7 @@ describe('ops listener', () => {
     const body = (await res.json()) as { ready: boolean; keks: Array<Record<string, unknown>> };
     expect(body.ready).toBe(false);
     expect(body.keks).toContainEqual({ kek: 'fake://kek-1', state: 'unavailable', code: 'KMS_UNAVAILABLE' });
+    expect((await scrape(port)).value(METRIC.ready)).toBe(0);
     const verbose = (await (await opsGet(port, '/readyz?verbose')).json()) as typeof body;
     const kek = verbose.keks.find((k) => k.kek === 'fake://kek-1');
     expect(kek).toMatchObject({ state: 'unavailable', code: 'KMS_UNAVAILABLE', since: expect.any(Number), checkedAt: expect.any(Number) });
@@ -99,6 +101,7 @@ describe('ops listener', () => {
     res = await opsGet(port, '/readyz');
     expect(res.status).toBe(200);
     expect(((await res.json()) as typeof body).keks).toContainEqual({ kek: 'fake://kek-1', state: 'ok' });
+    expect((await scrape(port)).value(METRIC.ready)).toBe(1);
     c.close();
   });
 
