@@ -5,6 +5,7 @@ import { kekScheme } from '../../adapters/registry.js';
 import type { DekCacheStats } from '../cache/dek-cache.js';
 import { STORE_OPERATIONS, STORE_OUTCOMES, type StoreStats } from '../keystore/key-store.js';
 import type { KeyRecord } from '../keystore/types.js';
+import type { RequestMeter } from '../pipeline/pipeline.js';
 import { Tally, TallyHistogram } from './tally.js';
 
 /** Every metric the gateway defines, once (docs/operations.md describes each; alerts and the dashboard use these). */
@@ -35,9 +36,6 @@ export const REQUEST_BUCKETS = [
 ] as const;
 /** KMS call latency buckets, in seconds. */
 export const KMS_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] as const;
-
-/** Told of each request once it is answered: its verb (`invalid` when the line did not parse), `OK` or the ERR code, seconds. */
-export type RequestMeter = (verb: string, code: string, seconds: number) => void;
 
 /** What the gateway-wide metrics are read from at scrape time; each part may be attached later, or never. */
 export interface MetricSources {
@@ -100,7 +98,7 @@ export class GatewayMetrics {
       new TallyHistogram(
         {
           name: METRIC.requestDuration,
-          help: 'Time from reading a request line to its reply, in seconds, by verb.',
+          help: 'Time from reading a request line to its reply, in seconds, by verb (replies from memory are timed one in 16, each sample counting 16).',
           labelNames: ['verb'] as const,
           buckets: REQUEST_BUCKETS,
         },
@@ -210,7 +208,7 @@ export class GatewayMetrics {
     });
     for (const metric of processMetrics()) this.registry.registerMetric(metric);
 
-    this.meter = calls ? (verb, code, seconds) => this.count(verb, code, seconds) : undefined;
+    this.meter = calls ? (verb, code, seconds, weight) => this.count(verb, code, seconds, weight) : undefined;
     this.observeKms = calls
       ? (call) => {
           const adapter = kekScheme(call.kek) ?? 'unknown';
@@ -235,7 +233,7 @@ export class GatewayMetrics {
     return this.registry.contentType;
   }
 
-  private count(verb: string, code: string, seconds: number): void {
+  private count(verb: string, code: string, seconds: number, weight: number): void {
     let v = this.verbs.get(verb);
     if (v === undefined) {
       v = { labels: { verb }, ok: 0, errors: new Map(), tally: new Tally(REQUEST_BUCKETS) };
@@ -243,7 +241,7 @@ export class GatewayMetrics {
     }
     if (code === 'OK') v.ok++;
     else v.errors.set(code, (v.errors.get(code) ?? 0) + 1);
-    v.tally.observe(seconds);
+    if (weight > 0) v.tally.observe(seconds, weight);
   }
 }
 

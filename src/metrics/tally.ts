@@ -15,13 +15,14 @@ export class Tally {
     this.counts = new Float64Array(bounds.length + 1);
   }
 
-  observe(value: number): void {
+  /** Adds `weight` observations of `value` (a sampled observation stands for the ones not timed). */
+  observe(value: number, weight = 1): void {
     const bounds = this.bounds;
     let i = 0;
     while (i < bounds.length && value > (bounds[i] as number)) i++;
-    this.counts[i] = (this.counts[i] as number) + 1;
-    this.count++;
-    this.sum += value;
+    this.counts[i] = (this.counts[i] as number) + weight;
+    this.count += weight;
+    this.sum += value * weight;
   }
 }
 
