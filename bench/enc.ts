@@ -24,7 +24,7 @@ const deferred: Array<Promise<unknown>> = [];
  * does between socket reads, so one store write per 65536 ENC is what is measured,
  * not a loop that never lets the write land. The wait counts in the time.
  */
-export async function timed(fn: (i: number) => void, ms: number, checkEvery: number): Promise<number> {
+async function timed(fn: (i: number) => void, ms: number, checkEvery: number): Promise<number> {
   const start = performance.now();
   const end = start + ms;
   let n = 0;

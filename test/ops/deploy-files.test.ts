@@ -88,6 +88,20 @@ describe('deploy/ monitoring files', () => {
     expect(byName.get('KmsgwNotReady')).toContain(METRIC.ready);
   });
 
+  it('docs/operations.md lists every metric, and every alert with its expression as in the rules file', () => {
+    const doc = readFileSync(resolve(ROOT, 'docs/operations.md'), 'utf8').replaceAll('\\|', '|');
+    for (const name of METRIC_NAMES) expect(doc, name).toContain(`| \`${name}\``);
+    const rules = (
+      parseYaml(readFileSync(resolve(ROOT, 'deploy/prometheus-rules.yaml'), 'utf8')) as {
+        groups: Array<{ rules: Array<{ alert: string; expr: string }> }>;
+      }
+    ).groups.flatMap((g) => g.rules);
+    for (const rule of rules) {
+      const row = doc.split('\n').find((line) => line.startsWith(`| \`${rule.alert}\``));
+      expect(row, rule.alert).toContain(`\`${rule.expr}\``);
+    }
+  });
+
   it('grafana-dashboard.json parses; every panel query reads only exported metrics; the issue panels are there', () => {
     const dashboard = JSON.parse(readFileSync(resolve(ROOT, 'deploy/grafana-dashboard.json'), 'utf8')) as {
       title: string;
