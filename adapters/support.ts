@@ -10,6 +10,24 @@ export function responseBytes(value: unknown, provider: string, what: string): B
   return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
 }
 
+/** The longest wait a KMS throttling hint is believed for, in ms: a wrong header must not park a KEK for hours. */
+export const MAX_RETRY_AFTER_MS = 60_000;
+
+/**
+ * A KMS's hint of when to try again, in ms from `now`, capped at MAX_RETRY_AFTER_MS: an HTTP
+ * `Retry-After` (delta-seconds, or an HTTP date) or a duration already in ms. Undefined when
+ * absent or unreadable.
+ */
+export function retryAfterMs(value: string | number | null | undefined, now = Date.now()): number | undefined {
+  let ms: number;
+  if (typeof value === 'number') ms = value;
+  else if (typeof value !== 'string' || value.trim() === '') return undefined;
+  else if (/^\d+(\.\d+)?$/.test(value.trim())) ms = Number(value.trim()) * 1000;
+  else ms = Date.parse(value) - now;
+  if (!Number.isFinite(ms)) return undefined;
+  return Math.min(MAX_RETRY_AFTER_MS, Math.max(0, Math.ceil(ms)));
+}
+
 /** Runs one provider call; anything it throws that is not already a gateway error goes through `classify`. */
 export async function classifying<T>(fn: () => Promise<T>, classify: (err: unknown) => KmsError): Promise<T> {
   try {

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Builds native/peercred.c (SO_PEERCRED and flock) into build/peercred.node (run by
+// Builds native/peercred.c (SO_PEERCRED, flock and sd_notify) into build/peercred.node (run by
 // `npm install` through `prepare`). A plain N-API module compiled with the system C compiler
 // against the node-api-headers package: node-gyp would fetch Node's full headers from the
 // network, which a closed build machine cannot reach, and N-API needs none of them. Without a

@@ -9,7 +9,8 @@ import { readinessOf, type Readiness } from './kms/readiness.js';
 import { warmUp, type WarmResult } from './keys/warm.js';
 import { AuditLog } from './audit/log.js';
 import type { Clock, DekCache } from './cache/dek-cache.js';
-import { ConfigError } from './config/load.js';
+import { ConfigError, type LoadedConfig } from './config/load.js';
+import { createReloader, type ReloadResult } from './config/reload.js';
 import type { Config } from './config/schema.js';
 import { DekService } from './keys/dek-service.js';
 import { KeyService } from './keys/key-service.js';
@@ -18,6 +19,7 @@ import type { KeyStore } from './keystore/key-store.js';
 import { createLogger, type Logger } from './log/logger.js';
 import { Executor } from './pipeline/execute.js';
 import { Pipeline } from './pipeline/pipeline.js';
+import { SwappableAccess } from './policy/holder.js';
 import { Policy } from './policy/policy.js';
 import { Listener } from './server/listener.js';
 import { GatewayMetrics } from './metrics/metrics.js';
@@ -47,6 +49,8 @@ export interface RunningGateway {
   readonly listener: Listener;
   readonly socketPath: string | undefined;
   readonly log: Logger;
+  /** Applies a re-read config (SIGHUP): src/config/reload.ts says what changes and what needs a restart. */
+  reload(next: LoadedConfig): Promise<ReloadResult>;
   /** The last known state of each KEK (fed by every KMS call and the canary). */
   readonly health: KekHealth;
   /** The background KEK check (tests call `runOnce()` instead of waiting `kms.canaryIntervalMs`). */
@@ -70,7 +74,7 @@ export interface RunningGateway {
 /** Opens the store, loads nothing else eagerly, and starts listening. */
 export async function startGateway(config: Config, options: StartOptions = {}): Promise<RunningGateway> {
   const baseDir = options.baseDir ?? process.cwd();
-  const log = options.logger ?? createLogger(config.log.level);
+  const log = options.logger ?? createLogger(config.log);
   const dataDir = resolve(baseDir, config.dataDir);
   await checkStartupPermissions(config, baseDir);
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
@@ -126,7 +130,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     throw err;
   }
   const store = opened.store;
-  const access = config.policy ? new Policy(config.policy) : undefined;
+  const access = config.policy ? new SwappableAccess(new Policy(config.policy)) : undefined;
   if (access) log.info({ clients: config.policy?.clients.map((c) => c.name) }, 'policy loaded: default deny');
   else log.warn('no policy configured: every client that can connect may use every key and admin verb (development default)');
   const deks = new DekService(
@@ -237,6 +241,26 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   );
 
   let closing: Promise<void> | undefined;
+  // Reload: the ops listener moves to a changed ops.listen (if the new one cannot start, the old one is started again).
+  let opsSettings = config.ops;
+  const reloadOps = async (next: Config): Promise<void> => {
+    const before = opsSettings;
+    opsSettings = next.ops;
+    if (next.ops.metrics !== before.metrics) log.warn({ metrics: next.ops.metrics }, 'ops.metrics takes effect at the next restart');
+    if (next.ops.listen === before.listen && next.ops.allowRemote === before.allowRemote) return;
+    const start = (s: Config['ops']) =>
+      s.listen === undefined
+        ? undefined
+        : startOps({ listen: s.listen, allowRemote: s.allowRemote, metrics, readiness: () => readiness(), log });
+    await ops?.close();
+    try {
+      ops = await start(next.ops);
+    } catch (err) {
+      opsSettings = before;
+      ops = await start(before)?.catch(() => undefined);
+      throw err;
+    }
+  };
   readiness = () => readinessOf({ store: true, listening: closing === undefined, warm, keks: inUse() }, canaryMs > 0);
   return {
     pipeline,
@@ -245,12 +269,15 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     listener: serving,
     socketPath,
     log,
+    reload: createReloader({ config, file: undefined, baseDir }, { log, access, listener, deks, audit, ops: reloadOps }),
     health,
     canary,
     warmed,
     readiness: () => readiness(),
     metrics,
-    ops,
+    get ops() {
+      return ops;
+    },
     close() {
       closing ??= (async () => {
         await ops?.close();

@@ -1,5 +1,6 @@
 import { KmsError } from '../../src/protocol/errors.js';
 import { NETWORK_ERROR_CODES } from '../../src/net/socket-errors.js';
+import { retryAfterMs } from '../support.js';
 
 /** AWS exception names and what the gateway answers for each. */
 const BY_NAME: Readonly<Record<string, readonly [KmsError['code'], string]>> = {
@@ -30,6 +31,21 @@ interface AwsLikeError {
   $fault?: unknown;
   $metadata?: { httpStatusCode?: unknown };
   $retryable?: { throttling?: unknown };
+  /** The HTTP response, which the SDK attaches (not enumerable) to every error it deserialized from one. */
+  $response?: { headers?: Record<string, unknown> };
+}
+
+/** `Retry-After` (seconds or a date) or `x-amz-retry-after` (ms) of the response the error came from. */
+function hint(err: unknown): number | undefined {
+  const headers = typeof err === 'object' && err !== null ? (err as AwsLikeError).$response?.headers : undefined;
+  if (headers === undefined || headers === null || typeof headers !== 'object') return undefined;
+  for (const [name, value] of Object.entries(headers)) {
+    if (typeof value !== 'string') continue;
+    const lower = name.toLowerCase();
+    if (lower === 'retry-after') return retryAfterMs(value);
+    if (lower === 'x-amz-retry-after' && /^\d+$/.test(value.trim())) return retryAfterMs(Number(value));
+  }
+  return undefined;
 }
 
 /**
@@ -37,6 +53,13 @@ interface AwsLikeError {
  * stays in `cause` (logged, never sent); the client sees a fixed text.
  */
 export function classify(err: unknown): KmsError {
+  const mapped = map(err);
+  if (mapped.code !== 'THROTTLED' && mapped.code !== 'KMS_UNAVAILABLE') return mapped;
+  const after = hint(err);
+  return after === undefined ? mapped : new KmsError(mapped.code, mapped.message, { cause: err, retryAfterMs: after });
+}
+
+function map(err: unknown): KmsError {
   const e = (typeof err === 'object' && err !== null ? err : {}) as AwsLikeError;
   const name = typeof e.name === 'string' ? e.name : '';
   const known = BY_NAME[name];

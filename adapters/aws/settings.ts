@@ -16,10 +16,12 @@ export const AwsSettingsSchema = z
      */
     endpoint: z.string().url().optional(),
     /**
-     * SDK attempts per call, retries included; the gateway's deadline bounds them all.
-     * @default 2
+     * SDK attempts per gateway attempt. The gateway retries outages and throttling itself
+     * (`kms.retry`, inside `kms.timeoutMs`, counted by the breaker), so the SDK's own retries
+     * would only multiply them; raise it only for a reason.
+     * @default 1
      */
-    maxAttempts: z.number().int().min(1).max(10).default(2),
+    maxAttempts: z.number().int().min(1).max(10).default(1),
   })
   .strict();
 

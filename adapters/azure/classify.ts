@@ -1,5 +1,6 @@
 import { KmsError } from '../../src/protocol/errors.js';
 import { NETWORK_ERROR_CODES, TLS_CERT_ERROR_CODES } from '../../src/net/socket-errors.js';
+import { retryAfterMs } from '../support.js';
 
 /** Which call failed: a 400 means a bad blob on unwrap, a bad request on wrap. */
 export type AzureOp = 'wrap' | 'unwrap';
@@ -13,14 +14,6 @@ interface RestLike {
   details?: { error?: { code?: unknown; innererror?: { code?: unknown }; innerError?: { code?: unknown } } };
 }
 
-/** Seconds from a Retry-After header (delta-seconds or an HTTP date), if any. */
-export function retryAfterSeconds(value: string | undefined, now = Date.now()): number | undefined {
-  if (value === undefined || value.trim() === '') return undefined;
-  if (/^\d+$/.test(value.trim())) return Number(value.trim());
-  const at = Date.parse(value);
-  return Number.isNaN(at) ? undefined : Math.max(0, Math.ceil((at - now) / 1000));
-}
-
 /**
  * Maps an Azure SDK error (RestError, identity errors, network and TLS
  * failures) to a gateway error. The service's message stays in `cause`.
@@ -31,7 +24,11 @@ export function classify(err: unknown, op: AzureOp): KmsError {
   const name = typeof e.name === 'string' ? e.name : '';
   const code = typeof e.code === 'string' ? e.code : '';
   const inner = e.details?.error?.innererror?.code ?? e.details?.error?.innerError?.code;
-  const fail = (gw: KmsError['code'], text: string) => new KmsError(gw, `Azure Key Vault: ${text}`, { cause: err });
+  // Key Vault sends Retry-After with 429 (and may with 503): the guard waits that long before trying again.
+  const after =
+    status === 429 || (status !== undefined && status >= 500) ? retryAfterMs(e.response?.headers?.get?.('retry-after')) : undefined;
+  const fail = (gw: KmsError['code'], text: string) =>
+    new KmsError(gw, `Azure Key Vault: ${text}`, { cause: err, ...(after !== undefined ? { retryAfterMs: after } : {}) });
 
   if (name === 'AbortError') return fail('KMS_UNAVAILABLE', 'request was cut off by its deadline');
   if (name === 'CredentialUnavailableError' || name === 'AuthenticationError' || name === 'AggregateAuthenticationError') {
@@ -41,8 +38,10 @@ export function classify(err: unknown, op: AzureOp): KmsError {
   if (status === 401 || status === 403) return fail('KMS_DENIED', 'access to the key was denied');
   if (status === 404) return fail('KMS_DENIED', 'the key or key version was not found');
   if (status === 429) {
-    const after = retryAfterSeconds(e.response?.headers?.get?.('retry-after'));
-    return fail('THROTTLED', after === undefined ? 'request rate exceeded' : `request rate exceeded; retry after ${after} s`);
+    return fail(
+      'THROTTLED',
+      after === undefined ? 'request rate exceeded' : `request rate exceeded; retry after ${Math.ceil(after / 1000)} s`,
+    );
   }
   if (status === 400) {
     return op === 'unwrap'

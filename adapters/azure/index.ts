@@ -9,7 +9,7 @@ import type { AdapterModule, AdapterOptions, KeyWrapper, WrapContext, WrappedKey
 import { classify, type AzureOp } from './classify.js';
 import { WRAP_ALGORITHMS, type AzureSettings } from './settings.js';
 
-export { classify, retryAfterSeconds } from './classify.js';
+export { classify } from './classify.js';
 
 // settings.ts imports only zod; here the compiler checks that it allows only algorithms the SDK knows.
 WRAP_ALGORITHMS satisfies readonly KeyWrapAlgorithm[];

@@ -1,4 +1,5 @@
 import { KmsError } from '../../src/protocol/errors.js';
+import { retryAfterMs } from '../support.js';
 
 /** gRPC status codes (google.rpc.Code). */
 export const GRPC = {
@@ -29,6 +30,37 @@ export type GcpOp = 'encrypt' | 'decrypt';
  * own message stays in `cause` (logged, never sent).
  */
 export function classify(err: unknown, op: GcpOp): KmsError {
+  const mapped = map(err, op);
+  if (mapped.code !== 'THROTTLED' && mapped.code !== 'KMS_UNAVAILABLE') return mapped;
+  const after = retryDelay(err);
+  return after === undefined ? mapped : new KmsError(mapped.code, mapped.message, { cause: err, retryAfterMs: after });
+}
+
+/** Reads a google.protobuf.Int64Value whatever form the client decoded it in (number, string, Long). */
+export function int64(value: { value?: unknown } | null | undefined): number | undefined {
+  const raw = value?.value;
+  if (raw === undefined || raw === null) return undefined;
+  // A Long (protobufjs' int64) prints its decimal value.
+  const n = Number(typeof raw === 'object' ? (raw as { toString(): string }).toString() : raw);
+  return Number.isSafeInteger(n) ? n : undefined;
+}
+
+/**
+ * The delay of a google.rpc.RetryInfo in the error's status details (google-gax decodes the
+ * `grpc-status-details-bin` trailer into `statusDetails`), in ms.
+ */
+function retryDelay(err: unknown): number | undefined {
+  const details = typeof err === 'object' && err !== null ? (err as { statusDetails?: unknown }).statusDetails : undefined;
+  if (!Array.isArray(details)) return undefined;
+  for (const detail of details as unknown[]) {
+    const delay = (detail as { retryDelay?: { seconds?: unknown; nanos?: unknown } } | null)?.retryDelay;
+    if (delay === undefined || delay === null) continue;
+    return retryAfterMs((int64({ value: delay.seconds }) ?? 0) * 1000 + (int64({ value: delay.nanos }) ?? 0) / 1e6);
+  }
+  return undefined;
+}
+
+function map(err: unknown, op: GcpOp): KmsError {
   const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
   switch (code) {
     case GRPC.PERMISSION_DENIED:

@@ -6,10 +6,10 @@ import { GatewayError, KmsError } from '../../src/protocol/errors.js';
 import { DEFAULT_ADAPTER_SETTINGS } from '../settings.js';
 import { SharedClients, classifying, responseBytes, type Closable, type Lease } from '../support.js';
 import type { AdapterModule, AdapterOptions, KeyWrapper, WrapContext, WrappedKey } from '../types.js';
-import { classify, type GcpOp } from './classify.js';
+import { classify, int64, type GcpOp } from './classify.js';
 import type { GcpSettings } from './settings.js';
 
-export { classify, GRPC } from './classify.js';
+export { classify, GRPC, int64 } from './classify.js';
 
 type EncryptRequest = protos.google.cloud.kms.v1.IEncryptRequest;
 type EncryptResponse = protos.google.cloud.kms.v1.IEncryptResponse;
@@ -43,15 +43,6 @@ export function parseGcpKek(kek: string): string {
 /** AAD that binds a blob to its place: `kmsgw/v1 <key-id> <version>`. */
 export function wrapAad(ctx: Pick<WrapContext, 'keyId' | 'version'>): Buffer {
   return Buffer.from(`kmsgw/v1 ${ctx.keyId} ${ctx.version}`, 'latin1');
-}
-
-/** Reads a google.protobuf.Int64Value whatever form the client decoded it in (number, string, Long). */
-export function int64(value: { value?: unknown } | null | undefined): number | undefined {
-  const raw = value?.value;
-  if (raw === undefined || raw === null) return undefined;
-  // A Long (protobufjs' int64) prints its decimal value.
-  const n = Number(typeof raw === 'object' ? (raw as { toString(): string }).toString() : raw);
-  return Number.isSafeInteger(n) ? n : undefined;
 }
 
 function integrityError(what: string): KmsError {
@@ -136,18 +127,16 @@ export class GcpKmsWrapper implements KeyWrapper {
   }
 }
 
-/** Runs a google-gax call with a deadline, no gax-level retries, cancelled by `signal`. */
+/** Runs a google-gax call once, with a deadline, cancelled by `signal`. */
 function withLimits<T>(
   start: (options: CallOptions) => Promise<[T, ...unknown[]]> & { cancel?: () => void },
   limits: CallLimits,
 ): Promise<T> {
-  // The client's defaults retry for up to 600 s. Here the gateway's deadline is the whole budget:
-  // UNAVAILABLE (no connection yet, e.g. just after the KMS came back) is retried briefly within it.
+  // The client's defaults retry for up to 600 s. The gateway's guard retries UNAVAILABLE and
+  // RESOURCE_EXHAUSTED itself (kms.retry, inside kms.timeoutMs, counted by the breaker), so here
+  // one attempt: no retry codes.
   const t = limits.timeoutMs;
-  const call = start({
-    timeout: t,
-    retry: createRetryOptions([grpc.status.UNAVAILABLE], createBackoffSettings(50, 2, 250, t, 1, t, t)),
-  });
+  const call = start({ timeout: t, retry: createRetryOptions([], createBackoffSettings(0, 1, 0, t, 1, t, t)) });
   const cancel = () => call.cancel?.();
   limits.signal.addEventListener('abort', cancel, { once: true });
   return call.then(
@@ -162,12 +151,41 @@ function withLimits<T>(
   );
 }
 
+/**
+ * Longest a call waits for the gRPC channel to (re)connect before it is sent anyway, in ms; also
+ * the channel's longest reconnect backoff, so a KMS that came back is reached within it.
+ */
+export const CONNECT_WAIT_MS = 250;
+
+/**
+ * Waits (at most CONNECT_WAIT_MS) for the client's channel to be connected. grpc-js fails a call at
+ * once while its channel waits out a reconnect backoff, so without this the guard's quick retries
+ * could all land in that wait just after the KMS came back. A KMS that stays down costs this wait.
+ */
+async function connected(client: KeyManagementServiceClient, limits: CallLimits): Promise<void> {
+  const stub = (await client.initialize()) as unknown as Partial<Pick<grpc.Client, 'getChannel' | 'waitForReady'>>;
+  if (stub.getChannel === undefined || stub.waitForReady === undefined) return;
+  if (stub.getChannel().getConnectivityState(true) === grpc.connectivityState.READY) return;
+  const wait = Math.min(CONNECT_WAIT_MS, limits.timeoutMs);
+  await new Promise<void>((resolve) => {
+    const done = () => (limits.signal.removeEventListener('abort', done), resolve());
+    limits.signal.addEventListener('abort', done, { once: true });
+    stub.waitForReady?.(Date.now() + wait, done);
+  });
+}
+
 /** The SDK client behind the port; closing the port closes the client's gRPC channel. */
 export function sdkPort(client: KeyManagementServiceClient): GcpKmsPort {
   return {
     close: () => client.close(),
-    encrypt: (request, limits) => withLimits((o) => client.encrypt(request, o), limits),
-    decrypt: (request, limits) => withLimits((o) => client.decrypt(request, o), limits),
+    encrypt: async (request, limits) => {
+      await connected(client, limits);
+      return withLimits((o) => client.encrypt(request, o), limits);
+    },
+    decrypt: async (request, limits) => {
+      await connected(client, limits);
+      return withLimits((o) => client.decrypt(request, o), limits);
+    },
   };
 }
 
@@ -177,7 +195,7 @@ function newClient(settings: GcpSettings): KeyManagementServiceClient {
     universeDomain: settings.universeDomain,
     // Reconnect soon after an outage ends (grpc-js would otherwise back off up to 120 s).
     'grpc.initial_reconnect_backoff_ms': 100,
-    'grpc.max_reconnect_backoff_ms': 1000,
+    'grpc.max_reconnect_backoff_ms': CONNECT_WAIT_MS,
     ...(host ? { apiEndpoint: host, port: Number(port) } : {}),
     ...(settings.tls
       ? settings.caFile

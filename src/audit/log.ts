@@ -1,8 +1,9 @@
 /**
  * Over 300 lines because the audit log is one state machine (batching, fsync policy,
- * the buffer cap, fail-closed and fail-open): its fields are shared by every method,
+ * the buffer cap, fail-closed and fail-open, reopening for rotation): its fields are shared by every method,
  * and splitting it would spread that state across files.
  */
+import { stat } from 'node:fs/promises';
 import type { Logger } from '../log/logger.js';
 import type { RequestObserver, RequestRecord } from '../request/context.js';
 import { sha256Hex, ZERO_HASH } from './chain.js';
@@ -34,6 +35,20 @@ export interface AuditLogOptions {
 }
 
 export const DEFAULT_MAX_BUFFER_BYTES = 16 * 1024 * 1024;
+
+/** What `reopen()` did. */
+export type ReopenOutcome = 'reopened' | 'unchanged';
+
+interface FileId {
+  readonly dev: number;
+  readonly ino: number;
+}
+
+/** Device and inode of the file now at `path`, or undefined when there is none. */
+async function fileIdOf(path: string): Promise<FileId | undefined> {
+  const st = await stat(path).catch(() => undefined);
+  return st ? { dev: st.dev, ino: st.ino } : undefined;
+}
 
 function defaultEvery(ms: number, fn: () => void): () => void {
   const timer = setInterval(fn, ms);
@@ -78,11 +93,16 @@ export class AuditLog implements RequestObserver {
   private closed = false;
   private closing: Promise<void> | undefined;
   private droppedCount = 0;
+  /** While a reopen swaps files, no batch is started and no interval fsync runs. */
+  private paused = false;
+  private reopening: Promise<ReopenOutcome> | undefined;
+  private writeWaiters: Array<() => void> = [];
 
   private constructor(
-    private readonly file: AuditFile,
+    private file: AuditFile,
+    private fileId: FileId | undefined,
     readonly path: string,
-    options: AuditLogOptions,
+    private readonly options: AuditLogOptions,
     seq: number,
     prev: string,
   ) {
@@ -141,7 +161,7 @@ export class AuditLog implements RequestObserver {
         await file.sync();
       }
       options.logger.info({ file: path, seq, fsync: options.fsync ?? 'interval', failOpen: options.failOpen ?? false }, 'audit log open');
-      return new AuditLog(file, path, options, seq, prev);
+      return new AuditLog(file, await fileIdOf(path), path, options, seq, prev);
     } catch (err) {
       await file.close().catch(() => undefined);
       throw new Error(`cannot use audit log ${path}: ${(err as Error).message}`, { cause: err });
@@ -185,9 +205,65 @@ export class AuditLog implements RequestObserver {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
+  /**
+   * Log rotation (SIGHUP): when the file at `path` is no longer the one being written (it was
+   * renamed, e.g. by logrotate), writes the batch in flight to the old file, fsyncs and closes
+   * it, and appends from then on to a new file at `path` (created with the log's mode). The chain
+   * goes on across the files: the new file's first record has the next `seq` and, as `prev`, the
+   * hash of the old file's last line (docs/audit.md, "Rotation"). Resolves `unchanged` when `path`
+   * is still the file being written. Rejects, still writing to the old file, when the new one
+   * cannot be opened or already holds lines (a chain of its own that this one must not follow).
+   */
+  reopen(): Promise<ReopenOutcome> {
+    const run = (this.reopening ?? Promise.resolve<ReopenOutcome>('unchanged'))
+      .catch(() => 'unchanged' as const)
+      .then(() => this.reopenNow());
+    this.reopening = run;
+    return run;
+  }
+
+  private async reopenNow(): Promise<ReopenOutcome> {
+    if (this.closed) throw new Error('the audit log is closed');
+    if (this.broken) throw new Error('the audit log failed earlier (see the fatal line); restart the gateway to use it again');
+    const now = await fileIdOf(this.path);
+    if (now && this.fileId && now.dev === this.fileId.dev && now.ino === this.fileId.ino) return 'unchanged';
+    let next: AuditFile;
+    try {
+      next = await (this.options.openFile ?? openAuditFile)(this.path, this.options.mode ?? 0o600);
+    } catch (err) {
+      throw new Error(`cannot open audit log ${this.path}: ${(err as Error).message}`, { cause: err });
+    }
+    this.paused = true;
+    try {
+      const tail = await readChainTail(this.path);
+      if (tail.kind !== 'fresh') {
+        throw new Error(`${this.path} already holds audit lines; move it aside (records go on to the old file meanwhile)`);
+      }
+      while (this.writing) await new Promise<void>((resolve) => this.writeWaiters.push(resolve));
+      if (this.closed) throw new Error('the audit log was closed meanwhile');
+      await this.syncNow();
+      if (this.broken) throw new Error('the old audit file could not be synced; records are at risk (see the fatal line)');
+      const old = this.file;
+      this.file = next;
+      this.fileId = await fileIdOf(this.path);
+      await old
+        .close()
+        .catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'audit log: closing the rotated file failed'));
+      this.log.info({ file: this.path, seq: this.seq }, 'audit log reopened (rotation): the chain goes on in the new file');
+      return 'reopened';
+    } catch (err) {
+      if (this.file !== next) await next.close().catch(() => undefined);
+      throw err;
+    } finally {
+      this.paused = false;
+      this.pump();
+    }
+  }
+
   /** Writes what is queued, fsyncs (whatever the policy) and closes the file. Idempotent. */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      if (this.reopening) await this.reopening.catch(() => undefined);
       this.closed = true; // records from now on are dropped (counted); what is queued is written
       this.stopTimer?.();
       await this.flush();
@@ -257,7 +333,7 @@ export class AuditLog implements RequestObserver {
   }
 
   private pump(): void {
-    if (this.writing) return;
+    if (this.writing || this.paused) return;
     if (this.broken || this.queue.length === 0) {
       this.notifyIdle();
       return;
@@ -283,6 +359,7 @@ export class AuditLog implements RequestObserver {
     this.writing = false;
     this.writingBytes = 0;
     this.writingLines = 0;
+    for (const resolve of this.writeWaiters.splice(0)) resolve();
     this.pump();
   }
 
@@ -304,7 +381,7 @@ export class AuditLog implements RequestObserver {
   }
 
   private onInterval(): void {
-    if (this.dirty && !this.syncing && !this.broken && !this.closed) void this.syncNow();
+    if (this.dirty && !this.syncing && !this.broken && !this.closed && !this.paused) void this.syncNow();
   }
 
   private breakDown(op: 'write' | 'fsync', err: unknown): void {

@@ -27,9 +27,28 @@ export interface VerifyProblem {
   readonly reason: string;
 }
 
+/** Where a chain stands after a line: its `seq` and the SHA-256 of the line. */
+export interface ChainPoint {
+  readonly seq: number;
+  readonly hash: string;
+}
+
+export interface VerifyOptions {
+  /**
+   * The file continues a chain (it was rotated out of a longer one, docs/audit.md "Rotation"):
+   * its first line must follow this point (the previous file's `end`), or start a new chain
+   * (64 zeros, seq 1), which `newChain` then reports.
+   */
+  readonly after?: ChainPoint;
+}
+
 export interface VerifyResult {
   /** True when every line is where the chain says it must be. */
   readonly ok: boolean;
+  /** The last line, when ok and the file has one: what the next file's first line must follow. */
+  readonly end?: ChainPoint;
+  /** With `after`: true when the file starts a chain of its own instead of continuing it. */
+  readonly newChain?: boolean;
   /** Lines read (all of them when ok; up to the lookahead past the problem otherwise). */
   readonly lines: number;
   /** Records verified (request records and chain-restart records), before any problem. */
@@ -100,10 +119,12 @@ async function* splitLines(input: AsyncIterable<Uint8Array>): AsyncGenerator<Lin
  * `chain-restart` record whose `prev` is that line's hash, is a torn write the log
  * acknowledged on its next start; it is reported in `restarts`, not as a problem.
  */
-export async function verifyAuditLog(input: AsyncIterable<Uint8Array>): Promise<VerifyResult> {
+export async function verifyAuditLog(input: AsyncIterable<Uint8Array>, options: VerifyOptions = {}): Promise<VerifyResult> {
   const window: Line[] = []; // [line i-2, line i-1, line i, line i+1], the newest last
   const restarts: ChainRestart[] = [];
-  let lastSeq = 0;
+  const after = options.after;
+  let lastSeq = after?.seq ?? 0;
+  let newChain = false;
   let records = 0;
   let lines = 0;
 
@@ -126,10 +147,24 @@ export async function verifyAuditLog(input: AsyncIterable<Uint8Array>): Promise<
     }
     if (cur.parsed.kind === 'not-record') return { line: here, reason: 'valid JSON but not an audit record (no seq or prev)' };
     const { seq, prev } = cur.parsed.fields;
-    const expectedSeq = lastSeq + 1;
-    if (p1 === undefined) {
-      if (prev !== ZERO_HASH)
-        return { line: here, reason: 'prev is not 64 zeros: the file does not start a chain (lines removed from its start?)' };
+    let expectedSeq = lastSeq + 1;
+    if (p1 === undefined && after !== undefined && prev === ZERO_HASH && seq === 1) {
+      newChain = true;
+      expectedSeq = 1;
+    } else if (p1 === undefined && after !== undefined) {
+      if (prev !== after.hash) {
+        return {
+          line: here,
+          reason: `prev does not match the last line of the file before (seq ${after.seq}): lines removed between the files, or not the next file`,
+        };
+      }
+    } else if (p1 === undefined) {
+      if (prev !== ZERO_HASH) {
+        return {
+          line: here,
+          reason: `prev is not 64 zeros: the file does not start a chain (lines removed from its start, or a file rotated out of a longer chain: verify it after the file before it)`,
+        };
+      }
     } else if (prev !== p1.hash) {
       return brokenLink(p2, p1, cur, next, expectedSeq);
     }
@@ -149,7 +184,7 @@ export async function verifyAuditLog(input: AsyncIterable<Uint8Array>): Promise<
     const i = cur.no;
     const seq = cur.parsed.kind === 'record' ? cur.parsed.fields.seq : 0;
     const prev = cur.parsed.kind === 'record' ? cur.parsed.fields.prev : '';
-    const beforePrevious = p2 ? p2.hash : ZERO_HASH; // line i-2, or the chain start when i = 2
+    const beforePrevious = p2 ? p2.hash : (after?.hash ?? ZERO_HASH); // line i-2, or the chain start when i = 2
     const nextPrev = next?.parsed.kind === 'record' ? next.parsed.fields.prev : undefined;
     if (cur.hash === p1.hash) return { line: i, reason: `a copy of line ${i - 1}: inserted` };
     if (nextPrev !== undefined && nextPrev === p1.hash)
@@ -173,8 +208,11 @@ export async function verifyAuditLog(input: AsyncIterable<Uint8Array>): Promise<
     return { line: i, reason: `prev does not match the hash of line ${i - 1}` };
   };
 
+  const last = (): Line | undefined => window[window.length - 1];
   const result = (problem: VerifyProblem | undefined): VerifyResult => ({
     ok: problem === undefined,
+    ...(problem === undefined && last() ? { end: { seq: lastSeq, hash: (last() as Line).hash } } : {}),
+    ...(after ? { newChain } : {}),
     lines,
     records,
     restarts,
@@ -199,8 +237,8 @@ export async function verifyAuditLog(input: AsyncIterable<Uint8Array>): Promise<
 }
 
 /** Verifies the audit file at `path`, streaming it in 64 KiB reads. */
-export function verifyAuditFile(path: string): Promise<VerifyResult> {
-  return verifyAuditLog(createReadStream(path, { highWaterMark: 64 * 1024 }));
+export function verifyAuditFile(path: string, options: VerifyOptions = {}): Promise<VerifyResult> {
+  return verifyAuditLog(createReadStream(path, { highWaterMark: 64 * 1024 }), options);
 }
 
 /** The one-line summary `kmsgw audit verify` prints. */
@@ -210,5 +248,6 @@ export function describeResult(r: VerifyResult): string {
     r.restarts.length === 0
       ? ''
       : `; ${r.restarts.length} chain restart${r.restarts.length === 1 ? '' : 's'} after a torn line (${r.restarts.map((x) => `line ${x.tornLine}`).join(', ')})`;
-  return `${r.records} records, chain intact${restarts}`;
+  const start = r.newChain ? '; starts a new chain (does not continue the file before it)' : '';
+  return `${r.records} records, chain intact${restarts}${start}`;
 }

@@ -17,29 +17,7 @@ export function addServerCommands(program: Command): void {
     .command('serve')
     .description('run the gateway (embedded development default when no config is found)')
     .option('-c, --config <file>', `config file (default: $KMSGW_CONFIG, else ./${DEFAULT_CONFIG_FILE} if present)`)
-    .action(async (opts: { config?: string }) => {
-      const { loadConfig } = await import('../config/load.js');
-      const { startGateway } = await import('../serve.js');
-      const loaded = await loadConfig(opts.config);
-      const running = await startGateway(loaded.config, { baseDir: loaded.baseDir });
-      running.log.info({ config: loaded.file ?? 'embedded development default' }, 'configuration loaded');
-      await new Promise<void>((done) => {
-        let stopping = false;
-        const stop = (signal: string) => {
-          if (stopping) {
-            // A second signal: the operator will not wait for the drain. Zeroize, then go.
-            running.log.warn({ signal }, 'second signal: exiting without waiting for requests in flight');
-            running.cache.clear();
-            process.exit(1);
-          }
-          stopping = true;
-          running.log.info({ signal, graceMs: loaded.config.limits.shutdownGraceMs }, 'shutting down: answering requests already read');
-          void running.close().then(done);
-        };
-        process.on('SIGINT', stop);
-        process.on('SIGTERM', stop);
-      });
-    });
+    .action((opts: { config?: string }) => serve(opts.config));
 
   program
     .command('init')
@@ -66,13 +44,24 @@ export function addServerCommands(program: Command): void {
   program
     .command('audit')
     .description('work with the audit log')
-    .command('verify <file>')
-    .description("check an audit log's hash chain; exit 0 when intact, 1 naming the first line altered, removed, inserted or reordered")
-    .action(async (file: string) => {
+    .command('verify <files...>')
+    .description(
+      "check an audit log's hash chain; exit 0 when intact, 1 naming the first line altered, removed, inserted or reordered. " +
+        'Several files (rotated ones first, oldest to newest) are checked as one chain going on from file to file',
+    )
+    .option(
+      '--after <seq:hash>',
+      "the first file continues a chain: the seq and SHA-256 of the line before its first (a deleted file's last line)",
+    )
+    .action(async (files: string[], opts: { after?: string }) => {
       const { verifyAuditFile, describeResult } = await import('../audit/verify.js');
-      const result = await verifyAuditFile(file);
-      if (!result.ok) throw new Error(`${file}: ${describeResult(result)}`);
-      process.stdout.write(`${describeResult(result)}\n`);
+      let after = opts.after === undefined ? undefined : parseChainPoint(opts.after);
+      for (const file of files) {
+        const result = await verifyAuditFile(file, after ? { after } : {});
+        if (!result.ok) throw new Error(`${file}: ${describeResult(result)}`);
+        process.stdout.write(`${files.length > 1 ? `${file}: ` : ''}${describeResult(result)}\n`);
+        after = result.end ?? after;
+      }
     });
 
   const policy = program.command('policy').description('inspect the access policy (reads the config; no gateway needed)');
@@ -114,6 +103,77 @@ export function addServerCommands(program: Command): void {
       }
       process.stdout.write(`${hashToken(token)}\n`);
     });
+}
+
+/** `--after 1042:<64 hex>`. */
+function parseChainPoint(text: string): { seq: number; hash: string } {
+  const m = /^(\d+):([0-9a-f]{64})$/.exec(text);
+  if (!m) throw new UsageError('--after must be <seq>:<sha256 hex> (the seq of the line before, and its hash)');
+  return { seq: Number(m[1]), hash: m[2] as string };
+}
+
+/**
+ * `kmsgw serve`: runs the gateway until SIGINT/SIGTERM, reloads on SIGHUP, and tells systemd
+ * (when it started the gateway with Type=notify) when it is ready, reloading and stopping.
+ */
+async function serve(configFile: string | undefined): Promise<void> {
+  // SIGHUP's default action ends the process: take it over before start-up can be interrupted,
+  // and reload once started if one came meanwhile.
+  let hupDuringStart = false;
+  const early = (): void => void (hupDuringStart = true);
+  process.on('SIGHUP', early);
+  const { loadConfig, ConfigError } = await import('../config/load.js');
+  const { startGateway } = await import('../serve.js');
+  const { SystemdNotifier } = await import('../ops/systemd.js');
+  const loaded = await loadConfig(configFile);
+  const running = await startGateway(loaded.config, { baseDir: loaded.baseDir });
+  const log = running.log;
+  const systemd = new SystemdNotifier(log);
+  let stopping = false;
+  const stopped = new Promise<void>((done) => {
+    const stop = (signal: string): void => {
+      if (stopping) {
+        // A second signal: the operator will not wait for the drain. Zeroize, then go.
+        log.warn({ signal }, 'second signal: exiting without waiting for requests in flight');
+        running.cache.clear();
+        process.exit(1);
+      }
+      stopping = true;
+      systemd.stopping();
+      log.info({ signal, graceMs: loaded.config.limits.shutdownGraceMs }, 'shutting down: answering requests already read');
+      void running.close().then(done);
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+
+  let reloads = Promise.resolve();
+  const reload = (): void => {
+    reloads = reloads.then(async () => {
+      if (stopping) return;
+      log.info({ signal: 'SIGHUP' }, 'reloading the configuration');
+      systemd.reloading();
+      try {
+        const next = await loadConfig(configFile);
+        await running.reload(next);
+      } catch (err) {
+        const fields = err instanceof ConfigError ? err.fields : [];
+        log.error({ fields, err: (err as Error).message }, 'reload refused: the running configuration stays');
+      } finally {
+        if (!stopping) systemd.ready();
+      }
+    });
+  };
+  process.off('SIGHUP', early);
+  process.on('SIGHUP', reload);
+
+  // Listeners are up and warm-up is done (the KMS canary is not waited for: readiness reports
+  // it), and every signal is handled: tell systemd, then say so.
+  systemd.ready();
+  systemd.startWatchdog();
+  log.info({ config: loaded.file ?? 'embedded development default' }, 'configuration loaded');
+  if (hupDuringStart) reload();
+  await stopped;
 }
 
 function isVerb(text: string): text is Verb {

@@ -10,6 +10,13 @@ import { ConfigSchema, type Config } from './schema.js';
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
   readonly code = 'CONFIG' as const;
+  /** The fields that did not validate (dotted paths), when the config was read but refused. */
+  readonly fields: readonly string[];
+
+  constructor(message: string, options?: ErrorOptions & { readonly fields?: readonly string[] }) {
+    super(message, options);
+    this.fields = options?.fields ?? [];
+  }
 }
 
 /** The config in effect and where it came from. */
@@ -29,6 +36,7 @@ export const ENV_OVERRIDES = {
   KMSGW_DATA_DIR: ['dataDir'],
   KMSGW_SOCKET: ['listen', 'socket', 'path'],
   KMSGW_LOG_LEVEL: ['log', 'level'],
+  KMSGW_LOG_FORMAT: ['log', 'format'],
   KMSGW_DEFAULT_KEK: ['keys', 'defaultKek'],
   KMSGW_AUTO_CREATE: ['keys', 'autoCreate'],
   KMSGW_TCP_PORT: ['listen', 'tcp', 'port'],
@@ -77,7 +85,10 @@ export function validateConfig(raw: unknown, source: string, env: NodeJS.Process
     if (value !== undefined && value !== '') setPath(merged, path, coerce(value));
   }
   const result = ConfigSchema.safeParse(merged);
-  if (!result.success) throw new ConfigError(describe(result.error, source));
+  if (!result.success) {
+    const fields = [...new Set(result.error.issues.map((i) => (i.path.length > 0 ? i.path.join('.') : '(top level)')))];
+    throw new ConfigError(describe(result.error, source), { fields });
+  }
   return result.data;
 }
 

@@ -244,6 +244,12 @@ export const ConfigSchema = z
     log: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+        /**
+         * `json` (one object a line) or `pretty` (pino-pretty, for people). Absent: `pretty` when
+         * stderr is a terminal, else `json`; decided when the logger is made (src/log/logger.ts),
+         * since a config is validated where no stderr is in question.
+         */
+        format: z.enum(['json', 'pretty']).optional(),
       })
       .strict()
       .prefault({}),

@@ -13,6 +13,11 @@ export interface NativeAddon {
   getPeerCred(fd: number): PeerCred;
   /** True when this open file now holds an exclusive flock(2); false when another holds one. Never blocks. */
   flockExclusive(fd: number): boolean;
+  /**
+   * Sends `message` as one datagram to the Unix datagram socket `path` (`$NOTIFY_SOCKET`; a leading
+   * `@` names an abstract socket), as sd_notify(3) does. Returns the bytes sent; throws on failure.
+   */
+  sdNotify(path: string, message: string): number;
 }
 
 let addon: NativeAddon | null | undefined;

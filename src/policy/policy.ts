@@ -105,12 +105,22 @@ export interface PolicyClock {
 export class Policy implements AccessControl {
   private readonly clients: readonly CompiledClient[];
   private readonly failures: AuthFailures;
+  private readonly limit: PolicyConfig['authFailures'];
 
+  /**
+   * @param previous the policy this one replaces (reload): its AUTH failure counts carry over
+   *   when `authFailures` is unchanged, so a reload does not reset a client's lockout window.
+   */
   constructor(
     config: PolicyConfig,
     private readonly clock: PolicyClock = Date,
+    previous?: Policy,
   ) {
-    this.failures = new AuthFailures(config.authFailures);
+    this.limit = config.authFailures;
+    this.failures =
+      previous && previous.limit.max === this.limit.max && previous.limit.windowMs === this.limit.windowMs
+        ? previous.failures
+        : new AuthFailures(config.authFailures);
     this.clients = config.clients.map((c) => ({
       name: c.name,
       uids: new Set(c.match.uids),

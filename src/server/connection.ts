@@ -20,7 +20,8 @@ export interface ConnectionLimits {
 /** Bytes of unfinished lines held across all connections, and what to do past `max`. */
 export interface BufferBudget {
   used: number;
-  readonly max: number;
+  /** Changed by a reload; applies to every connection at once. */
+  max: number;
   /** Told when a connection is cut for passing `max`. */
   readonly exceeded: () => void;
 }

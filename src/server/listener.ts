@@ -1,6 +1,6 @@
 import { chmod, link, lstat, unlink } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { createServer as createTlsServer } from 'node:tls';
+import { createSecureContext, createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
 import type { Logger } from 'pino';
 import { formatError } from '../protocol/reply.js';
 import type { ClientIdentity } from '../request/context.js';
@@ -33,6 +33,9 @@ export interface ListenOptions extends ConnectionLimits {
   readonly maxBufferedBytes: number;
 }
 
+/** The limits `reconfigure` changes. */
+type ReloadableLimits = ConnectionLimits & Pick<ListenOptions, 'maxConnections' | 'maxConnectionsPerPeer' | 'maxBufferedBytes'>;
+
 /** The running listeners; `close()` stops accepting and ends open connections. */
 export class Listener {
   private readonly servers: Server[] = [];
@@ -44,13 +47,14 @@ export class Listener {
   // The socket file this process bound, the only one close() may remove. Inode numbers are
   // reused at once, so the change time (ns) tells a socket bound later at the same path apart.
   private bound: SocketFileId | undefined;
+  private tlsServer: TlsServer | undefined;
   /** TCP port actually bound (useful with port 0). */
   tcpPort: number | undefined;
   /** TLS port actually bound (useful with port 0). */
   tlsPort: number | undefined;
 
   private constructor(
-    private readonly options: ListenOptions,
+    private options: ListenOptions,
     private readonly open: Acceptor,
     private readonly log: Logger,
   ) {
@@ -61,7 +65,7 @@ export class Listener {
       exceeded: () =>
         this.warnings.warn(
           'buffered',
-          { max: options.maxBufferedBytes },
+          { max: this.buffered.max },
           'connection cut: unfinished request lines across all connections passed limits.maxBufferedBytes',
         ),
     };
@@ -78,6 +82,28 @@ export class Listener {
       throw err;
     }
     return listener;
+  }
+
+  /**
+   * New limits (reload). `maxConnections`, `maxConnectionsPerPeer` and `maxBufferedBytes` apply at
+   * once (connections already open above a lowered cap are not cut); the per-connection limits
+   * (`maxLineBytes`, `maxInFlight`, `idleTimeoutMs`, `requestTimeoutMs`) apply to connections
+   * accepted from now on, while open ones keep those they started with.
+   */
+  reconfigure(limits: ReloadableLimits): void {
+    this.options = { ...this.options, ...limits };
+    this.buffered.max = limits.maxBufferedBytes;
+  }
+
+  /**
+   * New TLS certificate, key and CA (reload) for the next handshakes; open connections keep theirs.
+   * Throws, changing nothing, when they make no valid context (a key not matching the certificate).
+   */
+  setTlsCredentials(tls: { readonly cert: Buffer; readonly key: Buffer; readonly ca: Buffer }): void {
+    if (this.tlsServer === undefined) throw new Error('no TLS listener is running');
+    const context = { cert: tls.cert, key: tls.key, ca: tls.ca, minVersion: 'TLSv1.3' } as const;
+    createSecureContext(context); // throws on unusable PEM before setSecureContext changes anything
+    this.tlsServer.setSecureContext(context);
   }
 
   /** Open connections, bytes read from them, and reply bytes queued for them (not yet taken by the kernel). */
@@ -226,6 +252,7 @@ export class Listener {
       this.log.warn({ err: err.message, address: socket.remoteAddress }, 'TLS handshake refused');
     });
     this.servers.push(server);
+    this.tlsServer = server;
     this.tlsPort = await bind(server, tls.port, tls.host);
     this.log.info({ host: tls.host, port: this.tlsPort }, 'listening on TLS 1.3 with client certificates');
   }

@@ -11,7 +11,7 @@ describe('adapter settings', () => {
   it('fills every default from the inner fields, for a missing or a partial section', () => {
     const defaults = {
       local: { enabled: false },
-      'aws-kms': { maxAttempts: 2 },
+      'aws-kms': { maxAttempts: 1 },
       'gcp-kms': { tls: true, universeDomain: 'googleapis.com' },
       'azure-kv': { algorithm: 'RSA-OAEP-256' },
     };
@@ -24,7 +24,7 @@ describe('adapter settings', () => {
     });
     expect(validateConfig({ keys: CLOUD_KEK, kms: { adapters: { 'aws-kms': { region: 'eu-west-1' } } } }, 'test').kms.adapters).toEqual({
       ...defaults,
-      'aws-kms': { region: 'eu-west-1', maxAttempts: 2 },
+      'aws-kms': { region: 'eu-west-1', maxAttempts: 1 },
     });
   });
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { SharedClients, soleLease } from '../../adapters/support.js';
+import { MAX_RETRY_AFTER_MS, SharedClients, retryAfterMs, soleLease } from '../../adapters/support.js';
 
 /** A narrow fake client: counts how often it was closed. */
 function fakeClient(name: string) {
@@ -51,5 +51,17 @@ describe('SharedClients', () => {
     await lease.release();
     expect(client.closed).toBe(1);
     expect(() => lease.client).toThrow('KEK adapter is closed');
+  });
+});
+
+describe('retryAfterMs', () => {
+  it('reads delta-seconds, an HTTP date and a duration in ms; caps it; ignores what it cannot read', () => {
+    expect(retryAfterMs('12')).toBe(12_000);
+    expect(retryAfterMs(' 1.5 ')).toBe(1500);
+    expect(retryAfterMs(new Date(10_000 + 5_000).toUTCString(), 10_000)).toBe(5000);
+    expect(retryAfterMs(new Date(1_000).toUTCString(), 10_000)).toBe(0);
+    expect(retryAfterMs(250)).toBe(250);
+    expect(retryAfterMs('86400')).toBe(MAX_RETRY_AFTER_MS);
+    for (const bad of ['soon', '', undefined, null, Number.NaN]) expect(retryAfterMs(bad)).toBeUndefined();
   });
 });

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { DEFAULT_LOADERS } from '../../adapters/registry.js';
 import { validateConfig } from '../../src/config/load.js';
-import type { ConfigInput } from '../../src/config/schema.js';
+import type { Config, ConfigInput } from '../../src/config/schema.js';
 import { startGateway, type RunningGateway, type StartOptions } from '../../src/serve.js';
 import { afterEach, expect } from 'vitest';
 import { fakeKms, fakeLoader } from './fake-adapter.js';
@@ -12,6 +12,22 @@ export interface TestGateway extends RunningGateway {
   readonly dir: string;
   readonly adapterCalls: Array<{ op: string; kek: string }>;
   readonly logLines: string[];
+}
+
+/** The config `startTestGateway(dir, overrides)` runs with (reload tests build the next one with it). */
+export function testGatewayConfig(dir: string, overrides: ConfigInput = {}): Config {
+  return validateConfig(
+    {
+      dataDir: join(dir, 'data'),
+      listen: { socket: { path: join(dir, 'gw.sock') } },
+      log: { level: 'debug' },
+      ...overrides,
+      keys: { autoCreate: true, allowedKeks: ['*'], ...overrides.keys },
+      // The canary is off unless a test turns it on: its wrap and unwrap calls would blur call counts.
+      kms: { canaryIntervalMs: 0, ...overrides.kms, adapters: { local: { enabled: true }, ...overrides.kms?.adapters } },
+    },
+    'test',
+  );
 }
 
 /**
@@ -25,18 +41,7 @@ export async function startTestGateway(
   overrides: ConfigInput = {},
   options: Omit<StartOptions, 'logger' | 'baseDir'> = {},
 ): Promise<TestGateway> {
-  const config = validateConfig(
-    {
-      dataDir: join(dir, 'data'),
-      listen: { socket: { path: join(dir, 'gw.sock') } },
-      log: { level: 'debug' },
-      ...overrides,
-      keys: { autoCreate: true, allowedKeks: ['*'], ...overrides.keys },
-      // The canary is off unless a test turns it on: its wrap and unwrap calls would blur call counts.
-      kms: { canaryIntervalMs: 0, ...overrides.kms, adapters: { local: { enabled: true }, ...overrides.kms?.adapters } },
-    },
-    'test',
-  );
+  const config = testGatewayConfig(dir, overrides);
   const logLines: string[] = [];
   const logger = pino({ level: config.log.level }, { write: (line: string) => void logLines.push(line) });
   const adapterCalls: Array<{ op: string; kek: string }> = [];

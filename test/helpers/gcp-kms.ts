@@ -31,8 +31,9 @@ export type GrpcStatusName = Exclude<keyof typeof status, 'OK'>;
  * A resource name the fault applies to: a call fails when its resource (the request's `name`, `parent` or
  * `crypto_key_version.name`) equals it or lies below it (`<entry>/...`); '*' matches every call.
  * With `times`, only the first `times` matching calls fail (counted from the moment the faults file changed).
+ * With `retryDelayMs`, the error carries a google.rpc.RetryInfo with that delay (status details).
  */
-export type GcpKmsFaultEntry = string | { name: string; times?: number };
+export type GcpKmsFaultEntry = string | { name: string; times?: number; retryDelayMs?: number };
 
 /** Contents of the faults file; see test/emulators/gcp-kms/README.md. */
 export type GcpKmsFaults = Partial<Record<GrpcStatusName, GcpKmsFaultEntry[]>> & {

@@ -1,9 +1,10 @@
-import { request } from 'node:http';
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { validateConfig } from '../../src/config/load.js';
 import { listenProblem, parseListen } from '../../src/ops/listen.js';
 import { fakeKms } from '../helpers/fake-adapter.js';
-import { rawConnect, startTestGateway, useRunningGateways, type TestGateway } from '../helpers/gateway.js';
+import { rawConnect, startTestGateway, testGatewayConfig, useRunningGateways, type TestGateway } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { METRIC } from '../../src/metrics/metrics.js';
@@ -22,6 +23,14 @@ async function gateway(overrides: ConfigInput = {}): Promise<TestGateway> {
   return gw;
 }
 
+async function freePort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((done) => probe.listen(0, '127.0.0.1', done));
+  const { port } = probe.address() as AddressInfo;
+  await new Promise<void>((done) => probe.close(() => done()));
+  return port;
+}
+
 /** A raw HTTP exchange (fetch cannot send a body with GET). */
 function raw(
   port: number,
@@ -31,7 +40,7 @@ function raw(
 ): Promise<{ status: number; headers: Record<string, unknown>; body: string }> {
   return new Promise((resolve, reject) => {
     const headers = body === undefined ? {} : { 'Content-Length': Buffer.byteLength(body) };
-    const req = request({ host: '127.0.0.1', port, method, path, headers }, (res) => {
+    const req = request({ host: '127.0.0.1', port, method, path, headers, agent: false }, (res) => {
       let text = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => (text += chunk));
@@ -131,6 +140,33 @@ describe('ops listener', () => {
     expect(listenProblem('10.0.0.1:9464', false)).toMatch(/not a loopback address/);
     expect(listenProblem('10.0.0.1:9464', true)).toBeUndefined();
     expect(listenProblem('127.0.0.1:65536', false)).toMatch(/must be host:port/);
+  });
+
+  it('moves to a changed ops.listen on reload, and keeps the old one when the new one cannot start', async () => {
+    const gw = await gateway();
+    const old = gw.ops?.port as number;
+    const port = await freePort();
+    const next = (listen: string) => ({
+      config: testGatewayConfig(gw.dir, { kms: { retry: { attempts: 1 } }, ops: { listen } }),
+      file: undefined,
+      baseDir: gw.dir,
+    });
+    const moved = await gw.reload(next(`127.0.0.1:${port}`));
+    expect(moved).toMatchObject({ ok: true, applied: expect.arrayContaining(['ops.listen']) });
+    expect((await opsGet(port, '/livez')).status).toBe(200);
+    await expect(opsGet(old, '/livez')).rejects.toThrow();
+
+    // A port taken by someone else: the reload says so, and the listener stays where it was.
+    const taken = createServer();
+    await new Promise<void>((done) => taken.listen(0, '127.0.0.1', done));
+    try {
+      const refused = await gw.reload(next(`127.0.0.1:${(taken.address() as AddressInfo).port}`));
+      expect(refused).toMatchObject({ ok: true, warnings: [expect.stringMatching(/^ops: .*EADDRINUSE/)] });
+      // Started again where it was (a new connection: the old ones were closed with it).
+      expect((await raw(port, 'GET', '/livez')).status).toBe(200);
+    } finally {
+      taken.close();
+    }
   });
 
   it('stops with the gateway', async () => {

@@ -68,6 +68,35 @@ describe('aws classify()', () => {
   });
 });
 
+describe('aws classify() throttling hints', () => {
+  /** The SDK attaches the HTTP response to an error as a hidden `$response`, as it does here. */
+  const withResponse = <T extends object>(err: T, headers: Record<string, string>): T =>
+    Object.defineProperty(err, '$response', { value: { statusCode: 400, headers }, enumerable: false });
+
+  it('hands Retry-After (seconds or a date) or x-amz-retry-after (ms) of a throttled or failed call to the guard', () => {
+    expect(classify(withResponse(serviceError('ThrottlingException', 400), { 'retry-after': '3' }))).toMatchObject({
+      code: 'THROTTLED',
+      retryAfterMs: 3000,
+    });
+    expect(classify(withResponse(serviceError('ThrottlingException', 400), { 'x-amz-retry-after': '250' })).retryAfterMs).toBe(250);
+    expect(classify(withResponse(sdk(KMSInternalException, 500), { 'Retry-After': '1' })).retryAfterMs).toBe(1000);
+    const date = classify(
+      withResponse(serviceError('ThrottlingException', 400), { 'retry-after': new Date(Date.now() + 9000).toUTCString() }),
+    );
+    expect(date.retryAfterMs).toBeGreaterThan(7000);
+    expect(date.retryAfterMs).toBeLessThanOrEqual(9000);
+  });
+
+  it('no hint without the header, with an unreadable one, or on a refusal that is not an outage', () => {
+    expect(classify(serviceError('ThrottlingException', 400)).retryAfterMs).toBeUndefined();
+    expect(classify(withResponse(serviceError('ThrottlingException', 400), { 'retry-after': 'later' })).retryAfterMs).toBeUndefined();
+    expect(classify(withResponse(sdk(DisabledException), { 'retry-after': '3' }))).toMatchObject({
+      code: 'KMS_DENIED',
+      retryAfterMs: undefined,
+    });
+  });
+});
+
 describe('aws-kms KEK URIs', () => {
   it.each([
     ['aws-kms://arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab', 'eu-west-1'],

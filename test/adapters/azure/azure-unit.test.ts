@@ -1,14 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { soleLease } from '../../../adapters/support.js';
-import {
-  AzureKeyVaultWrapper,
-  classify,
-  keyUrl,
-  kidBelongsTo,
-  parseAzureKek,
-  retryAfterSeconds,
-  type AzureKeyPort,
-} from '../../../adapters/azure/index.js';
+import { AzureKeyVaultWrapper, classify, keyUrl, kidBelongsTo, parseAzureKek, type AzureKeyPort } from '../../../adapters/azure/index.js';
 
 const VER = '0123456789abcdef0123456789abcdef';
 const ctx = { keyId: 'pg/x', version: 1, signal: new AbortController().signal };
@@ -79,11 +71,16 @@ describe('azure classify()', () => {
     expect(mapped.cause).toBe(err);
   });
 
-  it('reads Retry-After as seconds or an HTTP date', () => {
-    expect(retryAfterSeconds('12')).toBe(12);
-    expect(retryAfterSeconds(new Date(10_000 + 5_000).toUTCString(), 10_000)).toBe(5);
-    expect(retryAfterSeconds('soon')).toBeUndefined();
-    expect(retryAfterSeconds(undefined)).toBeUndefined();
+  it('hands the Retry-After of a 429 or 5xx to the guard as retryAfterMs (delta-seconds or an HTTP date)', () => {
+    expect(classify(restError(429, headers('7')), 'unwrap').retryAfterMs).toBe(7000);
+    expect(classify(restError(503, headers('2')), 'unwrap')).toMatchObject({ code: 'KMS_UNAVAILABLE', retryAfterMs: 2000 });
+    const date = classify(restError(429, headers(new Date(Date.now() + 30_000).toUTCString())), 'wrap').retryAfterMs as number;
+    expect(date).toBeGreaterThan(28_000);
+    expect(date).toBeLessThanOrEqual(30_000);
+    expect(classify(restError(429), 'wrap').retryAfterMs).toBeUndefined();
+    expect(classify(restError(429, headers('soon')), 'wrap')).toMatchObject({ code: 'THROTTLED', retryAfterMs: undefined });
+    // A hint on a refusal that is not an outage is not a reason to wait.
+    expect(classify(restError(403, headers('5')), 'wrap').retryAfterMs).toBeUndefined();
   });
 });
 

@@ -94,9 +94,13 @@ describe('Azure Key Vault failures (an emulator of its own)', () => {
     running.push(gw);
     const c = await rawConnect(gw.socketPath as string);
     await c.ask(`CREATE az/f ${key.uri}`);
+    // A KEK of its own for the 429: its Retry-After (past the deadline) holds that KEK's calls back.
+    const throttled = await own.newKek();
+    await c.ask(`CREATE az/t ${throttled.uri}`);
     gw.cache.clear();
-    emu.setFaults({ '429': [{ name, retryAfter: 7 }] });
-    expect(await c.ask('GET az/f')).toBe('ERR THROTTLED Azure Key Vault: request rate exceeded; retry after 7 s');
+    emu.setFaults({ '429': [{ name: throttled.uri.split('/').pop() as string, retryAfter: 7 }] });
+    expect(await c.ask('GET az/t')).toBe('ERR THROTTLED Azure Key Vault: request rate exceeded; retry after 7 s');
+    expect(await c.ask('GET az/t')).toMatch(/^ERR THROTTLED the KMS asked to wait; calls for this KEK resume in \d+ ms$/);
     emu.setFaults({ '403': [name] });
     expect(await c.ask('GET az/f')).toBe('ERR KMS_DENIED Azure Key Vault: access to the key was denied');
     emu.setFaults({ '404': [name] });

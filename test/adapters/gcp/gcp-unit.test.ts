@@ -31,6 +31,26 @@ describe('gcp classify()', () => {
   });
 });
 
+describe('gcp classify() retry hints', () => {
+  /** As google-gax decodes a google.rpc.RetryInfo from the grpc-status-details-bin trailer (seconds may be a Long). */
+  const withRetryInfo = (code: number, seconds: unknown, nanos = 0) =>
+    Object.assign(new Error('raw'), { code, statusDetails: [{ reason: 'RATE_LIMIT_EXCEEDED' }, { retryDelay: { seconds, nanos } }] });
+
+  it('hands the RetryInfo delay of RESOURCE_EXHAUSTED or UNAVAILABLE to the guard', () => {
+    expect(classify(withRetryInfo(GRPC.RESOURCE_EXHAUSTED, '2', 500_000_000), 'decrypt')).toMatchObject({
+      code: 'THROTTLED',
+      retryAfterMs: 2500,
+    });
+    expect(classify(withRetryInfo(GRPC.UNAVAILABLE, { toString: () => '1' }), 'encrypt').retryAfterMs).toBe(1000);
+    expect(classify(withRetryInfo(GRPC.RESOURCE_EXHAUSTED, 0, 200_000_000), 'decrypt').retryAfterMs).toBe(200);
+  });
+
+  it('no hint without RetryInfo, or on a refusal that is not an outage', () => {
+    expect(classify(Object.assign(new Error('x'), { code: GRPC.RESOURCE_EXHAUSTED }), 'decrypt').retryAfterMs).toBeUndefined();
+    expect(classify(withRetryInfo(GRPC.PERMISSION_DENIED, 5), 'decrypt')).toMatchObject({ code: 'KMS_DENIED', retryAfterMs: undefined });
+  });
+});
+
 describe('gcp-kms KEK URIs and helpers', () => {
   it('parses a CryptoKey name and refuses anything else', () => {
     expect(parseGcpKek(`gcp-kms://${KEY}`)).toBe(KEY);

@@ -371,6 +371,26 @@ describe('Cloud KMS emulator (own instance)', () => {
     }
   });
 
+  it('sends a google.rpc.RetryInfo in the status details when a fault names retryDelayMs', async () => {
+    const a = await createKey(client, { keyRing: 'retryinfo', key: 'a' });
+    try {
+      emu.setFaults({ RESOURCE_EXHAUSTED: [{ name: a, retryDelayMs: 2500 }] });
+      const re = (await rejection(client.encrypt({ name: a, plaintext: Buffer.from('x') }, NO_RETRY))) as Awaited<
+        ReturnType<typeof rejection>
+      > & {
+        statusDetails?: Array<{ retryDelay?: { seconds?: unknown; nanos?: unknown } }>;
+      };
+      expect(re.code).toBe(status.RESOURCE_EXHAUSTED);
+      const delay = re.statusDetails?.[0]?.retryDelay;
+      expect([String(delay?.seconds), delay?.nanos]).toEqual(['2', 500_000_000]);
+      emu.setFaults({ RESOURCE_EXHAUSTED: [a] });
+      const plain = (await rejection(client.encrypt({ name: a, plaintext: Buffer.from('x') }, NO_RETRY))) as { statusDetails?: unknown };
+      expect(plain.statusDetails).toBeUndefined();
+    } finally {
+      emu.setFaults(null);
+    }
+  });
+
   it('delays calls from the faults file (client deadlines expire)', async () => {
     const a = await createKey(client, { keyRing: 'delay', key: 'a' });
     const b = await createKey(client, { keyRing: 'delay', key: 'b' });

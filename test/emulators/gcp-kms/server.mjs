@@ -49,7 +49,7 @@ const { status: Status } = grpc;
  * @property {Record<string, { createTime: string }>} keyRings by full KeyRing name
  * @property {Record<string, StoredKey>} cryptoKeys by full CryptoKey name
  *
- * @typedef {{ code: number, details: string }} RpcError
+ * @typedef {{ code: number, details: string, metadata?: grpc.Metadata }} RpcError
  *
  * @typedef {{ value: string | number } | null | undefined} Int64Value
  */
@@ -283,7 +283,7 @@ function sortedVersionIds(obj) {
 // ---------------------------------------------------------------------------------------------------------------
 // Faults (test hooks): <state>.faults.json, re-read on every call. See README.md.
 
-/** @typedef {{ name: string, times?: number }} FaultEntry */
+/** @typedef {{ name: string, times?: number, retryDelayMs?: number }} FaultEntry */
 
 const faults = faultsFile({
   name: NAME,
@@ -291,7 +291,11 @@ const faults = faultsFile({
   // Any gRPC status name except OK.
   isFaultKey: (k) => k in Status && k !== 'OK',
   /** @returns {FaultEntry} */
-  parseEntry: (e) => ({ name: String(e?.name), times: e?.times }),
+  parseEntry: (e) => ({
+    name: String(e?.name),
+    times: e?.times,
+    ...(typeof e?.retryDelayMs === 'number' && e.retryDelayMs >= 0 ? { retryDelayMs: e.retryDelayMs } : {}),
+  }),
 });
 
 /** @type {Record<string, string>} */
@@ -304,13 +308,71 @@ const PERMISSIONS = {
   GetCryptoKey: 'cloudkms.cryptoKeys.get',
 };
 
+// Protobuf wire format, just enough for a google.rpc.Status with a google.rpc.RetryInfo in it.
+
+/** @param {number} n a non-negative integer */
+function varint(n) {
+  const out = [];
+  let v = BigInt(n);
+  while (v >= 0x80n) {
+    out.push(Number(v & 0x7fn) | 0x80);
+    v >>= 7n;
+  }
+  out.push(Number(v));
+  return Buffer.from(out);
+}
+
+/**
+ * @param {number} field
+ * @param {number} n
+ */
+function varintField(field, n) {
+  return n === 0 ? Buffer.alloc(0) : Buffer.concat([varint(field << 3), varint(n)]);
+}
+
+/**
+ * @param {number} field
+ * @param {Buffer} bytes
+ */
+function bytesField(field, bytes) {
+  return Buffer.concat([varint((field << 3) | 2), varint(bytes.length), bytes]);
+}
+
+/**
+ * The `grpc-status-details-bin` trailer Cloud KMS sends with a retry hint: a google.rpc.Status with
+ * the same code and message and one detail, a google.rpc.RetryInfo { retry_delay }.
+ * @param {RpcError} err
+ * @param {number} delayMs
+ */
+function withRetryInfo(err, delayMs) {
+  const duration = Buffer.concat([varintField(1, Math.floor(delayMs / 1000)), varintField(2, (delayMs % 1000) * 1_000_000)]);
+  const retryInfo = bytesField(1, duration);
+  const any = Buffer.concat([bytesField(1, Buffer.from('type.googleapis.com/google.rpc.RetryInfo')), bytesField(2, retryInfo)]);
+  const status = Buffer.concat([varintField(1, err.code), bytesField(2, Buffer.from(err.details)), bytesField(3, any)]);
+  const metadata = new grpc.Metadata();
+  metadata.set('grpc-status-details-bin', status);
+  return { ...err, metadata };
+}
+
 /**
  * @param {string} codeName the faults-file key, a gRPC status name
  * @param {string} method
  * @param {string} resource
+ * @param {FaultEntry} entry
  * @returns {RpcError}
  */
-function faultError(codeName, method, resource) {
+function faultError(codeName, method, resource, entry) {
+  const err = faultStatus(codeName, method, resource);
+  return entry.retryDelayMs === undefined ? err : withRetryInfo(err, Math.round(entry.retryDelayMs));
+}
+
+/**
+ * @param {string} codeName
+ * @param {string} method
+ * @param {string} resource
+ * @returns {RpcError}
+ */
+function faultStatus(codeName, method, resource) {
   const code = /** @type {Record<string, number>} */ (/** @type {unknown} */ (Status))[codeName] ?? Status.UNKNOWN;
   switch (code) {
     case Status.PERMISSION_DENIED:
@@ -338,7 +400,7 @@ function faultError(codeName, method, resource) {
  */
 async function applyFaults(method, resource) {
   const rule = await faults.apply(resource);
-  return rule ? faultError(rule.key, method, resource) : null;
+  return rule ? faultError(rule.key, method, resource, rule.entry) : null;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
