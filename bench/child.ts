@@ -1,8 +1,10 @@
 /**
  * Benchmark child process. Roles (argv[2]):
  *   gateway <dir>  a real gateway (startGateway, dev config, temp dataDir) on <dir>/kmsgw.sock
+ *   gateway-nometrics <dir>  the same with `ops.metrics: false` (the metrics A/B)
  *   bare    <dir>  a bare Node server on <dir>/bare.sock: answers every line with a fixed 45-byte line
  *   enc     <dir> <rounds> <ms>  in-process ENC comparison; posts the result and exits
+ *   get-ab  <dir> <rounds> <ms>  in-process cached GET, metrics on vs off; posts the result and exits
  * Server roles post { type: 'ready', socketPath } over IPC and stop on { type: 'stop' }
  * or when the parent goes away.
  */
@@ -12,6 +14,7 @@ import { validateConfig } from '../src/config/load.js';
 import { startGateway, type RunningGateway } from '../src/serve.js';
 import { BARE_REPLY, BENCH_KEY, type ChildMessage, type ParentMessage } from './common.js';
 import { runEncBench } from './enc.js';
+import { runInProcessGetAb } from './metrics-ab.js';
 
 const [role, dir, roundsArg, msArg] = process.argv.slice(2);
 if (role === undefined || dir === undefined || typeof process.send !== 'function') {
@@ -23,7 +26,7 @@ function send(message: ChildMessage): void {
   process.send?.(message);
 }
 
-async function startBenchGateway(dataDir: string): Promise<RunningGateway> {
+async function startBenchGateway(dataDir: string, metrics = true): Promise<RunningGateway> {
   const config = validateConfig(
     {
       keys: { autoCreate: true },
@@ -31,6 +34,7 @@ async function startBenchGateway(dataDir: string): Promise<RunningGateway> {
       dataDir,
       listen: { socket: { path: join(dataDir, 'kmsgw.sock') } },
       log: { level: 'silent' },
+      ops: { metrics },
     },
     'bench',
   );
@@ -94,10 +98,22 @@ async function main(): Promise<void> {
     return;
   }
 
+  if (role === 'get-ab') {
+    const on = await startBenchGateway(join(dir as string, 'ab-on'));
+    const off = await startBenchGateway(join(dir as string, 'ab-off'), false);
+    try {
+      send({ type: 'get-ab-result', result: await runInProcessGetAb(on, off, Number(roundsArg), Number(msArg)) });
+    } finally {
+      await Promise.all([on.close(), off.close()]);
+    }
+    process.disconnect?.();
+    return;
+  }
+
   let close: () => Promise<void>;
   let socketPath: string;
-  if (role === 'gateway') {
-    const running = await startBenchGateway(join(dir as string, 'gw'));
+  if (role === 'gateway' || role === 'gateway-nometrics') {
+    const running = await startBenchGateway(join(dir as string, role), role === 'gateway');
     socketPath = running.socketPath as string;
     close = () => running.close();
   } else if (role === 'bare') {

@@ -25,9 +25,16 @@ export interface EncResult {
   readonly sizes: EncSizeResult[];
 }
 
+/** In-process cached GET with metrics on and off: ops/s per round. */
+export interface MetricsAbInProcess {
+  readonly onOps: number[];
+  readonly offOps: number[];
+}
+
 export type ChildMessage =
   | { readonly type: 'ready'; readonly socketPath: string }
   | { readonly type: 'enc-result'; readonly result: EncResult }
+  | { readonly type: 'get-ab-result'; readonly result: MetricsAbInProcess }
   | { readonly type: 'cpu'; readonly us: number }
   | { readonly type: 'error'; readonly message: string };
 

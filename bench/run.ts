@@ -7,6 +7,10 @@
  * does not share their event loop) and are measured alternately, gateway then
  * bare, round after round; ratios are gateway / bare of the same round.
  *
+ * Metrics A/B: cached GET with request metrics on (the default) and off (`ops.metrics: false`)
+ * in the same run: over the socket (two gateway children, alternating) and in process (two
+ * gateways in one child); printed as on ÷ off (bench/metrics-ab.ts). --no-metrics-ab skips it.
+ *
  * In-process part: ENC 32 B and 64 KiB through a pipeline session (handle + formatReply) and seal()
  * against Node's own AES-256-GCM calls, in a child of its own.
  *
@@ -30,7 +34,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BENCH_KEY, max, median, min, type ChildMessage, type EncResult } from './common.js';
+import { BENCH_KEY, max, median, min, type ChildMessage, type EncResult, type MetricsAbInProcess } from './common.js';
+import { metricsAbReport, type MetricsAbSocket } from './metrics-ab.js';
 import { runLoad, type LoadResult } from './load.js';
 import { killStartupProcesses, runStartupBench } from './startup.js';
 import { startupReport, type StartupReport } from './startup-report.js';
@@ -55,6 +60,10 @@ const STARTUP_ONLY = process.argv.includes('--startup-only');
 const SKIP_ENC = STARTUP_ONLY || process.argv.includes('--no-enc');
 const SKIP_SOCKET = STARTUP_ONLY;
 const SKIP_STARTUP = process.argv.includes('--no-startup');
+const SKIP_METRICS_AB = STARTUP_ONLY || process.argv.includes('--no-metrics-ab');
+/** The metrics A/B looks for a few percent: many short alternations, so load from elsewhere hits both sides alike. */
+const AB_ROUNDS = 4 * ROUNDS;
+const AB_DURATION_MS = Math.max(200, Math.round(DURATION_MS / 3));
 const STARTUP_KEYS = Number(option('--startup-keys') ?? 100_000);
 const STARTUP_GETS = Number(option('--startup-gets') ?? 1000);
 /** Start-ups are short and noisy (a fresh process on a shared machine): more rounds than the socket part. */
@@ -86,8 +95,11 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   });
 }
 
+/** Server children: the gateway (metrics on, the default), the same with metrics off, the bare baseline. */
+type ServerRole = 'gateway' | 'gateway-nometrics' | 'bare';
+
 interface Server {
-  readonly name: 'gateway' | 'bare';
+  readonly name: ServerRole;
   readonly socketPath: string;
   /** The child's CPU time so far (µs). */
   cpu(): Promise<number>;
@@ -116,7 +128,7 @@ function spawnChild(args: string[], execArgv: string[] = []): { child: ChildProc
   return { child, next };
 }
 
-async function startServer(name: 'gateway' | 'bare'): Promise<Server> {
+async function startServer(name: ServerRole): Promise<Server> {
   const execArgv =
     PROFILE_DIR !== undefined && (PROFILE_ROLE === name || PROFILE_ROLE === 'both')
       ? ['--cpu-prof', `--cpu-prof-dir=${resolve(PROFILE_DIR)}`, `--cpu-prof-name=${name}.cpuprofile`]
@@ -219,7 +231,7 @@ async function runSocketPart(t0: number): Promise<Record<string, { gateway: Load
             serverCpu: () => server.cpu(),
           });
           if (result.errors > 0) throw new Error(`${server.name} answered ${result.errors} non-OK replies in ${mode.id}`);
-          socket[mode.id]?.[server.name].push(result);
+          socket[mode.id]?.[server.name as 'gateway' | 'bare'].push(result);
         }
       }
       process.stderr.write(`  round ${round + 1}/${ROUNDS} done (${((Date.now() - t0) / 1000).toFixed(0)} s)\n`);
@@ -228,6 +240,45 @@ async function runSocketPart(t0: number): Promise<Record<string, { gateway: Load
     await Promise.all([gateway.stop(), bare.stop()]);
   }
   return socket;
+}
+
+/** Cached GET over the socket with metrics on and off, alternating (which goes first alternates by round); then in process. */
+async function runMetricsAbPart(t0: number): Promise<{ socket: MetricsAbSocket[]; inProcess: MetricsAbInProcess }> {
+  const modes = ALL_MODES.filter((m) => m.id === 'get-serial' || m.id === 'get-pipelined');
+  const on = await startServer('gateway');
+  const off = await startServer('gateway-nometrics');
+  const socket = modes.map((m) => ({ label: m.label, on: [] as LoadResult[], off: [] as LoadResult[] }));
+  try {
+    const load = (server: Server, mode: Mode, warmupMs: number, durationMs: number): Promise<LoadResult> =>
+      runLoad({
+        socketPath: server.socketPath,
+        conns: mode.conns,
+        depth: mode.depth,
+        request: mode.request,
+        warmupMs,
+        durationMs,
+        serverCpu: () => server.cpu(),
+      });
+    for (const mode of modes) for (const server of [on, off]) await load(server, mode, 100, 300);
+    for (let round = 0; round < AB_ROUNDS; round++) {
+      for (const [i, mode] of modes.entries()) {
+        for (const server of round % 2 === 0 ? [on, off] : [off, on]) {
+          const result = await load(server, mode, 100, AB_DURATION_MS);
+          if (result.errors > 0) throw new Error(`${server.name} answered ${result.errors} non-OK replies in ${mode.id}`);
+          (socket[i] as MetricsAbSocket)[server === on ? 'on' : 'off'].push(result);
+        }
+      }
+      process.stderr.write(`  metrics A/B round ${round + 1}/${AB_ROUNDS} done (${((Date.now() - t0) / 1000).toFixed(0)} s)\n`);
+    }
+  } finally {
+    await Promise.all([on.stop(), off.stop()]);
+  }
+  const { child, next } = spawnChild(['get-ab', tmpRoot, String(AB_ROUNDS), String(AB_DURATION_MS / 2)]);
+  const message = await next();
+  await new Promise<void>((done) => (child.exitCode !== null ? done() : child.once('exit', () => done())));
+  if (message.type === 'error') throw new Error(`get-ab child failed:\n${message.message}`);
+  if (message.type !== 'get-ab-result') throw new Error(`get-ab child: unexpected ${message.type}`);
+  return { socket, inProcess: message.result };
 }
 
 async function main(): Promise<void> {
@@ -240,6 +291,7 @@ async function main(): Promise<void> {
   );
 
   const socket = SKIP_SOCKET ? {} : await runSocketPart(t0);
+  const metricsAb = SKIP_METRICS_AB ? undefined : await runMetricsAbPart(t0);
 
   if (!SKIP_ENC) process.stderr.write('  in-process ENC...\n');
   const enc: EncResult = SKIP_ENC ? { durationMs: 0, sizes: [] } : await runEncChild();
@@ -336,6 +388,8 @@ async function main(): Promise<void> {
       };
     }
   }
+  const ab = metricsAb === undefined ? undefined : metricsAbReport(metricsAb.socket, metricsAb.inProcess);
+  if (ab !== undefined) out.push('', ...ab.lines);
   const encSummary: Record<string, unknown> = {};
   if (!SKIP_ENC) {
     out.push('');
@@ -412,6 +466,7 @@ async function main(): Promise<void> {
     targets: verdicts,
     socket: socketSummary,
     enc: encSummary,
+    ...(ab ? { metricsAb: ab.summary } : {}),
     ...(startup ? { startup: startup.summary } : {}),
   };
   const json = JSON.stringify(raw, null, 2);

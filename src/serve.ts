@@ -22,6 +22,8 @@ import { Pipeline } from './pipeline/pipeline.js';
 import { SwappableAccess } from './policy/holder.js';
 import { Policy } from './policy/policy.js';
 import { Listener } from './server/listener.js';
+import { GatewayMetrics } from './metrics/metrics.js';
+import { startOps, type OpsServer } from './ops/server.js';
 import { checkStartupPermissions } from './startup/checks.js';
 
 /** What `startGateway` needs besides the config; all optional, for tests and embedding. */
@@ -57,6 +59,10 @@ export interface RunningGateway {
   readonly warmed: WarmResult;
   /** Whether the gateway can serve now, and why not (`/readyz`). */
   readiness(): Readiness;
+  /** This gateway's metrics (`metrics.registry` is its prom-client registry, served on `/metrics`). */
+  readonly metrics: GatewayMetrics;
+  /** The ops HTTP listener (`ops.listen`), when configured. */
+  readonly ops: OpsServer | undefined;
   /**
    * Graceful stop: no new connections or lines, every request already read is answered
    * (within `limits.shutdownGraceMs`), then the cache is zeroized, adapters closed, the
@@ -75,6 +81,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
 
   const clockNow = options.clock ? () => (options.clock as Clock).now() : Date.now;
   const health = new KekHealth(clockNow);
+  const metrics = new GatewayMetrics({ calls: config.ops.metrics });
   const adapters = new AdapterRegistry(
     {
       dataDir,
@@ -85,6 +92,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       health,
       now: clockNow,
       ...(options.onAdapterCall ? { onCall: options.onAdapterCall } : {}),
+      ...(metrics.observeKms ? { observe: metrics.observeKms } : {}),
     },
     options.loaders ?? DEFAULT_LOADERS,
   );
@@ -141,11 +149,20 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   const pipeline = new Pipeline(new Executor(keys, deks, access, log), {
     ...(access ? { access } : {}),
     ...(audit ? { observer: audit } : {}),
+    ...(metrics.meter ? { meter: metrics.meter } : {}),
   });
 
   const socketPath = config.listen.socket ? resolve(baseDir, config.listen.socket.path) : undefined;
-  let listener: Listener;
+  let listener: Listener | undefined;
+  let ops: OpsServer | undefined;
+  // The ops listener answers from here on; /readyz says not ready until the gateway is assembled below.
+  let readiness = (): Readiness =>
+    readinessOf({ store: true, listening: listener !== undefined, warm: 'pending', keks: health.statuses() }, true);
   try {
+    if (config.ops.listen !== undefined) {
+      const { listen, allowRemote } = config.ops;
+      ops = await startOps({ listen, allowRemote, metrics, readiness: () => readiness(), log });
+    }
     if (socketPath !== undefined) await mkdir(resolve(socketPath, '..'), { recursive: true, mode: 0o700 });
     listener = await Listener.start(
       {
@@ -178,10 +195,19 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       log,
     );
   } catch (err) {
+    await ops?.close();
     await store.close();
     await audit?.close();
     throw err;
   }
+  const serving = listener;
+  metrics.attach({
+    cache: deks.cache,
+    connections: () => serving.stats().connections,
+    ...(audit ? { auditDropped: () => audit.dropped } : {}),
+    store,
+    maxEncryptionsPerVersion: config.keys.maxEncryptionsPerVersion,
+  });
   if (config.keys.autoCreate) {
     log.warn('keys are created on first use (keys.autoCreate): a development setting');
   }
@@ -201,6 +227,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     });
   const canary = new Canary({ intervalMs: canaryMs, targets: () => inUse().map((s) => s.kek), adapters, health, log });
   if (canaryMs > 0) canary.start();
+  metrics.attach({ keks: inUse, ready: () => readiness().ready });
   log.info(
     {
       dataDir,
@@ -214,22 +241,48 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   );
 
   let closing: Promise<void> | undefined;
+  // Reload: the ops listener moves to a changed ops.listen (if the new one cannot start, the old one is started again).
+  let opsSettings = config.ops;
+  const reloadOps = async (next: Config): Promise<void> => {
+    const before = opsSettings;
+    opsSettings = next.ops;
+    if (next.ops.metrics !== before.metrics) log.warn({ metrics: next.ops.metrics }, 'ops.metrics takes effect at the next restart');
+    if (next.ops.listen === before.listen && next.ops.allowRemote === before.allowRemote) return;
+    const start = (s: Config['ops']) =>
+      s.listen === undefined
+        ? undefined
+        : startOps({ listen: s.listen, allowRemote: s.allowRemote, metrics, readiness: () => readiness(), log });
+    await ops?.close();
+    try {
+      ops = await start(next.ops);
+    } catch (err) {
+      opsSettings = before;
+      ops = await start(before)?.catch(() => undefined);
+      throw err;
+    }
+  };
+  readiness = () => readinessOf({ store: true, listening: closing === undefined, warm, keks: inUse() }, canaryMs > 0);
   return {
     pipeline,
     cache: deks.cache,
     store,
-    listener,
+    listener: serving,
     socketPath,
     log,
-    reload: createReloader({ config, file: undefined, baseDir }, { log, access, listener, deks, audit }),
+    reload: createReloader({ config, file: undefined, baseDir }, { log, access, listener, deks, audit, ops: reloadOps }),
     health,
     canary,
     warmed,
-    readiness: () => readinessOf({ store: true, listening: closing === undefined, warm, keks: inUse() }, canaryMs > 0),
+    readiness: () => readiness(),
+    metrics,
+    get ops() {
+      return ops;
+    },
     close() {
       closing ??= (async () => {
+        await ops?.close();
         await canary.stop();
-        await listener.close(config.limits.shutdownGraceMs);
+        await serving.close(config.limits.shutdownGraceMs);
         try {
           await keys.drain();
           deks.close();

@@ -44,6 +44,7 @@ export const ENV_OVERRIDES = {
   KMSGW_KMS_TIMEOUT_MS: ['kms', 'timeoutMs'],
   KMSGW_AUDIT_FILE: ['audit', 'file'],
   KMSGW_KEYSTORE_URL: ['keystore', 'url'],
+  KMSGW_OPS_LISTEN: ['ops', 'listen'],
 } as const satisfies Record<string, readonly string[]>;
 
 /** Embedded development default: local KEK (enabled here only), keys created on first use. */

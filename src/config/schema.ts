@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { AdapterSettingsSchema } from '../../adapters/settings.js';
 import { DEFAULT_DATA_DIR, DEFAULT_SOCKET_PATH } from './defaults.js';
 import { KeyStoreSettingsSchema } from '../keystore/settings.js';
+import { listenProblem } from '../ops/listen.js';
 import { KekGlobSchema, matchesAny } from '../policy/glob.js';
 import { PolicySchema } from '../policy/policy.js';
 
@@ -220,6 +221,25 @@ export const ConfigSchema = z
         failOpen: z.boolean().default(false),
       })
       .strict()
+      .prefault({}),
+    /** The ops HTTP listener: /livez, /readyz and /metrics for probes and Prometheus (docs/operations.md). */
+    ops: z
+      .object({
+        /**
+         * `host:port` of the ops listener (`127.0.0.1:9464`); absent: no ops listener. A host that is
+         * not loopback is refused unless `allowRemote: true`: the endpoints have no authentication.
+         */
+        listen: z.string().optional(),
+        /** Must be true to serve the ops endpoints on a non-loopback address (they are not authenticated). */
+        allowRemote: z.boolean().default(false),
+        /** Collect request and KMS call metrics; false only for the benchmark's A/B (gauges stay). */
+        metrics: z.boolean().default(true),
+      })
+      .strict()
+      .superRefine((ops, ctx) => {
+        const problem = ops.listen === undefined ? undefined : listenProblem(ops.listen, ops.allowRemote);
+        if (problem !== undefined) ctx.addIssue({ code: 'custom', path: ['listen'], message: problem });
+      })
       .prefault({}),
     log: z
       .object({

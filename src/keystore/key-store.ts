@@ -33,6 +33,20 @@ interface Entry {
   readonly tick: number;
 }
 
+/** The backend calls a `KeyStore` makes: a record read, a compare-and-swap write, one page of a listing. */
+export const STORE_OPERATIONS = ['read', 'write', 'list'] as const;
+export type StoreOperation = (typeof STORE_OPERATIONS)[number];
+/** How a backend call ended: answered, failed, timed out, or not made (the store is in its outage back-off). */
+export const STORE_OUTCOMES = ['ok', 'error', 'timeout', 'backoff'] as const;
+export type StoreOutcome = (typeof STORE_OUTCOMES)[number];
+
+/** Plain counters of backend calls and compare-and-swap conflicts, read by metrics at scrape time. */
+export interface StoreStats {
+  readonly operations: Record<StoreOperation, Record<StoreOutcome, number>>;
+  /** Writes that lost a compare-and-swap to another writer (each is retried on the record read again). */
+  conflicts: number;
+}
+
 /** Called when a record in memory changes (another host's write, a refresh, this host's write). */
 export type ChangeListener = (id: string, before: KeyRecord | undefined, after: KeyRecord | undefined) => void;
 
@@ -51,6 +65,8 @@ const BACKOFF_MAX_MS = 5_000;
  * a local snapshot that serves reads while the store is unreachable.
  */
 export class KeyStore {
+  /** Backend calls and conflicts so far (metrics). */
+  readonly stats: StoreStats = { operations: emptyOperations(), conflicts: 0 };
   private readonly memory: LRUCache<string, Entry>;
   private readonly reads = new Map<string, Promise<Entry | undefined>>();
   private readonly listeners: ChangeListener[] = [];
@@ -107,6 +123,11 @@ export class KeyStore {
     return (await this.read(id))?.record;
   }
 
+  /** The records held in memory now, without touching their recency (metrics: the nonce budget). */
+  *heldRecords(): IterableIterator<KeyRecord> {
+    for (const entry of this.memory.values()) yield entry.record;
+  }
+
   /** Ids in sorted order, optionally only those starting with `prefix`. */
   async list(prefix = ''): Promise<string[]> {
     const snapshot = this.options.snapshot;
@@ -151,6 +172,7 @@ export class KeyStore {
         this.copyToSnapshot(id, body, written.revision);
         return next;
       }
+      this.stats.conflicts++;
       if (attempt >= MAX_SWAP_ATTEMPTS) {
         throw new GatewayError('STORE_UNAVAILABLE', 'key record kept changing under this gateway; try again');
       }
@@ -300,8 +322,12 @@ export class KeyStore {
    * short, growing back-off instead of each waiting out the deadline (reads then go to the
    * snapshot); the first call after it tries again, so the gateway recovers by itself.
    */
-  private async call<T>(op: string, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
-    if (this.now() < this.downUntil && this.lastFailure !== undefined) throw this.lastFailure;
+  private async call<T>(op: StoreOperation, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const counts = this.stats.operations[op];
+    if (this.now() < this.downUntil && this.lastFailure !== undefined) {
+      counts.backoff++;
+      throw this.lastFailure;
+    }
     const abort = new AbortController();
     let timer: NodeJS.Timeout | undefined;
     let timedOut = false;
@@ -314,10 +340,13 @@ export class KeyStore {
     });
     try {
       const result = await Promise.race([fn(abort.signal), deadline]);
+      counts.ok++;
       this.backoffMs = 0;
       this.downUntil = 0;
       return result;
     } catch (err) {
+      if (timedOut) counts.timeout++;
+      else counts.error++;
       if (err instanceof GatewayError) throw err;
       const failure = new GatewayError(
         'STORE_UNAVAILABLE',
@@ -338,6 +367,11 @@ export class KeyStore {
       clearTimeout(timer);
     }
   }
+}
+
+function emptyOperations(): Record<StoreOperation, Record<StoreOutcome, number>> {
+  const zero = (): Record<StoreOutcome, number> => ({ ok: 0, error: 0, timeout: 0, backoff: 0 });
+  return { read: zero(), write: zero(), list: zero() };
 }
 
 function isUnavailable(err: unknown): boolean {

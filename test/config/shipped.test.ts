@@ -13,6 +13,7 @@ describe('configs shipped in the repository', () => {
     expect(config.listen.socket).toEqual({ path: '/run/kmsgw/kmsgw.sock', mode: 0o660 });
     expect(config.policy?.clients.map((c) => c.name)).toEqual(['postgres', 'admin']);
     expect(config.audit.file).toBe('/var/lib/kmsgw/audit.log');
+    expect(config.ops).toEqual({ listen: '127.0.0.1:9464', allowRemote: false, metrics: true });
   });
 
   it('localstack/kmsgw.localstack.yaml (README) loads with the LocalStack endpoint', async () => {

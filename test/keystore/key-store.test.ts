@@ -179,6 +179,11 @@ describe('KeyStore logic (in-memory backend)', () => {
     });
     expect(seen).toEqual([1, 2]);
     expect(stored).toEqual(record('k', 3));
+    // Counted for metrics: the lost compare-and-swap, and each backend call by outcome.
+    expect(store.stats.conflicts).toBe(1);
+    // Both writes were answered (ok); the first lost its compare-and-swap.
+    expect(store.stats.operations.write).toEqual({ ok: 2, error: 0, timeout: 0, backoff: 0 });
+    expect(store.stats.operations.read.ok).toBe(backend.calls.filter((c) => c.startsWith('read')).length);
     expect(JSON.parse(backend.objects.get('k')?.body.toString() ?? '')).toEqual(record('k', 3));
   });
 
@@ -227,6 +232,7 @@ describe('KeyStore logic (in-memory backend)', () => {
     const calls = backend.calls.length;
     await expect(store.get('x')).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
     expect(backend.calls.length).toBe(calls);
+    expect(store.stats.operations.read).toEqual({ ok: 0, error: 0, timeout: 1, backoff: 1 });
     // The store is back; after the back-off the next call goes through.
     backend.mode = 'up';
     now += 10_000;
@@ -241,6 +247,7 @@ describe('KeyStore logic (in-memory backend)', () => {
     backend.mode = 'fail';
     await expect(store.update('k', async () => record('k', 2))).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
     expect(store.peek('k')).toBeUndefined();
+    expect(store.stats.operations.write.error).toBe(1);
   });
 
   it('refresh re-reads only changed records, tells watchers, and drops records that are gone', async () => {
