@@ -23,7 +23,8 @@ import { SwappableAccess } from './policy/holder.js';
 import { Policy } from './policy/policy.js';
 import { Listener } from './server/listener.js';
 import { GatewayMetrics } from './metrics/metrics.js';
-import { startOps, type OpsServer } from './ops/server.js';
+import { OpsEndpoint } from './ops/endpoint.js';
+import type { OpsServer } from './ops/server.js';
 import { checkStartupPermissions } from './startup/checks.js';
 
 /** What `startGateway` needs besides the config; all optional, for tests and embedding. */
@@ -154,15 +155,12 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
 
   const socketPath = config.listen.socket ? resolve(baseDir, config.listen.socket.path) : undefined;
   let listener: Listener | undefined;
-  let ops: OpsServer | undefined;
+  let ops: OpsEndpoint | undefined;
   // The ops listener answers from here on; /readyz says not ready until the gateway is assembled below.
   let readiness = (): Readiness =>
     readinessOf({ store: true, listening: listener !== undefined, warm: 'pending', keks: health.statuses() }, true);
   try {
-    if (config.ops.listen !== undefined) {
-      const { listen, allowRemote } = config.ops;
-      ops = await startOps({ listen, allowRemote, metrics, readiness: () => readiness(), log });
-    }
+    ops = await OpsEndpoint.start(config.ops, { metrics, readiness: () => readiness(), log });
     if (socketPath !== undefined) await mkdir(resolve(socketPath, '..'), { recursive: true, mode: 0o700 });
     listener = await Listener.start(
       {
@@ -241,26 +239,6 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   );
 
   let closing: Promise<void> | undefined;
-  // Reload: the ops listener moves to a changed ops.listen (if the new one cannot start, the old one is started again).
-  let opsSettings = config.ops;
-  const reloadOps = async (next: Config): Promise<void> => {
-    const before = opsSettings;
-    opsSettings = next.ops;
-    if (next.ops.metrics !== before.metrics) log.warn({ metrics: next.ops.metrics }, 'ops.metrics takes effect at the next restart');
-    if (next.ops.listen === before.listen && next.ops.allowRemote === before.allowRemote) return;
-    const start = (s: Config['ops']) =>
-      s.listen === undefined
-        ? undefined
-        : startOps({ listen: s.listen, allowRemote: s.allowRemote, metrics, readiness: () => readiness(), log });
-    await ops?.close();
-    try {
-      ops = await start(next.ops);
-    } catch (err) {
-      opsSettings = before;
-      ops = await start(before)?.catch(() => undefined);
-      throw err;
-    }
-  };
   readiness = () => readinessOf({ store: true, listening: closing === undefined, warm, keks: inUse() }, canaryMs > 0);
   return {
     pipeline,
@@ -269,14 +247,17 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     listener: serving,
     socketPath,
     log,
-    reload: createReloader({ config, file: undefined, baseDir }, { log, access, listener, deks, audit, ops: reloadOps }),
+    reload: createReloader(
+      { config, file: undefined, baseDir },
+      { log, access, listener, deks, audit, ops: (next) => ops.reload(next.ops) },
+    ),
     health,
     canary,
     warmed,
     readiness: () => readiness(),
     metrics,
     get ops() {
-      return ops;
+      return ops?.current;
     },
     close() {
       closing ??= (async () => {

@@ -1,17 +1,11 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { KekStatus } from '../../adapters/health.js';
+import type { Readiness } from '../kms/readiness.js';
 import type { Logger } from '../log/logger.js';
 import { listenProblem, parseListen } from './listen.js';
 
 /** What `/readyz` reports (the gateway's readiness, as `RunningGateway.readiness()` gives it). */
-export interface OpsReadiness {
-  readonly ready: boolean;
-  readonly store: boolean;
-  readonly listening: boolean;
-  readonly warm: 'pending' | 'done';
-  readonly keks: readonly KekStatus[];
-}
+export type OpsReadiness = Readiness;
 
 /** What the ops listener serves. */
 export interface OpsOptions {
