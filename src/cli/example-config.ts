@@ -49,7 +49,9 @@ keystore:
 
 cache:
   maxEntries: 10000         # unwrapped DEKs in memory (zeroized on eviction)
-  ttlMs: 300000             # from unwrap; a disabled KEK stops working after this
+  ttlMs: 300000             # from unwrap; then unwrapped again
+  staleIfErrorMs: 3600000   # past its TTL, still served while the KMS is unreachable (never when it denies)
+  warm: []                  # key-id globs unwrapped at start, e.g. ["pg/*"]
 
 keys:
   # Create keys on first GET/ENC. Convenient in development; turn off in production
@@ -65,7 +67,15 @@ keys:
   maxEncryptionsPerVersion: 4294967296
 
 kms:
-  timeoutMs: 2000           # deadline of every KMS call
+  timeoutMs: 2000           # deadline of every KMS call, retries included
+  canaryIntervalMs: 30000   # wrap+unwrap per KEK in use: readiness; a disabled KEK stops being served within it
+  retry:
+    attempts: 3             # on KMS_UNAVAILABLE/THROTTLED, with jittered backoff
+    baseDelayMs: 50
+    maxDelayMs: 1000
+  breaker:
+    failures: 5             # failed calls in a row for one KEK that open its breaker
+    openMs: 10000           # calls then fail at once for this long, then one probe
   adapters:
     # KEK files on this host (local://). Off unless enabled: turn it off in production,
     # where defaultKek names a cloud KEK.
@@ -100,5 +110,10 @@ kms:
 #   failOpen: false           # false: refuse requests when the log cannot be written
 
 log:
-  level: info               # JSON lines on stderr; never key material
+  level: info               # on stderr; never key material
+  # format: json            # json or pretty (default: pretty on a terminal, else json)
+
+# Health and metrics over HTTP (docs/operations.md): /livez, /readyz, /metrics.
+# ops:
+#   listen: 127.0.0.1:9464
 `;
