@@ -146,12 +146,13 @@ export function createWrapper(kek: string, options: AdapterOptions): KeyWrapper 
   const target = parseAwsKek(kek);
   const region = target.region ?? settings.region;
   const timeoutMs = options.timeoutMs ?? 2000;
-  const location = `${region ?? '(default region)'} ${settings.endpoint ?? '(default endpoint)'}`;
+  const endpoint = (region !== undefined ? settings.endpoints?.[region] : undefined) ?? settings.endpoint;
+  const location = `${region ?? '(default region)'} ${endpoint ?? '(default endpoint)'}`;
   const lease = awsClients.acquire(JSON.stringify([location, settings.maxAttempts, timeoutMs]), () =>
     sdkPort(
       new KMSClient({
         ...(region ? { region } : {}),
-        ...(settings.endpoint ? { endpoint: settings.endpoint } : {}),
+        ...(endpoint ? { endpoint } : {}),
         maxAttempts: settings.maxAttempts,
         requestHandler: { connectionTimeout: timeoutMs, requestTimeout: timeoutMs },
       }),

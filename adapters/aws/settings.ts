@@ -16,6 +16,15 @@ export const AwsSettingsSchema = z
      */
     endpoint: z.string().url().optional(),
     /**
+     * Endpoint per region (VPC interface endpoints, FIPS endpoints, emulators): a KEK is sent to
+     * the endpoint of the region in its ARN (or `region` for an alias without one); a region not
+     * listed uses `endpoint`, else the SDK's own.
+     * @default none
+     */
+    endpoints: z
+      .record(z.string().regex(/^[a-z]{2}(-[a-z0-9]+)+-\d+$/, 'must be an AWS region such as eu-west-1'), z.string().url())
+      .optional(),
+    /**
      * SDK attempts per gateway attempt. The gateway retries outages and throttling itself
      * (`kms.retry`, inside `kms.timeoutMs`, counted by the breaker), so the SDK's own retries
      * would only multiply them; raise it only for a reason.
