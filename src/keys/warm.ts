@@ -1,4 +1,5 @@
 import type { KeyStore } from '../keystore/key-store.js';
+import { forEachBounded } from '../keystore/run.js';
 import { newestEnabled } from '../keystore/types.js';
 import type { Logger } from '../log/logger.js';
 import { matchesAny } from '../policy/glob.js';
@@ -43,24 +44,21 @@ export async function warmUp(
       fail(toGatewayError(err).code);
     }
   }
-  const queue = [...ids];
-  const worker = async () => {
-    for (let id = queue.shift(); id !== undefined; id = queue.shift()) {
-      try {
-        const record = await store.get(id);
-        const current = record && newestEnabled(record);
-        if (current === undefined) {
-          fail('NOT_FOUND');
-          continue;
-        }
-        await deks.warm(id, current.version);
-        warmed++;
-      } catch (err) {
-        fail(toGatewayError(err).code);
+  // fn reports each key's failure itself, so nothing ends the run early.
+  await forEachBounded(ids, { concurrency: WARM_CONCURRENCY }, async (id) => {
+    try {
+      const record = await store.get(id);
+      const current = record && newestEnabled(record);
+      if (current === undefined) {
+        fail('NOT_FOUND');
+        return;
       }
+      await deks.warm(id, current.version);
+      warmed++;
+    } catch (err) {
+      fail(toGatewayError(err).code);
     }
-  };
-  await Promise.all(Array.from({ length: Math.min(WARM_CONCURRENCY, queue.length) }, worker));
+  });
   const result = { warmed, failed, ms: Math.round(performance.now() - started) };
   const failures = Object.values(failed).reduce((a, b) => a + b, 0);
   if (failures > 0) log.warn({ globs, ...result }, 'cache warm-up finished with failures (the keys are unwrapped on first use instead)');
