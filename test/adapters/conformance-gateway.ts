@@ -9,6 +9,7 @@ import { createClient } from '../../src/client/index.js';
 import { fileNameFor } from '../../src/keystore/file/index.js';
 import { b64, okPayload as ok, rawConnect, startTestGateway, useRunningGateways, type TestGateway } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
+import { manualClock } from '../helpers/clock.js';
 import type { KeyRecord, VersionRecord } from '../../src/keystore/types.js';
 import type { KeyInfo } from '../../src/keys/versions.js';
 import type { ConformanceHarness, KmsTarget, StoppableTarget } from './conformance.js';
@@ -19,12 +20,6 @@ import type { ConformanceHarness, KmsTarget, StoppableTarget } from './conforman
  */
 export function when(capability: unknown): { it: typeof it; describe: typeof describe } | undefined {
   return capability ? { it, describe } : undefined;
-}
-
-/** A manual clock for the DEK cache's TTL. */
-function manualClock(start = 1_000_000): Clock & { advance(ms: number): void } {
-  let now = start;
-  return { now: () => now, advance: (ms) => void (now += ms) };
 }
 
 /** A test gateway (keys not auto-created) with the harness's adapter, talking to `target`. */
