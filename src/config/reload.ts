@@ -13,8 +13,7 @@ import type { Config } from './schema.js';
  * The fields a reload (SIGHUP) applies to the running gateway. Every other field is
  * restart-only: a reload that changes one says so, naming it, in a warning and in
  * `restartRequired`, and it keeps its value until the gateway restarts (docs/operations.md,
- * "Reload"). An entry covers the fields below it. `ops` is reloadable only when the gateway
- * passes the `ops` hook.
+ * "Reload"). An entry covers the fields below it.
  */
 export const RELOADABLE_FIELDS = [
   // The policy's contents; turning the policy on or off (AUTH in use or not) is restart-only.
@@ -67,11 +66,8 @@ export interface ReloadTargets {
   readonly listener: Pick<Listener, 'reconfigure' | 'setTlsCredentials'>;
   readonly deks: { reconfigure(settings: { maxEntries: number; ttlMs: number; staleIfErrorMs: number }): void };
   readonly audit: Pick<AuditLog, 'reopen'> | undefined;
-  /**
-   * HOOK (lead: wire helper M's ops listener here): applies a changed `ops` section, e.g. by
-   * closing the ops HTTP listener and starting it again. Absent: `ops` is restart-only.
-   */
-  readonly ops?: (next: Config) => Promise<void>;
+  /** Applies a changed `ops` section (moves the ops HTTP listener). */
+  readonly ops: (next: Config) => Promise<void>;
 }
 
 /** Leaf paths where `a` and `b` differ; arrays count as leaves. */
@@ -102,7 +98,6 @@ interface Prepared {
  * TLS files): those are prepared before anything is changed. Reloads run one at a time.
  */
 export function createReloader(started: LoadedConfig, targets: ReloadTargets): (next: LoadedConfig) => Promise<ReloadResult> {
-  const fields: readonly string[] = targets.ops ? RELOADABLE_FIELDS : RELOADABLE_FIELDS.filter((f) => f !== 'ops');
   const log = targets.log;
   let current = started.config;
   let queue: Promise<unknown> = Promise.resolve();
@@ -135,8 +130,8 @@ export function createReloader(started: LoadedConfig, targets: ReloadTargets): (
   }
 
   async function reloadNow(next: LoadedConfig): Promise<ReloadResult> {
-    const restartRequired = changedFields(started.config, next.config).filter((f) => !reloadable(f, fields));
-    const changed = changedFields(current, next.config).filter((f) => reloadable(f, fields));
+    const restartRequired = changedFields(started.config, next.config).filter((f) => !reloadable(f, RELOADABLE_FIELDS));
+    const changed = changedFields(current, next.config).filter((f) => reloadable(f, RELOADABLE_FIELDS));
     let prepared: Prepared;
     try {
       prepared = await prepare(next, changed);
@@ -166,10 +161,11 @@ export function createReloader(started: LoadedConfig, targets: ReloadTargets): (
     applied.push(...changed.filter((f) => f.startsWith('limits.')));
     targets.deks.reconfigure({ maxEntries: cache.maxEntries, ttlMs: cache.ttlMs, staleIfErrorMs: cache.staleIfErrorMs });
     applied.push(...changed.filter((f) => f.startsWith('cache.')));
-    if (targets.ops && changed.some((f) => f === 'ops' || f.startsWith('ops.'))) {
+    const opsChanged = changed.filter((f) => reloadable(f, ['ops']));
+    if (opsChanged.length > 0) {
       try {
         await targets.ops(config);
-        applied.push(...changed.filter((f) => f === 'ops' || f.startsWith('ops.')));
+        applied.push(...opsChanged);
       } catch (err) {
         warnings.push(`ops: ${(err as Error).message}`);
       }
