@@ -1,30 +1,11 @@
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { kmsgw, requireBuiltCli } from '../helpers/cli.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 import { fileLines, writeLines, writeRecords } from './util.js';
 
-const BIN = resolve(import.meta.dirname, '../../bin/kmsgw.js');
 const tmp = useTmpDirs();
-
-function kmsgw(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    child.on('error', fail);
-    child.on('close', (code) => done({ code, stdout, stderr }));
-  });
-}
-
-beforeAll(() => {
-  if (!existsSync(resolve(import.meta.dirname, '../../dist/src/audit/verify.js'))) {
-    throw new Error('dist/ is missing the audit code: run `npm run build` (npm test does it first)');
-  }
-});
+requireBuiltCli();
 
 describe('kmsgw audit verify', () => {
   it('exits 0 with "N records, chain intact" on an intact file', async () => {

@@ -7,7 +7,8 @@ import { fakeGcsClient } from '../helpers/fake-gcs.js';
 import { okPayload, rawConnect, startTestGateway, useRunningGateways } from '../helpers/gateway.js';
 import { useS3Bucket } from '../helpers/s3.js';
 import { useTmpDirs } from '../helpers/tmp.js';
-import { gatewayWithKeys, IDS, kmsgw, recordFiles, requireBuiltCli } from './store-fixtures.js';
+import { gatewayWithKeys, IDS, recordFiles } from './store-fixtures.js';
+import { kmsgw, requireBuiltCli } from '../helpers/cli.js';
 
 const ls = inject('localstack');
 const gcs = inject('fakeGcs');

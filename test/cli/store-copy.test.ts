@@ -8,7 +8,8 @@ import { FileBackend, fileNameFor } from '../../src/keystore/file/index.js';
 import type { KeyRecord } from '../../src/keystore/types.js';
 import { okPayload, rawConnect, startTestGateway, useRunningGateways } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
-import { copyOfStore, gatewayWithKeys, IDS, kmsgw, LONG_IDS, recordFiles, recordPath, requireBuiltCli } from './store-fixtures.js';
+import { copyOfStore, gatewayWithKeys, IDS, LONG_IDS, recordFiles, recordPath } from './store-fixtures.js';
+import { kmsgw, requireBuiltCli } from '../helpers/cli.js';
 
 const tmp = useTmpDirs();
 const running = useRunningGateways();

@@ -1,45 +1,9 @@
-// Shared by the `kmsgw store` tests: running the CLI, and real key stores made by a real gateway.
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+// Shared by the `kmsgw store` tests: real key stores made by a real gateway (the CLI runs through helpers/cli.ts).
 import { cp, readdir, readFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
-import { beforeAll, expect } from 'vitest';
+import { join } from 'node:path';
+import { expect } from 'vitest';
 import { fileNameFor } from '../../src/keystore/file/index.js';
 import { rawConnect, startTestGateway, type TestGateway } from '../helpers/gateway.js';
-
-const BIN = resolve(import.meta.dirname, '../../bin/kmsgw.js');
-
-export interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the built CLI (no config unless the test gives one). */
-export function kmsgw(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Run> {
-  return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
-      cwd: opts.cwd ?? process.cwd(),
-      env: { ...process.env, KMSGW_CONFIG: '', ...opts.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    child.on('error', fail);
-    child.on('close', (code) => done({ code, stdout, stderr }));
-  });
-}
-
-/** Fails the file at once, with the fix, when the CLI has not been built. */
-export function requireBuiltCli(): void {
-  beforeAll(() => {
-    if (!existsSync(resolve(import.meta.dirname, '../../dist/src/cli/main.js'))) {
-      throw new Error('dist/ is missing: run `npm run build` (npm test does it first)');
-    }
-  });
-}
 
 /** Two long ids: both are kept under hashed file names (see fileNameFor). */
 export const LONG_IDS = [`x${'/:'.repeat(127)}y`.slice(0, 256), 'L'.repeat(256)] as const;

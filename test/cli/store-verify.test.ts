@@ -6,7 +6,8 @@ import { checkRecord } from '../../src/keystore/verify.js';
 import type { KeyRecord } from '../../src/keystore/types.js';
 import { rawConnect, useRunningGateways } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
-import { copyOfStore, gatewayWithKeys, IDS, kmsgw, LONG_IDS, recordFiles, recordPath, requireBuiltCli } from './store-fixtures.js';
+import { copyOfStore, gatewayWithKeys, IDS, LONG_IDS, recordFiles, recordPath } from './store-fixtures.js';
+import { kmsgw, requireBuiltCli } from '../helpers/cli.js';
 
 const tmp = useTmpDirs();
 const running = useRunningGateways();
