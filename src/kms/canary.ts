@@ -109,13 +109,10 @@ export function keksInUse(sources: InUseSources): KekStatus[] {
   const since = sources.now() - sources.recentMs;
   const out: KekStatus[] = [];
   for (const status of sources.health.statuses()) {
-    if (keep.has(status.kek) || (status.checkedAt ?? status.since) >= since) {
-      keep.add(status.kek);
-      out.push(status);
-    } else {
-      sources.health.forget(status.kek);
-    }
+    if (keep.delete(status.kek) || (status.checkedAt ?? status.since) >= since) out.push(status);
+    else sources.health.forget(status.kek);
   }
-  for (const kek of keep) if (!out.some((s) => s.kek === kek)) out.push(sources.health.status(kek));
+  // What is left in use has no record yet: reported `unknown`.
+  for (const kek of keep) out.push(sources.health.status(kek));
   return out;
 }
