@@ -4,9 +4,6 @@ import type { Readiness } from '../kms/readiness.js';
 import type { Logger } from '../log/logger.js';
 import { listenProblem, parseListen } from './listen.js';
 
-/** What `/readyz` reports (the gateway's readiness, as `RunningGateway.readiness()` gives it). */
-export type OpsReadiness = Readiness;
-
 /** What the ops listener serves. */
 export interface OpsOptions {
   /** `host:port` (`ops.listen`); port 0 picks a free one (tests). */
@@ -16,7 +13,7 @@ export interface OpsOptions {
   /** `/metrics`; absent: 404. */
   readonly metrics?: { text(): Promise<string>; readonly contentType: string };
   /** `/readyz`: must be cheap (a cached state, never a KMS call per probe). */
-  readonly readiness: () => OpsReadiness;
+  readonly readiness: () => Readiness;
   readonly log: Logger;
 }
 
@@ -114,7 +111,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, options: OpsOpt
 }
 
 /** The `/readyz` body: every part, and each KEK with its state and last error code; `verbose` adds the times. */
-export function readinessBody(r: OpsReadiness, verbose: boolean): Record<string, unknown> {
+export function readinessBody(r: Readiness, verbose: boolean): Record<string, unknown> {
   return {
     ready: r.ready,
     store: r.store,
