@@ -303,6 +303,18 @@ export async function pgTool(name: string, args: readonly string[], cwd: string)
   return mustRunAsPg(join(await pgBinDir(), name), args, { cwd, timeout: 180_000 });
 }
 
+/**
+ * Takes a base backup of `primary` into `into` with `pg_basebackup`, leaving the WAL to the
+ * archive (`-X none`), after a fast checkpoint; run from `cwd`.
+ */
+export function baseBackup(primary: PgCluster, into: string, cwd: string): Promise<string> {
+  return pgTool(
+    'pg_basebackup',
+    ['-D', into, '-X', 'none', '-c', 'fast', '-h', '127.0.0.1', '-p', String(primary.port), '-U', 'postgres'],
+    cwd,
+  );
+}
+
 /** Polls `check` until it returns a value, or throws after `timeoutMs` with `describe()`'s text. */
 export async function waitFor<T>(check: () => Promise<T | undefined>, timeoutMs: number, describe: () => Promise<string>): Promise<T> {
   const deadline = Date.now() + timeoutMs;

@@ -27,7 +27,7 @@ import {
   NODE,
   kmsgwCommand,
   pgPreflight,
-  pgTool,
+  baseBackup,
   run,
   runAsPg,
   shq,
@@ -124,11 +124,7 @@ describe('PostgreSQL on two hosts sharing an S3 key store', () => {
       // One base backup (WAL left to the archive, as in wal-archive.test.ts), copied for R and for S.
       const backups = await pg.pgDir();
       const forR = join(backups, 'pitr');
-      await pgTool(
-        'pg_basebackup',
-        ['-D', forR, '-X', 'none', '-c', 'fast', '-h', '127.0.0.1', '-p', String(primary.port), '-U', 'postgres'],
-        backups,
-      );
+      await baseBackup(primary, forR, backups);
       const forS = join(backups, 'standby');
       expect((await run('cp', ['-a', forR, forS])).code).toBe(0);
       const startSeg = /START WAL LOCATION: \S+ \(file ([0-9A-F]{24})\)/.exec(await readFile(join(forR, 'backup_label'), 'utf8'))?.[1];

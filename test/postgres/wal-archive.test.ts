@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { kmsgwCommand, pgPreflight, pgTool, run, runAsPg, tail, usePostgres, waitArchived, waitFor } from '../helpers/postgres.js';
+import { baseBackup, kmsgwCommand, pgPreflight, run, runAsPg, tail, usePostgres, waitArchived, waitFor } from '../helpers/postgres.js';
 
 const pg = usePostgres();
 
@@ -46,11 +46,7 @@ describe('PostgreSQL WAL archive encrypted with kmsgw', () => {
     // The base backup comes first, so the marked rows exist only in WAL written after it.
     const backups = await pg.pgDir();
     const base = join(backups, 'base');
-    await pgTool(
-      'pg_basebackup',
-      ['-D', base, '-X', 'none', '-c', 'fast', '-h', '127.0.0.1', '-p', String(primary.port), '-U', 'postgres'],
-      backups,
-    );
+    await baseBackup(primary, base, backups);
     const fresh = join(backups, 'fresh');
     expect((await run('cp', ['-a', base, fresh])).code).toBe(0);
     const tBackup = Date.now();
