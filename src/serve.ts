@@ -210,9 +210,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     log.warn('keys are created on first use (keys.autoCreate): a development setting');
   }
   // Clients may connect already; ready (READY=1, /readyz) waits for warm-up, which tolerates every failure.
-  let warm: 'pending' | 'done' = 'pending';
   const warmed = await warmUp(config.cache.warm, store, deks, config.cache.maxEntries, log);
-  warm = 'done';
   const canaryMs = config.kms.canaryIntervalMs;
   const inUse = () =>
     keksInUse({
@@ -239,7 +237,8 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   );
 
   let closing: Promise<void> | undefined;
-  readiness = () => readinessOf({ store: true, listening: closing === undefined, warm, keks: inUse() }, canaryMs > 0);
+  // From here on warm-up is done; until now the readiness above said `pending`.
+  readiness = () => readinessOf({ store: true, listening: closing === undefined, warm: 'done', keks: inUse() }, canaryMs > 0);
   return {
     pipeline,
     cache: deks.cache,
