@@ -1,15 +1,15 @@
 // Two and three gateways, each with its own dataDir, sharing one S3 key store (LocalStack) and one
 // KEK (LocalStack KMS): the races of gateways with no coordinator, freshness across hosts, an
 // unreachable store, and a gateway killed with -9 in the middle of its compare-and-swap loops.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { readdir, writeFile } from 'node:fs/promises';
 import { connect, createServer, type Socket } from 'node:net';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterEach, describe, expect, inject, it, vi } from 'vitest';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { objectNameFor } from '../../src/keystore/names.js';
 import { openBackend } from '../../src/keystore/open.js';
+import { serveProcess } from '../helpers/serve-process.js';
 import type { KeyStoreSettings } from '../../src/keystore/settings.js';
 import { parseStoreUrl } from '../../src/keystore/url.js';
 import { KeyRecordSchema } from '../../src/keystore/types.js';
@@ -320,11 +320,6 @@ describe('an unreachable store', () => {
 });
 
 describe('a gateway killed with -9 in the middle of its compare-and-swap loops', () => {
-  const children: ChildProcess[] = [];
-  afterEach(() => {
-    for (const child of children.splice(0)) child.kill('SIGKILL');
-  });
-
   it('leaves a valid record holding every version either gateway acknowledged', async () => {
     const prefix = `p-${randomUUID().slice(0, 8)}/`;
     const dir = await tmp();
@@ -339,14 +334,9 @@ describe('a gateway killed with -9 in the middle of its compare-and-swap loops',
         keys: { ...cfg.keys, allowedKeks: ['*'] },
       }),
     );
-    const child = spawn(process.execPath, [resolve('bin/kmsgw.js'), 'serve', '--config', config], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test' },
-    });
-    children.push(child);
-    let log = '';
-    child.stderr?.on('data', (chunk: Buffer) => (log += chunk.toString()));
-    await vi.waitFor(() => expect(log).toContain('kmsgw ready'), { timeout: 20_000, interval: 20 });
+    const served = serveProcess(config, { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test' });
+    const child = served.child; // killed after the test, if still running, by serveProcess
+    await served.log.waitFor((line) => line.includes('kmsgw ready'), 'kmsgw ready');
 
     const { hosts: [a] = [] } = await hosts(1, { prefix });
     if (!a) throw new Error('hosts');

@@ -6,7 +6,8 @@ import { describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { rawConnect } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
-import { notifySocket, serveProcess, type Served } from './spawned.js';
+import { serveProcess, type Served } from '../helpers/serve-process.js';
+import { notifySocket } from './spawned.js';
 
 const tmp = useTmpDirs();
 const BIN = resolve(import.meta.dirname, '../../bin/kmsgw.js');
