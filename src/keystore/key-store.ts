@@ -54,6 +54,8 @@ export type ChangeListener = (id: string, before: KeyRecord | undefined, after: 
 export type RecordChange = (current: KeyRecord | undefined) => KeyRecord | undefined | Promise<KeyRecord | undefined>;
 
 const MAX_SWAP_ATTEMPTS = 16;
+/** Longest wait, in ms, before another compare-and-swap attempt (2, 4, 8 ... ms, then this). */
+const SWAP_BACKOFF_CAP_MS = 64;
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 5_000;
 
@@ -176,6 +178,9 @@ export class KeyStore {
       if (attempt >= MAX_SWAP_ATTEMPTS) {
         throw new GatewayError('STORE_UNAVAILABLE', 'key record kept changing under this gateway; try again');
       }
+      // Full-jitter backoff before trying again: two gateways that keep writing one record would
+      // otherwise collide in lockstep, and one could lose every round.
+      await new Promise((done) => setTimeout(done, Math.random() * Math.min(SWAP_BACKOFF_CAP_MS, 2 ** attempt)));
       entry = await this.read(id, true);
     }
   }
