@@ -4,19 +4,49 @@ import { z } from 'zod';
 export const VERSION_STATES = ['enabled', 'destroyed'] as const;
 export type VersionState = (typeof VERSION_STATES)[number];
 
-const b64 = z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be base64');
+/** The record format this gateway writes; format-1 records are read and upgraded on their next write. */
+export const RECORD_FORMAT = 2;
 
-/** One DEK version as stored: wrapped only, never plaintext. */
+const b64 = z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be base64');
+const kekUri = z.string().min(1);
+
+/** An age X25519 recipient (`age1…`, Bech32): the public half of an offline recovery identity. */
+export const AgeRecipientSchema = z.string().regex(/^age1[02-9ac-hj-np-z]{58}$/, 'must be an age X25519 recipient (age1…)');
+
+/** One wrapped copy of a version's DEK, under one KEK. */
+export const WrapSchema = z
+  .object({
+    kek: kekUri,
+    /** Provider's KEK version that wrapped the blob, when the provider tells. */
+    kekVersion: z.string().optional(),
+    /** The wrapped DEK, base64, as the adapter returned it. */
+    wrapped: b64.min(1),
+  })
+  .strict();
+export type Wrap = z.infer<typeof WrapSchema>;
+
+/** The DEK sealed to offline age recipients (break glass): a standard armored age file. */
+export const RecoverySchema = z
+  .object({
+    recipients: z.array(AgeRecipientSchema).min(1),
+    /** `-----BEGIN AGE ENCRYPTED FILE-----` … : `age -d -i identity` prints the 32-byte DEK. */
+    sealed: z.string().min(1),
+  })
+  .strict();
+export type Recovery = z.infer<typeof RecoverySchema>;
+
+/** One DEK version as stored (format 2): wrapped only, never plaintext. */
 export const VersionRecordSchema = z
   .object({
     version: z.number().int().min(1).max(0xffff_ffff),
-    kek: z.string().min(1),
-    /** Provider's KEK version that wrapped the blob, when the provider tells. */
-    kekVersion: z.string().optional(),
-    /** The wrapped DEK, base64, as the adapter returned it; null once destroyed. */
-    wrapped: b64.nullable(),
+    /** One copy per KEK, every one wrapping the same DEK; empty once destroyed. */
+    wraps: z.array(WrapSchema),
+    /** KEKs the version should also be wrapped under but is not yet (`keys.minWraps`); retried in the background. */
+    pending: z.array(kekUri).min(1).optional(),
     /** HMAC-SHA256(DEK, "kmsgw/v1 commit <id> <version>"), base64; null once destroyed. */
     commit: b64.nullable(),
+    /** The DEK sealed to `keys.recovery`, when configured; gone once destroyed. */
+    recovery: RecoverySchema.optional(),
     created: z.string(),
     state: z.enum(VERSION_STATES),
     destroyed: z.string().optional(),
@@ -27,16 +57,55 @@ export const VersionRecordSchema = z
 
 export type VersionRecord = z.infer<typeof VersionRecordSchema>;
 
-export const KeyRecordSchema = z
+/** A format-1 version: one KEK, its blob in `wrapped` (null once destroyed). */
+const VersionRecordV1Schema = z
   .object({
-    format: z.literal(1),
+    version: VersionRecordSchema.shape.version,
+    kek: kekUri,
+    kekVersion: z.string().optional(),
+    wrapped: b64.nullable(),
+    commit: b64.nullable(),
+    created: z.string(),
+    state: z.enum(VERSION_STATES),
+    destroyed: z.string().optional(),
+    encryptions: z.number().int().min(0).optional(),
+  })
+  .strict();
+
+const KeyRecordV2Schema = z
+  .object({
+    format: z.literal(RECORD_FORMAT),
     id: z.string().min(1).max(256),
     created: z.string(),
     versions: z.array(VersionRecordSchema).min(1),
   })
   .strict();
 
-export type KeyRecord = z.infer<typeof KeyRecordSchema>;
+const KeyRecordV1Schema = z
+  .object({
+    format: z.literal(1),
+    id: KeyRecordV2Schema.shape.id,
+    created: z.string(),
+    versions: z.array(VersionRecordV1Schema).min(1),
+  })
+  .strict()
+  .transform(
+    (r): z.output<typeof KeyRecordV2Schema> => ({
+      format: RECORD_FORMAT,
+      id: r.id,
+      created: r.created,
+      versions: r.versions.map(({ kek, kekVersion, wrapped, ...rest }) => ({
+        ...rest,
+        // A destroyed format-1 version kept its KEK name only; format 2 keeps no wrap for it.
+        wraps: wrapped === null || wrapped === '' ? [] : [{ kek, ...(kekVersion === undefined ? {} : { kekVersion }), wrapped }],
+      })),
+    }),
+  );
+
+/** A stored key record: format 2, or format 1 read as format 2 (it is written back as format 2). */
+export const KeyRecordSchema = z.discriminatedUnion('format', [KeyRecordV2Schema, KeyRecordV1Schema]);
+
+export type KeyRecord = z.output<typeof KeyRecordV2Schema>;
 
 /** Where wrapped DEKs live. Reads are synchronous from memory; writes are durable before they resolve. */
 export interface KeyStore {
