@@ -37,7 +37,7 @@ export interface GuardOptions {
 }
 
 /** How one attempt on the KMS ended, for metrics. */
-export const KMS_OUTCOMES = ['ok', 'denied', 'unavailable', 'throttled', 'invalid', 'error', 'breaker_open'] as const;
+export const KMS_OUTCOMES = ['ok', 'denied', 'unavailable', 'throttled', 'invalid', 'error', 'breaker_open', 'cancelled'] as const;
 export type KmsOutcome = (typeof KMS_OUTCOMES)[number];
 
 /** One attempt (or one refusal by the breaker), as `observe` sees it. */
@@ -62,7 +62,15 @@ function transient(err: GatewayError): boolean {
 
 const sleepFor = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 
-type Ctx = Pick<WrapContext, 'keyId' | 'version'>;
+/** The caller's side of a call: where the DEK belongs, and optionally a signal that cancels the call (hedging). */
+type Ctx = Pick<WrapContext, 'keyId' | 'version'> & { readonly signal?: AbortSignal };
+
+/** A call its caller cancelled: it says nothing about the KMS, so no health, breaker or retry sees it. */
+export class Cancelled extends GatewayError {
+  constructor() {
+    super('KMS_UNAVAILABLE', 'KMS call cancelled: another KEK answered first');
+  }
+}
 
 /** The adapter calls the guard counts and times. */
 export type AdapterOp = 'wrap' | 'unwrap' | 'generate' | 'rewrap';
@@ -157,6 +165,7 @@ export class GuardedWrapper {
     const deadline = this.now() + this.options.timeoutMs;
     const attempts = this.options.retry?.attempts ?? 1;
     for (let attempt = 1; ; attempt++) {
+      if (ctx.signal?.aborted === true) throw new Cancelled();
       const admission = this.breaker?.admit() ?? { ok: true, probe: false };
       if (!admission.ok) {
         this.options.observe?.({ op, kek, outcome: 'breaker_open', seconds: 0 });
@@ -171,6 +180,10 @@ export class GuardedWrapper {
         return result;
       } catch (caught) {
         err = caught as GatewayError;
+      }
+      if (err instanceof Cancelled) {
+        this.breaker?.released(admission.probe);
+        throw err;
       }
       if (!transient(err)) {
         // INTERNAL is the adapter's own failure: it tells nothing about the KMS.
@@ -207,11 +220,17 @@ export class GuardedWrapper {
     const started = performance.now();
     const controller = new AbortController();
     let timer: NodeJS.Timeout | undefined;
+    let cancel: (() => void) | undefined;
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         controller.abort();
         reject(new KmsError('KMS_UNAVAILABLE', `KMS did not answer within ${this.options.timeoutMs} ms`));
       }, timeoutMs);
+      cancel = () => {
+        controller.abort();
+        reject(new Cancelled());
+      };
+      ctx.signal?.addEventListener('abort', cancel, { once: true });
     });
     let outcome: KmsOutcome = 'error';
     try {
@@ -220,10 +239,11 @@ export class GuardedWrapper {
       return result;
     } catch (err) {
       const safe = err instanceof GatewayError ? err : new KmsError('INTERNAL', `KEK adapter failed during ${op}`, { cause: err });
-      outcome = OUTCOME_OF[safe.code] ?? 'error';
+      outcome = safe instanceof Cancelled ? 'cancelled' : (OUTCOME_OF[safe.code] ?? 'error');
       throw safe;
     } finally {
       clearTimeout(timer);
+      if (cancel !== undefined) ctx.signal?.removeEventListener('abort', cancel);
       this.options.observe?.({ op, kek: this.inner.kek, outcome, seconds: (performance.now() - started) / 1000 });
     }
   }

@@ -54,14 +54,13 @@ export async function recordBody(kek: BenchKek, i: number, n: number, created: s
   try {
     const { blob } = await kek.wrapper.wrap(dek, { keyId: id, version: 1, signal: new AbortController().signal });
     const record = {
-      format: 1 as const,
+      format: 2 as const,
       id,
       created,
       versions: [
         {
           version: 1,
-          kek: kek.uri,
-          wrapped: blob.toString('base64'),
+          wraps: [{ kek: kek.uri, wrapped: blob.toString('base64') }],
           commit: commitTag(dek, id, 1).toString('base64'),
           created,
           state: 'enabled' as const,

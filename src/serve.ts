@@ -13,7 +13,7 @@ import { ConfigError, type LoadedConfig } from './config/load.js';
 import { createReloader, type ReloadResult } from './config/reload.js';
 import type { Config } from './config/schema.js';
 import { DekService } from './keys/dek-service.js';
-import { KeyService } from './keys/key-service.js';
+import { defaultKeks, KeyService } from './keys/key-service.js';
 import { openKeyStore, storeLocation } from './keystore/assemble.js';
 import type { KeyStore } from './keystore/key-store.js';
 import { createLogger, type Logger } from './log/logger.js';
@@ -99,16 +99,18 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   );
   // A default KEK no adapter serves, or a local one the adapter would refuse, stops start-up
   // here instead of failing every CREATE.
-  const defaultKek = config.keys.defaultKek;
-  let localKek: string | undefined;
-  try {
-    adapters.assertSupported(defaultKek);
-    if (kekScheme(defaultKek) === 'local') localKek = confinedKekPath(defaultKek, { dataDir, settings: config.kms.adapters }).path;
-  } catch (err) {
-    throw new ConfigError(`keys.defaultKek ${defaultKek}: ${(err as Error).message}`, { cause: err });
-  }
-  if (localKek !== undefined && (await ensureLocalKek(localKek))) {
-    log.warn({ path: localKek }, 'created a new local KEK (development only: the KEK is on this host)');
+  const keksByDefault = defaultKeks(config.keys.defaultKek);
+  for (const defaultKek of keksByDefault) {
+    let localKek: string | undefined;
+    try {
+      adapters.assertSupported(defaultKek);
+      if (kekScheme(defaultKek) === 'local') localKek = confinedKekPath(defaultKek, { dataDir, settings: config.kms.adapters }).path;
+    } catch (err) {
+      throw new ConfigError(`keys.defaultKek ${defaultKek}: ${(err as Error).message}`, { cause: err });
+    }
+    if (localKek !== undefined && (await ensureLocalKek(localKek))) {
+      log.warn({ path: localKek }, 'created a new local KEK (development only: the KEK is on this host)');
+    }
   }
 
   // The audit log is opened before anything is served: a file that cannot be used stops start-up.
@@ -142,11 +144,27 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       ttlMs: config.cache.ttlMs,
       staleIfErrorMs: config.cache.staleIfErrorMs,
       health,
+      hedgeMs: config.kms.hedgeMs,
+      preference: config.kms.preference,
+      revocation: config.kms.revocation,
       ...(options.clock ? { clock: options.clock } : {}),
     },
     log,
   );
-  const keys = new KeyService(store, adapters, deks, config.keys, log);
+  const keys = new KeyService(
+    store,
+    adapters,
+    deks,
+    {
+      ...config.keys,
+      defaultKeks: keksByDefault,
+      preference: config.kms.preference,
+      // Pending wraps (keys.minWraps) are retried at the canary's pace, or every minute without one.
+      pendingRetryMs: config.kms.canaryIntervalMs > 0 ? config.kms.canaryIntervalMs : 60_000,
+      health,
+    },
+    log,
+  );
   const pipeline = new Pipeline(new Executor(keys, deks, access, log), {
     ...(access ? { access } : {}),
     ...(audit ? { observer: audit } : {}),
@@ -214,7 +232,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   const canaryMs = config.kms.canaryIntervalMs;
   const inUse = () =>
     keksInUse({
-      defaultKek: config.keys.defaultKek,
+      defaultKeks: keksByDefault,
       cached: () => deks.cache.keks(),
       health,
       // A KEK used within the last two canary periods (or ten minutes without a canary) is in use.
@@ -229,7 +247,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       dataDir,
       store: store.location,
       ...(opened.snapshot ? { snapshot: opened.snapshot, refreshMs: config.keystore.refreshMs } : {}),
-      defaultKek: config.keys.defaultKek,
+      defaultKek: keksByDefault,
       cacheTtlMs: config.cache.ttlMs,
       storeLock: opened.lock,
     },

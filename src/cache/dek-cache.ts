@@ -10,8 +10,8 @@ export interface Clock {
 /** A DEK as its loader hands it over: the cache owns (and zeroizes) the buffer. */
 export interface LoadedDek {
   readonly dek: Buffer;
-  /** The KEK that wrapped it, so a revoked KEK's DEKs can be found and zeroized at once. */
-  readonly kek: string;
+  /** The KEKs its version is wrapped under, so a revoked KEK's DEKs can be found and zeroized at once. */
+  readonly keks: readonly string[];
 }
 
 /** The settings that may change while the cache runs (`cache.*`). */
@@ -49,7 +49,7 @@ export interface DekCacheStats {
 
 interface Entry {
   readonly dek: Buffer;
-  readonly kek: string;
+  readonly keks: readonly string[];
   /**
    * How long the LRU keeps it past its TTL (`staleIfErrorMs` when it was stored): it is a hit
    * while more than this is left of the LRU's own TTL, then only served when a new unwrap fails.
@@ -121,11 +121,11 @@ export class DekCache {
     this.lru.delete(cacheKey(keyId, version));
   }
 
-  /** Drops (and zeroizes) every DEK wrapped by `kek`, fresh or stale; returns how many. */
-  evictKek(kek: string): number {
+  /** Drops (and zeroizes) every DEK, fresh or stale, whose KEK list `revoked` condemns; returns how many. */
+  evictWhere(revoked: (keks: readonly string[]) => boolean): number {
     const gone: string[] = [];
     this.lru.forEach((entry, key) => {
-      if (entry.kek === kek) gone.push(key);
+      if (revoked(entry.keks)) gone.push(key);
     });
     for (const key of gone) this.lru.delete(key);
     return gone.length;
@@ -134,7 +134,9 @@ export class DekCache {
   /** The KEKs of the DEKs held now. */
   keks(): Set<string> {
     const keks = new Set<string>();
-    this.lru.forEach((entry) => keks.add(entry.kek));
+    this.lru.forEach((entry) => {
+      for (const kek of entry.keks) keks.add(kek);
+    });
     return keks;
   }
 

@@ -1,26 +1,10 @@
 import { Command, Option } from 'commander';
 import { createReadStream, existsSync } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
-import { DEFAULT_SOCKET_PATH } from '../config/defaults.js';
-import { createClient, defaultSocketPath, type KmsgwClient } from '../client/index.js';
+import { clientOptions, withClient, type ClientFlags } from './client-flags.js';
 import { describeError, FatalForRestore, UsageError } from './errors.js';
+import { addKekCommands } from './kek-commands.js';
 import { decryptStream, encryptStream, type ByteSink } from './stream.js';
-
-interface ClientFlags {
-  socket?: string;
-  timeout: string;
-}
-
-async function withClient<T>(flags: ClientFlags, fn: (c: KmsgwClient) => Promise<T>): Promise<T> {
-  const timeoutMs = Number(flags.timeout);
-  if (!Number.isInteger(timeoutMs) || timeoutMs < 0) throw new UsageError('--timeout must be a whole number of ms');
-  const client = await createClient({ socketPath: flags.socket ?? defaultSocketPath(), timeoutMs });
-  try {
-    return await fn(client);
-  } finally {
-    await client.close();
-  }
-}
 
 /** The input bytes: a file read in 64 KiB pieces, or stdin. */
 function inputStream(path: string | undefined): AsyncIterable<Uint8Array> {
@@ -54,12 +38,6 @@ async function toFileAtomically(path: string, produce: (sink: ByteSink) => Promi
 async function toOutput(path: string | undefined, produce: (sink: ByteSink) => Promise<void>): Promise<void> {
   if (path === undefined || path === '-') await produce(stdoutSink);
   else await toFileAtomically(path, produce);
-}
-
-function clientOptions(cmd: Command): Command {
-  return cmd
-    .option('--socket <path>', `gateway socket (default: $KMSGW_SOCKET, else ${DEFAULT_SOCKET_PATH})`)
-    .option('--timeout <ms>', 'give up after this many ms without a reply', '10000');
 }
 
 /** The commands that talk to a running gateway: what PostgreSQL hooks and operators run. */
@@ -132,7 +110,10 @@ export function addClientCommands(program: Command): void {
     key
       .command('create <key-id>')
       .description('create a key (version 1)')
-      .option('--kek <uri>', "KEK URI (default: the gateway's keys.defaultKek)"),
+      .option(
+        '--kek <uri[,uri...]>',
+        "KEK URI, or several comma-separated: each DEK is wrapped under every one (default: the gateway's keys.defaultKek)",
+      ),
   ).action(async (id: string, opts: ClientFlags & { kek?: string }) => {
     process.stdout.write(`${await withClient(opts, (c) => c.create(id, opts.kek))}\n`);
   });
@@ -140,15 +121,15 @@ export function addClientCommands(program: Command): void {
     key
       .command('rotate <key-id>')
       .description('add a new DEK version, used by ENC from now on')
-      .option('--kek <uri>', 'KEK URI for the new version (default: as the newest)'),
+      .option('--kek <uri[,uri...]>', 'KEK URI(s) for the new version (default: as the newest)'),
   ).action(async (id: string, opts: ClientFlags & { kek?: string }) => {
     process.stdout.write(`${await withClient(opts, (c) => c.rotate(id, opts.kek))}\n`);
   });
   clientOptions(
     key
       .command('rewrap <key-id>')
-      .description('move every enabled version (or key-id@version) under another KEK')
-      .requiredOption('--kek <uri>', 'the new KEK URI'),
+      .description('wrap every enabled version (or key-id@version) under exactly these KEKs')
+      .requiredOption('--kek <uri[,uri...]>', 'the new KEK URI(s)'),
   ).action(async (id: string, opts: ClientFlags & { kek: string }) => {
     process.stdout.write(`${await withClient(opts, (c) => c.rewrap(id, opts.kek))}\n`);
   });
@@ -164,6 +145,7 @@ export function addClientCommands(program: Command): void {
       printJson(await withClient(opts, (c) => c.info(id)));
     },
   );
+  addKekCommands(key, printJson);
   clientOptions(key.command('list [prefix]').description('list key ids')).action(async (prefix: string | undefined, opts: ClientFlags) => {
     for (const id of await withClient(opts, (c) => c.list(prefix))) process.stdout.write(`${id}\n`);
   });

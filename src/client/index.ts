@@ -45,11 +45,18 @@ export interface KmsgwClient {
   get(keyId: string): Promise<Buffer>;
   enc(keyId: string, plaintext: Uint8Array, aad?: Uint8Array): Promise<Buffer>;
   dec(keyId: string, envelope: Uint8Array, aad?: Uint8Array): Promise<Buffer>;
+  /** `kek`: one KEK URI or several, comma-separated (each DEK version is wrapped under every one). */
   create(keyId: string, kek?: string): Promise<number>;
   rotate(keyId: string, kek?: string): Promise<number>;
   destroy(keyId: string, version: number): Promise<number>;
-  /** Moves the key's versions (or `keyId@v`) under another KEK; resolves with how many moved. */
+  /** Wraps the key's versions (or `keyId@v`) under exactly these KEKs; resolves with how many changed. */
   rewrap(keyId: string, kek: string): Promise<number>;
+  /** Adds KEKs to the newest version, `keyId@v`, or (`all`) every enabled version; resolves with how many changed. */
+  addKek(keyId: string, kek: string, all?: boolean): Promise<number>;
+  /** Removes KEKs likewise; a version keeps at least one. */
+  removeKek(keyId: string, kek: string, all?: boolean): Promise<number>;
+  /** Seals every enabled version to the gateway's recovery recipients; resolves with how many were sealed. */
+  addRecovery(keyId: string): Promise<number>;
   info(keyId: string): Promise<unknown>;
   list(prefix?: string): Promise<string[]>;
   close(): Promise<void>;
@@ -140,6 +147,9 @@ export async function createClient(options: ClientOptions = {}): Promise<KmsgwCl
     create: async (keyId, kek) => Number(await request(withOptional('CREATE', keyId, kek))),
     rotate: async (keyId, kek) => Number(await request(withOptional('ROTATE', keyId, kek))),
     rewrap: async (keyId, kek) => Number(await request(`REWRAP ${keyId} ${kek}`)),
+    addKek: async (keyId, kek, all) => Number(await request(withOptional('ADDKEK', keyId, kek, all === true ? 'ALL' : undefined))),
+    removeKek: async (keyId, kek, all) => Number(await request(withOptional('REMOVEKEK', keyId, kek, all === true ? 'ALL' : undefined))),
+    addRecovery: async (keyId) => Number(await request(`ADDRECOVERY ${keyId}`)),
     destroy: async (keyId, version) => Number(await request(`DESTROY ${keyId}@${version}`)),
     info: async (keyId) => JSON.parse(await request(`INFO ${keyId}`)) as unknown,
     list: async (prefix) => JSON.parse(await request(withOptional('LIST', prefix))) as string[],

@@ -1,28 +1,50 @@
+/*
+ * Over 300 lines because creation, rotation, destruction and the encryption budget's reservations
+ * all add to or change a key's versions on the id's one chain and compare-and-swap loop; changes to
+ * the KEK sets of existing versions already live in kek-sets.ts.
+ */
+import type { KekHealth } from '../../adapters/health.js';
 import type { AdapterRegistry } from '../../adapters/registry.js';
 import { EncryptionBudget, type Block } from '../crypto/budget.js';
 import { withSecrets } from '../crypto/secret.js';
 import { KeyedChains } from '../keystore/chains.js';
 import type { KeyStore } from '../keystore/key-store.js';
-import { findVersion, newestEnabled, type KeyRecord, type VersionRecord } from '../keystore/types.js';
+import { findVersion, newestEnabled, RECORD_FORMAT, type KeyRecord } from '../keystore/types.js';
 import type { Logger } from '../log/logger.js';
+import { matchesAny } from '../policy/glob.js';
 import { GatewayError } from '../protocol/errors.js';
 import type { KeyRef } from '../protocol/parser.js';
-import { matchesAny } from '../policy/glob.js';
+import { sealForRecovery } from '../recovery/age.js';
 import type { DekService } from './dek-service.js';
-import { rewrapVersions } from './rewrap.js';
-import { describeKey, destroyedVersion, lastVersion, makeVersion, pickVersion, type KeyInfo, type Purpose } from './versions.js';
+import { preferenceOrder } from './kek-order.js';
+import { KekSets, type VersionTarget } from './kek-sets.js';
+import { describeKey, destroyedVersion, keksOf, lastVersion, makeVersion, pickVersion, type KeyInfo, type Purpose } from './versions.js';
 
 /** How keys are created and used. Defaults live in the config schema (`keys.*`). */
 export interface KeyServiceOptions {
   /** Create a key on first GET or ENC of an unknown id (development). */
   readonly autoCreate: boolean;
-  /** KEK URI for keys created without one. */
-  readonly defaultKek: string;
+  /** KEK URIs for keys created without any (`keys.defaultKek`; a list wraps each DEK under every one). */
+  readonly defaultKeks: readonly string[];
   /**
    * KEK URI globs new DEK versions may be wrapped under (`keys.allowedKeks`).
-   * @default [defaultKek]
+   * @default defaultKeks
    */
   readonly allowedKeks?: readonly string[];
+  /**
+   * Fewest KEKs that must wrap a new version for it to be stored (`keys.minWraps`); the others
+   * are retried in the background and shown as pending in INFO.
+   * @default every KEK the version names
+   */
+  readonly minWraps?: number;
+  /** age recipients every new DEK version is also sealed to (`keys.recovery`). @default none */
+  readonly recovery?: readonly string[];
+  /** KEK URI globs, most preferred first (`kms.preference`): the first that can generate makes new DEKs. @default [] */
+  readonly preference?: readonly string[];
+  /** Period of the background retry of pending wraps, in ms (0: only `ADDKEK` completes them). @default 0 */
+  readonly pendingRetryMs?: number;
+  /** What INFO reports of each KEK's state. */
+  readonly health?: KekHealth;
   /** Most ENC calls per DEK version (NIST's bound for random 96-bit nonces is 2^32). */
   readonly maxEncryptionsPerVersion: number;
   /**
@@ -32,25 +54,22 @@ export interface KeyServiceOptions {
   readonly encryptionReservationBlock?: number;
 }
 
-/** The configured KEK allow-list as a test (`keys.allowedKeks`, else just the default KEK). */
-export function kekAllowList(options: Pick<KeyServiceOptions, 'defaultKek' | 'allowedKeks'>): (kek: string) => boolean {
-  return matchesAny(options.allowedKeks ?? [options.defaultKek]);
-}
-
+export { defaultKeks, kekAllowList } from './kek-order.js';
 export type { Purpose } from './versions.js';
 
-/** A version CREATE or ROTATE made, and the KEK that wrapped it (for the audit record). */
+/** A version CREATE or ROTATE made, and the KEKs that wrapped it (for the audit record). */
 export interface MadeVersion {
   readonly version: number;
-  readonly kek: string;
+  readonly keks: readonly string[];
 }
 
 /**
- * Owns the key records and their lifecycle: CREATE, ROTATE, REWRAP, DESTROY,
- * creation on first use, and the per-version encryption budget. Every change
- * to one key id runs on that id's single promise chain here, and is a
- * compare-and-swap in the store, so gateways sharing a store never lose each
- * other's changes: a change that loses a race is made again on the record that won.
+ * Owns the key records and their lifecycle: CREATE, ROTATE, REWRAP, the KEK set of each
+ * version (ADDKEK, REMOVEKEK, pending wraps), recovery copies, DESTROY, creation on first
+ * use, and the per-version encryption budget. Every change to one key id runs on that id's
+ * single promise chain here, and is a compare-and-swap in the store, so gateways sharing a
+ * store never lose each other's changes: a change that loses a race is made again on the
+ * record that won.
  */
 export class KeyService {
   private readonly chains = new KeyedChains();
@@ -59,6 +78,8 @@ export class KeyService {
   /** The block a new version is stored with, so its first ENCs need no write. */
   private readonly firstBlock: Block;
   private readonly kekAllowed: (kek: string) => boolean;
+  private readonly preferred: (keks: readonly string[]) => string[];
+  private readonly sets: KekSets;
 
   constructor(
     private readonly store: KeyStore,
@@ -67,7 +88,8 @@ export class KeyService {
     private readonly options: KeyServiceOptions,
     private readonly log: Logger,
   ) {
-    this.kekAllowed = kekAllowList(options);
+    this.kekAllowed = matchesAny(options.allowedKeks ?? options.defaultKeks);
+    this.preferred = preferenceOrder(options.preference ?? []);
     const limit = options.maxEncryptionsPerVersion;
     this.block = options.encryptionReservationBlock ?? Math.min(65_536, Math.max(1, Math.floor(limit / 1024)));
     this.firstBlock = { from: 0, to: Math.min(this.block, limit) };
@@ -81,6 +103,7 @@ export class KeyService {
           `DEK version has used ${Math.round(fraction * 100)} % of its encryption budget: ROTATE the key soon`,
         ),
     });
+    this.sets = new KekSets(store, adapters, deks, this.chains, log, options.pendingRetryMs ?? 0);
   }
 
   /**
@@ -109,27 +132,27 @@ export class KeyService {
     return this.budget.take(keyId, version);
   }
 
-  /** Creates `keyId` with version 1 under `kek` (or the default KEK). */
-  create(keyId: string, kek: string = this.options.defaultKek): Promise<MadeVersion> {
-    this.assertUsable(kek);
+  /** Creates `keyId` with version 1 under `keks` (or the default KEKs). */
+  create(keyId: string, keks: readonly string[] = this.options.defaultKeks): Promise<MadeVersion> {
+    this.assertUsable(keks);
     return this.exclusive(keyId, async () => {
-      await this.addVersion(keyId, kek, (current) => {
+      await this.addVersion(keyId, keks, (current) => {
         if (current !== undefined) throw new GatewayError('EXISTS', 'key already exists');
         return 1;
       });
-      this.log.info({ keyId, version: 1, kek }, 'key created');
-      return { version: 1, kek };
+      this.log.info({ keyId, version: 1, keks }, 'key created');
+      return { version: 1, keks };
     });
   }
 
-  /** Adds a DEK version; ENC then uses it, DEC still reads the older ones. */
-  rotate(keyId: string, kek?: string): Promise<MadeVersion> {
-    if (kek !== undefined) this.assertUsable(kek);
+  /** Adds a DEK version (under `keks`, else the newest version's KEKs); ENC then uses it, DEC still reads the older ones. */
+  rotate(keyId: string, keks?: readonly string[]): Promise<MadeVersion> {
+    if (keks !== undefined) this.assertUsable(keks);
     return this.exclusive(keyId, async () => {
-      let chosen = kek;
+      let chosen = keks;
       const { made: version } = await this.addVersion(
         keyId,
-        (current) => (chosen = kek ?? (newestEnabled(current) ?? lastVersion(current)).kek),
+        (current) => (chosen = keks ?? keksOf(newestEnabled(current) ?? lastVersion(current))),
         (current) => {
           if (current === undefined) throw new GatewayError('NOT_FOUND', 'no such key');
           const last = lastVersion(current).version;
@@ -137,36 +160,36 @@ export class KeyService {
           return last + 1;
         },
       );
-      this.log.info({ keyId, version, kek: chosen }, 'key rotated');
-      return { version: version as number, kek: chosen as string };
+      this.log.info({ keyId, version, keks: chosen }, 'key rotated');
+      return { version: version as number, keks: chosen as readonly string[] };
     });
   }
 
-  /**
-   * Moves enabled versions (all, or the one given) under another KEK. Inside one
-   * KMS the blob is re-encrypted there (the DEK never leaves it); across KMSs the
-   * DEK is unwrapped and wrapped. Each new blob is unwrapped once and checked
-   * against the commitment tag before anything is stored, so a failed rewrap
-   * leaves the key as it was. Resolves with the number of versions moved.
-   */
-  rewrap(keyId: string, kek: string, version?: number): Promise<number> {
-    this.assertUsable(kek);
-    return this.exclusive(keyId, async () => {
-      let moved = new Map<number, VersionRecord>();
-      await this.store.update(keyId, async (record) => {
-        if (record === undefined) throw new GatewayError('NOT_FOUND', 'no such key');
-        if (version !== undefined && findVersion(record, version)?.state !== 'enabled') {
-          throw new GatewayError('NOT_FOUND', 'no such key version');
-        }
-        const targets = record.versions.filter(
-          (v) => v.state === 'enabled' && (version === undefined || v.version === version) && v.kek !== kek,
-        );
-        moved = await rewrapVersions(this.adapters, this.deks, keyId, targets, kek);
-        return moved.size === 0 ? undefined : { ...record, versions: record.versions.map((v) => moved.get(v.version) ?? v) };
-      });
-      if (moved.size > 0) this.log.info({ keyId, versions: [...moved.keys()], kek }, 'key rewrapped');
-      return moved.size;
-    });
+  /** Wraps enabled versions (all, or the one given) under exactly `keks` (see `KekSets.rewrap`). */
+  rewrap(keyId: string, keks: readonly string[], version?: number): Promise<number> {
+    this.assertUsable(keks);
+    return this.sets.rewrap(keyId, keks, version);
+  }
+
+  /** Adds KEKs to versions (see `KekSets.addKek`). */
+  addKek(keyId: string, keks: readonly string[], target: VersionTarget = {}): Promise<number> {
+    this.assertUsable(keks);
+    return this.sets.addKek(keyId, keks, target);
+  }
+
+  /** Removes KEKs from versions; a version keeps at least one. */
+  removeKek(keyId: string, keks: readonly string[], target: VersionTarget = {}): Promise<number> {
+    return this.sets.removeKek(keyId, keks, target);
+  }
+
+  /** Seals every enabled version to `keys.recovery` that is not sealed to exactly those recipients yet. */
+  addRecovery(keyId: string): Promise<number> {
+    return this.sets.addRecovery(keyId, this.options.recovery ?? []);
+  }
+
+  /** Makes the pending wraps (`keys.minWraps`) of the versions this gateway knows of. */
+  completePending(): Promise<number> {
+    return this.sets.completePending();
   }
 
   /** Forgets one old version's wrapped DEK for good; its envelopes become undecryptable. */
@@ -191,7 +214,8 @@ export class KeyService {
   async info(keyId: string): Promise<KeyInfo & { store: string }> {
     const record = await this.store.get(keyId);
     if (record === undefined) throw new GatewayError('NOT_FOUND', 'no such key');
-    return { ...describeKey(record), store: this.store.location };
+    const seen = { ledger: this.deks.ledger, ...(this.options.health ? { health: this.options.health } : {}) };
+    return { ...describeKey(record, seen), store: this.store.location };
   }
 
   /** Key ids in sorted order, optionally only those starting with `prefix`. */
@@ -199,8 +223,9 @@ export class KeyService {
     return this.store.list(prefix);
   }
 
-  /** Resolves once every change under way has settled. */
+  /** Resolves once every change under way has settled; stops the pending-wrap retries. */
   async drain(): Promise<void> {
+    this.sets.stop();
     await this.chains.drain();
   }
 
@@ -209,46 +234,60 @@ export class KeyService {
    * the create is create-only in the store, so every racer ends up with the one that won.
    */
   private ensure(keyId: string): Promise<KeyRecord> {
-    const kek = this.options.defaultKek;
-    this.assertUsable(kek);
+    const keks = this.options.defaultKeks;
+    this.assertUsable(keks);
     return this.exclusive(keyId, async () => {
-      const { record, made } = await this.addVersion(keyId, kek, (current) => (current === undefined ? 1 : undefined));
-      if (made !== undefined) this.log.info({ keyId, version: 1, kek }, 'key created on first use');
+      const { record, made } = await this.addVersion(keyId, keks, (current) => (current === undefined ? 1 : undefined));
+      if (made !== undefined) this.log.info({ keyId, version: 1, keks }, 'key created on first use');
       return record;
     });
   }
 
   /**
-   * Makes a DEK version under `kek` and stores it with a compare-and-swap, making it again
+   * Makes a DEK version under `keks` and stores it with a compare-and-swap, making it again
    * (with the number `next` then gives) if another writer changed the record meanwhile.
    * `next` returns undefined to leave the record alone. The new version comes with its first
-   * block of the encryption budget, and its DEK seeds the cache. Resolves with the stored
-   * record and the version made, if one was.
+   * block of the encryption budget and its recovery copy, and its DEK seeds the cache.
+   * Resolves with the stored record and the version made, if one was.
    */
   private addVersion(
     keyId: string,
-    kek: string | ((current: KeyRecord) => string),
+    keks: readonly string[] | ((current: KeyRecord) => readonly string[]),
     next: (current: KeyRecord | undefined) => number | undefined,
   ): Promise<{ record: KeyRecord; made: number | undefined }> {
     return withSecrets(async (scope) => {
-      let made: { version: number; dek: Buffer; kek: string } | undefined;
+      let made: { version: number; dek: Buffer; keks: readonly string[] } | undefined;
       const record = await this.store.update(keyId, async (current) => {
         made = undefined;
         const version = next(current);
         if (version === undefined) return undefined;
-        const base = current ?? { format: 1 as const, id: keyId, created: new Date().toISOString(), versions: [] };
-        const wrapUnder = typeof kek === 'string' ? kek : kek(base);
+        const base =
+          current === undefined ? { format: RECORD_FORMAT, id: keyId, created: new Date().toISOString(), versions: [] } : current;
+        const wrapUnder = typeof keks === 'function' ? keks(base) : keks;
         this.assertUsable(wrapUnder);
-        const fresh = await this.adapters.use(wrapUnder, (wrapper) =>
-          makeVersion(wrapper, scope, keyId, version, new Date().toISOString()),
-        );
-        made = { version, dek: fresh.dek, kek: wrapUnder };
-        return { ...base, versions: [...base.versions, { ...fresh.record, encryptions: this.firstBlock.to }] };
+        const fresh = await makeVersion(this.adapters, scope, keyId, version, {
+          keks: wrapUnder,
+          preferred: this.preferred(wrapUnder),
+          minWraps: this.options.minWraps ?? wrapUnder.length,
+          created: new Date().toISOString(),
+          verify: (kek, wrapped, commit) => this.adapters.use(kek, (w) => this.deks.verify(w, wrapped, keyId, version, commit)),
+        });
+        const recipients = this.options.recovery ?? [];
+        const recovery = recipients.length > 0 ? { recovery: await sealForRecovery(fresh.dek, recipients) } : {};
+        made = { version, dek: fresh.dek, keks: fresh.record.wraps.map((w) => w.kek) };
+        return { ...base, versions: [...base.versions, { ...fresh.record, ...recovery, encryptions: this.firstBlock.to }] };
       });
       if (record === undefined) throw new GatewayError('NOT_FOUND', 'no such key');
       if (made === undefined) return { record, made: undefined };
       const { version, dek } = made;
-      this.deks.seed(keyId, version, dek, made.kek);
+      if (findVersion(record, version)?.pending !== undefined) {
+        this.sets.notePending(keyId);
+        this.log.warn(
+          { keyId, version, pending: findVersion(record, version)?.pending },
+          'DEK version stored with KEK wraps pending (keys.minWraps)',
+        );
+      }
+      this.deks.seed(keyId, version, dek, made.keks);
       this.budget.grant(keyId, version, this.firstBlock);
       return { record, made: version };
     });
@@ -258,9 +297,11 @@ export class KeyService {
    * Every KEK a DEK is newly wrapped under passes here: the configured allow-list (a client
    * must not make an arbitrary KMS key, or a file, the KEK), then a known scheme.
    */
-  private assertUsable(kek: string): void {
-    if (!this.kekAllowed(kek)) throw new GatewayError('FORBIDDEN', 'KEK not allowed');
-    this.adapters.assertSupported(kek);
+  private assertUsable(keks: readonly string[]): void {
+    for (const kek of keks) {
+      if (!this.kekAllowed(kek)) throw new GatewayError('FORBIDDEN', 'KEK not allowed');
+      this.adapters.assertSupported(kek);
+    }
   }
 
   /**

@@ -185,7 +185,7 @@ export function describeDifference(source: KeyRecord, destinationBody: Buffer): 
     'wrapped differently (another KEK, or rewrapped):',
     list((n) => {
       const [a, b] = [src.get(n), dst.get(n)];
-      return a !== undefined && b !== undefined && a.state === b.state && (a.wrapped !== b.wrapped || a.kek !== b.kek);
+      return a !== undefined && b !== undefined && a.state === b.state && JSON.stringify(a.wraps) !== JSON.stringify(b.wraps);
     }, dst),
   );
   if (parts.length === 0) parts.push('other fields differ (created times, encryption counts)');

@@ -5,7 +5,7 @@ export const VERSION_STATES = ['enabled', 'destroyed'] as const;
 export type VersionState = (typeof VERSION_STATES)[number];
 
 /** The record format this gateway writes; format-1 records are read and upgraded on their next write. */
-export const RECORD_FORMAT = 2;
+export const RECORD_FORMAT = 2 as const;
 
 const b64 = z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be base64');
 const kekUri = z.string().min(1);
@@ -89,18 +89,16 @@ const KeyRecordV1Schema = z
     versions: z.array(VersionRecordV1Schema).min(1),
   })
   .strict()
-  .transform(
-    (r): z.output<typeof KeyRecordV2Schema> => ({
-      format: RECORD_FORMAT,
-      id: r.id,
-      created: r.created,
-      versions: r.versions.map(({ kek, kekVersion, wrapped, ...rest }) => ({
-        ...rest,
-        // A destroyed format-1 version kept its KEK name only; format 2 keeps no wrap for it.
-        wraps: wrapped === null || wrapped === '' ? [] : [{ kek, ...(kekVersion === undefined ? {} : { kekVersion }), wrapped }],
-      })),
-    }),
-  );
+  .transform((r): z.output<typeof KeyRecordV2Schema> => ({
+    format: RECORD_FORMAT,
+    id: r.id,
+    created: r.created,
+    versions: r.versions.map(({ kek, kekVersion, wrapped, ...rest }) => ({
+      ...rest,
+      // A destroyed format-1 version kept its KEK name only; format 2 keeps no wrap for it.
+      wraps: wrapped === null || wrapped === '' ? [] : [{ kek, ...(kekVersion === undefined ? {} : { kekVersion }), wrapped }],
+    })),
+  }));
 
 /** A stored key record: format 2, or format 1 read as format 2 (it is written back as format 2). */
 export const KeyRecordSchema = z.discriminatedUnion('format', [KeyRecordV2Schema, KeyRecordV1Schema]);

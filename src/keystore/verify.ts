@@ -41,15 +41,19 @@ export function checkRecord(id: string, body: Buffer): RecordCheck {
     previous = Math.max(previous, v.version);
     const at = `version ${v.version}`;
     if (v.state === 'enabled') {
-      if (v.wrapped === null) problems.push(`${at} is enabled but has no wrapped DEK`);
-      else if (!isCanonicalBase64(v.wrapped) || v.wrapped.length === 0) problems.push(`${at}: wrapped is not valid base64`);
+      if (v.wraps.length === 0) problems.push(`${at} is enabled but has no wrapped DEK`);
+      for (const [i, w] of v.wraps.entries()) {
+        if (!isCanonicalBase64(w.wrapped)) problems.push(`${at}: wraps[${i}].wrapped is not valid base64`);
+      }
+      if (new Set(v.wraps.map((w) => w.kek)).size !== v.wraps.length) problems.push(`${at} lists a KEK twice`);
       if (v.commit === null) problems.push(`${at} is enabled but has no commitment tag (commit)`);
       else if (!isCanonicalBase64(v.commit)) problems.push(`${at}: commit is not valid base64`);
       else if (Buffer.byteLength(v.commit, 'base64') !== COMMIT_BYTES) {
         problems.push(`${at}: commit is ${Buffer.byteLength(v.commit, 'base64')} bytes, not ${COMMIT_BYTES} (HMAC-SHA256)`);
       }
     } else {
-      if (v.wrapped !== null) problems.push(`${at} is destroyed but still holds a wrapped DEK`);
+      if (v.wraps.length > 0) problems.push(`${at} is destroyed but still holds a wrapped DEK`);
+      if (v.recovery !== undefined) problems.push(`${at} is destroyed but still holds a recovery copy`);
       if (v.commit !== null) problems.push(`${at} is destroyed but still holds a commitment tag`);
     }
   }

@@ -90,7 +90,7 @@ export class Canary {
 
 /** Where the KEKs in use are learned. */
 export interface InUseSources {
-  readonly defaultKek: string;
+  readonly defaultKeks: readonly string[];
   /** The KEKs of the DEKs held in the cache (stale ones included). */
   readonly cached: () => Iterable<string>;
   readonly health: KekHealth;
@@ -100,12 +100,12 @@ export interface InUseSources {
 }
 
 /**
- * The KEKs in use: the default KEK, those of cached DEKs, and those any call used recently
+ * The KEKs in use: the default KEKs, those of cached DEKs, and those any call used recently
  * (a denied KEK that clients keep asking for stays in use, and keeps readiness red). KEKs
  * nothing uses any more are forgotten, so `KekHealth` stays bounded.
  */
 export function keksInUse(sources: InUseSources): KekStatus[] {
-  const keep = new Set<string>([sources.defaultKek, ...sources.cached()]);
+  const keep = new Set<string>([...sources.defaultKeks, ...sources.cached()]);
   const since = sources.now() - sources.recentMs;
   const out: KekStatus[] = [];
   for (const status of sources.health.statuses()) {

@@ -56,11 +56,22 @@ export class Executor {
       case 'DEC':
         return this.dec(command.key, command.data, command.aad, trace);
       case 'CREATE':
-        return this.keys.create(command.key.id, command.kek).then((made) => madeVersion(made, trace));
+        return this.keys.create(command.key.id, command.keks).then((made) => madeVersion(made, trace));
       case 'ROTATE':
-        return this.keys.rotate(command.key.id, command.kek).then((made) => madeVersion(made, trace));
+        return this.keys.rotate(command.key.id, command.keks).then((made) => madeVersion(made, trace));
       case 'REWRAP':
-        return this.keys.rewrap(command.key.id, command.kek, command.key.version).then((n) => success(String(n)));
+        return this.keys.rewrap(command.key.id, command.keks, command.key.version).then((n) => success(String(n)));
+      case 'ADDKEK':
+      case 'REMOVEKEK': {
+        const target = command.key.version === undefined ? { all: command.all } : { version: command.key.version };
+        const change =
+          command.verb === 'ADDKEK'
+            ? this.keys.addKek(command.key.id, command.keks, target)
+            : this.keys.removeKek(command.key.id, command.keks, target);
+        return change.then((n) => success(String(n)));
+      }
+      case 'ADDRECOVERY':
+        return this.keys.addRecovery(command.key.id).then((n) => success(String(n)));
       case 'DESTROY':
         return this.keys.destroy(command.key.id, command.key.version as number).then((v) => success(String(v)));
       case 'INFO':
@@ -134,7 +145,7 @@ export class Executor {
 function madeVersion(made: MadeVersion, trace: RequestTrace | undefined): Outcome {
   if (trace) {
     trace.version = made.version;
-    trace.kek = made.kek;
+    trace.kek = made.keks.join(',');
   }
   return success(String(made.version));
 }

@@ -1,5 +1,5 @@
 import type { AccessControl } from '../policy/types.js';
-import { parseRequest, type Command } from '../protocol/parser.js';
+import { parseRequest, type Command, type Verb } from '../protocol/parser.js';
 import { failure, success, type Outcome, type Reply } from '../protocol/reply.js';
 import { describeClient, type ClientIdentity, type RequestContext, type RequestObserver, type RequestTrace } from '../request/context.js';
 import type { Executor } from './execute.js';
@@ -128,10 +128,10 @@ export class Session {
     if (command.verb === 'AUTH') return this.authenticate(command.token);
     const access = this.options.access;
     const keyId = 'key' in command ? command.key.id : undefined;
-    const kek = 'kek' in command ? command.kek : undefined;
-    if (access && command.verb !== 'PING' && !access.authorize(this.ctx.client, command.verb, keyId, kek)) {
-      // Asked again only on refusal, to say whether the KEK alone was the reason.
-      if (kek !== undefined && access.authorize(this.ctx.client, command.verb, keyId)) return failure('FORBIDDEN', 'KEK not allowed');
+    const keks = 'keks' in command ? command.keks : undefined;
+    if (access && command.verb !== 'PING' && !authorized(access, this.ctx.client, command.verb, keyId, keks)) {
+      // Asked again only on refusal, to say whether a KEK alone was the reason.
+      if (keks !== undefined && access.authorize(this.ctx.client, command.verb, keyId)) return failure('FORBIDDEN', 'KEK not allowed');
       return failure('FORBIDDEN', `not allowed to ${command.verb}${keyId === undefined ? '' : ' this key'}`);
     }
     // The common case, nothing of this connection still running, takes no closure and no bookkeeping.
@@ -162,7 +162,19 @@ function fillTrace(trace: Trace, command: Command): void {
     trace.keyId = command.key.id;
     if (command.key.version !== undefined) trace.version = command.key.version;
   }
-  if ('kek' in command && command.kek !== undefined) trace.kek = command.kek;
+  if ('keks' in command && command.keks !== undefined) trace.kek = command.keks.join(',');
+}
+
+/** A command naming KEKs is allowed only if every one of them is. */
+function authorized(
+  access: AccessControl,
+  client: string | undefined,
+  verb: Verb,
+  keyId: string | undefined,
+  keks: readonly string[] | undefined,
+): boolean {
+  if (keks === undefined) return access.authorize(client, verb, keyId);
+  return keks.every((kek) => access.authorize(client, verb, keyId, kek));
 }
 
 /** What a verb does to keys, for ordering requests on one connection. */
@@ -176,6 +188,9 @@ function accessOf(command: Command): Access {
     case 'CREATE':
     case 'ROTATE':
     case 'REWRAP':
+    case 'ADDKEK':
+    case 'REMOVEKEK':
+    case 'ADDRECOVERY':
     case 'DESTROY':
       return { kind: 'write', key: command.key.id };
     case 'LIST':

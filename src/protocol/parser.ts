@@ -13,10 +13,13 @@ export type Command =
   | { readonly verb: 'GET'; readonly key: KeyRef }
   | { readonly verb: 'ENC'; readonly key: KeyRef; readonly data: string; readonly aad?: string }
   | { readonly verb: 'DEC'; readonly key: KeyRef; readonly data: string; readonly aad?: string }
-  | { readonly verb: 'CREATE'; readonly key: KeyRef; readonly kek?: string }
-  | { readonly verb: 'ROTATE'; readonly key: KeyRef; readonly kek?: string }
+  | { readonly verb: 'CREATE'; readonly key: KeyRef; readonly keks?: readonly string[] }
+  | { readonly verb: 'ROTATE'; readonly key: KeyRef; readonly keks?: readonly string[] }
   | { readonly verb: 'DESTROY'; readonly key: KeyRef }
-  | { readonly verb: 'REWRAP'; readonly key: KeyRef; readonly kek: string }
+  | { readonly verb: 'REWRAP'; readonly key: KeyRef; readonly keks: readonly string[] }
+  | { readonly verb: 'ADDKEK'; readonly key: KeyRef; readonly keks: readonly string[]; readonly all: boolean }
+  | { readonly verb: 'REMOVEKEK'; readonly key: KeyRef; readonly keks: readonly string[]; readonly all: boolean }
+  | { readonly verb: 'ADDRECOVERY'; readonly key: KeyRef }
   | { readonly verb: 'INFO'; readonly key: KeyRef }
   | { readonly verb: 'LIST'; readonly prefix?: string };
 
@@ -25,7 +28,17 @@ export type Verb = Command['verb'];
 /** Verbs that use a key's DEK. */
 export const DATA_VERBS = ['GET', 'ENC', 'DEC'] as const satisfies readonly Verb[];
 /** Verbs that change or describe keys rather than use them. */
-export const ADMIN_VERBS = ['CREATE', 'ROTATE', 'REWRAP', 'DESTROY', 'INFO', 'LIST'] as const satisfies readonly Verb[];
+export const ADMIN_VERBS = [
+  'CREATE',
+  'ROTATE',
+  'REWRAP',
+  'ADDKEK',
+  'REMOVEKEK',
+  'ADDRECOVERY',
+  'DESTROY',
+  'INFO',
+  'LIST',
+] as const satisfies readonly Verb[];
 /** Verbs about the connection itself, open to every client. */
 export const SESSION_VERBS = ['PING', 'AUTH'] as const satisfies readonly Verb[];
 /** Every verb, once: the lists above must cover `Command` exactly (checked below at compile time). */
@@ -43,6 +56,8 @@ export const MAX_KEY_ID_LENGTH = 256;
 export const MAX_TOKEN_LENGTH = 512;
 /** Highest DEK version: it is a uint32 in the envelope header. */
 export const MAX_VERSION = 0xffff_ffff;
+/** Most KEKs one DEK version may be wrapped under (`CREATE id kek1,kek2,...`). */
+export const MAX_KEKS = 8;
 
 const KEY_ID_RE = /^[A-Za-z0-9._\-/:]{1,256}$/;
 const VERSION_RE = /^[1-9][0-9]{0,9}$/;
@@ -58,6 +73,15 @@ function fail(code: ErrorCode, text: string): ParseResult {
 
 function ok(command: Command): ParseResult {
   return { ok: true, command };
+}
+
+/** Parses `kek-uri[,kek-uri...]`: distinct URIs, at most MAX_KEKS; returns an error text when malformed. */
+export function parseKekList(token: string): readonly string[] | string {
+  const keks = token.split(',');
+  if (keks.length > MAX_KEKS) return `at most ${MAX_KEKS} KEKs per key`;
+  for (const kek of keks) if (!KEK_URI_RE.test(kek)) return 'KEK URI must look like scheme://...';
+  if (new Set(keks).size !== keks.length) return 'a KEK is listed twice';
+  return keks;
 }
 
 /** Parses `id` or `id@version`; returns an error text when malformed. */
@@ -154,6 +178,7 @@ export function parseRequest(line: string): ParseResult {
     case 'GET':
     case 'INFO':
     case 'DESTROY':
+    case 'ADDRECOVERY':
     case 'CREATE':
     case 'ROTATE': {
       const extra = verb === 'CREATE' || verb === 'ROTATE' ? 1 : 0;
@@ -166,18 +191,31 @@ export function parseRequest(line: string): ParseResult {
         return ok({ verb, key });
       }
       if (key.version !== undefined) return fail('BAD_REQUEST', `${verb} takes a key id without @version`);
-      const kek = tokens[2];
-      if (kek === undefined) return ok({ verb, key });
-      if (!KEK_URI_RE.test(kek)) return fail('BAD_REQUEST', 'KEK URI must look like scheme://...');
-      return ok({ verb, key, kek });
+      if (verb === 'ADDRECOVERY') return ok({ verb, key });
+      if (tokens[2] === undefined) return ok({ verb, key });
+      const keks = parseKekList(tokens[2]);
+      if (typeof keks === 'string') return fail('BAD_REQUEST', keks);
+      return ok({ verb, key, keks });
     }
     case 'REWRAP': {
       if ((bad = arity(verb, tokens, 2, 2))) return fail('BAD_REQUEST', bad);
       const key = parseKeyRef(tokens[1] as string);
       if (typeof key === 'string') return fail('BAD_REQUEST', key);
-      const kek = tokens[2] as string;
-      if (!KEK_URI_RE.test(kek)) return fail('BAD_REQUEST', 'KEK URI must look like scheme://...');
-      return ok({ verb, key, kek });
+      const keks = parseKekList(tokens[2] as string);
+      if (typeof keks === 'string') return fail('BAD_REQUEST', keks);
+      return ok({ verb, key, keks });
+    }
+    case 'ADDKEK':
+    case 'REMOVEKEK': {
+      if ((bad = arity(verb, tokens, 2, 3))) return fail('BAD_REQUEST', bad);
+      const key = parseKeyRef(tokens[1] as string);
+      if (typeof key === 'string') return fail('BAD_REQUEST', key);
+      const keks = parseKekList(tokens[2] as string);
+      if (typeof keks === 'string') return fail('BAD_REQUEST', keks);
+      const scope = tokens[3];
+      if (scope !== undefined && scope.toUpperCase() !== 'ALL') return fail('BAD_REQUEST', `${verb}'s third argument can only be ALL`);
+      if (scope !== undefined && key.version !== undefined) return fail('BAD_REQUEST', `${verb} takes @version or ALL, not both`);
+      return ok({ verb, key, keks, all: scope !== undefined });
     }
     case 'ENC':
     case 'DEC': {

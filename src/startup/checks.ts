@@ -1,4 +1,5 @@
 import type { Stats } from 'node:fs';
+import { defaultKeks } from '../keys/kek-order.js';
 import { stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { kekScheme } from '../../adapters/registry.js';
@@ -35,12 +36,14 @@ export async function checkStartupPermissions(config: Config, baseDir: string, o
     const socketDir = dirname(resolve(baseDir, config.listen.socket.path));
     if (!folders.has(socketDir)) folders.set(socketDir, 'socket folder (listen.socket.path)');
   }
-  const kek = kekScheme(config.keys.defaultKek) === 'local' ? localKekPath(config.keys.defaultKek, dataDir) : undefined;
-  if (kek !== undefined && !folders.has(dirname(kek))) folders.set(dirname(kek), 'local KEK folder (keys.defaultKek)');
+  const keks = defaultKeks(config.keys.defaultKek)
+    .filter((kek) => kekScheme(kek) === 'local')
+    .map((kek) => localKekPath(kek, dataDir));
+  for (const kek of keks) if (!folders.has(dirname(kek))) folders.set(dirname(kek), 'local KEK folder (keys.defaultKek)');
 
   const problems: string[] = [];
   for (const [path, what] of folders) problems.push(...folderProblems(path, what, await statIfThere(path), uid));
-  if (kek !== undefined) problems.push(...kekProblems(kek, await statIfThere(kek), uid));
+  for (const kek of keks) problems.push(...kekProblems(kek, await statIfThere(kek), uid));
   if (problems.length > 0) throw new PermissionError(`refusing to start: ${problems.join('; ')}`);
 }
 
