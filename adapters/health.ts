@@ -44,7 +44,9 @@ export class KekHealth {
     if (state === undefined) return;
     const t = this.now();
     const before = this.byKek.get(kek);
-    if (before !== undefined && before.state === state && before.code === (result === 'ok' ? undefined : result)) {
+    // A denial sticks until the KEK answers again: an outage after it proves nothing was restored.
+    const sticky = before?.state === 'denied' && state !== 'ok';
+    if (before !== undefined && (sticky || (before.state === state && before.code === (result === 'ok' ? undefined : result)))) {
       this.byKek.set(kek, { ...before, checkedAt: t });
       return;
     }

@@ -195,16 +195,13 @@ export class DekService {
       this.unwrapOne(keyId, version, byKek.get(kek) as Wrap, commit, signal);
     const denied = this.health === undefined ? [] : keks.filter((k) => this.health?.denied(k) === true);
     if (this.revocation === 'any' && denied.length > 0) {
-      // Served again only once every denied KEK unwraps it (or is removed from the version).
+      // Served again only once every denied KEK unwraps it (or is removed from the version); the
+      // other KEKs are not asked meanwhile, whatever the denied one answers now.
       let last: Buffer | undefined;
       try {
         for (const kek of this.order(denied)) {
           zeroize(last);
-          last = await unwrap(kek, new AbortController().signal).catch((err: unknown) => {
-            throw err instanceof GatewayError && err.code !== 'KMS_DENIED'
-              ? new GatewayError('KMS_DENIED', 'a KEK of this key version was denied by its KMS (kms.revocation: any)')
-              : err;
-          });
+          last = await unwrap(kek, new AbortController().signal);
         }
         return { dek: last as Buffer, keks };
       } catch (err) {

@@ -61,8 +61,9 @@ export function describeThroughGateway(name: string, h: ConformanceHarness): voi
       expect(ok(await c2.ask('GET conf/one'))).toBe(dek);
       expect(gw2.adapterCalls).toEqual([{ op: 'unwrap', kek: kek.uri }]);
       const info = JSON.parse(ok(await c2.ask('INFO conf/one'))) as KeyInfo;
-      expect(info.versions[0]?.kek).toBe(kek.uri);
-      expect(info.versions[0]?.kekVersion).toBe(kek.kekVersion);
+      expect(info.versions[0]?.keks.map((k) => k.kek)).toEqual([kek.uri]);
+      expect(info.versions[0]?.keks[0]?.kekVersion).toBe(kek.kekVersion);
+      expect(info.versions[0]?.keks[0]?.lastUnwrap?.result).toBe('ok');
       c2.close();
     });
 
@@ -79,7 +80,7 @@ export function describeThroughGateway(name: string, h: ConformanceHarness): voi
       const file = (id: string) => join(dir, 'data', 'keys', fileNameFor(id));
       const read = async (id: string) => JSON.parse(await readFile(file(id), 'utf8')) as KeyRecord;
       const [a, b] = [await read('conf/a'), await read('conf/b')];
-      (a.versions[0] as VersionRecord).wrapped = (b.versions[0] as VersionRecord).wrapped;
+      (a.versions[0] as VersionRecord).wraps = (b.versions[0] as VersionRecord).wraps;
       await writeFile(file('conf/a'), JSON.stringify(a));
       const c = await rawConnect((await gateway(dir)).socketPath as string);
       expect(await c.ask('GET conf/a')).toBe(h.movedBlobReply);
@@ -162,7 +163,7 @@ export function describeThroughGateway(name: string, h: ConformanceHarness): voi
       expect(await c.ask(`DEC col/email ${e2} ${b64('users:1')}`)).toMatch(/^ERR DECRYPT_FAILED /);
       expect(await c.ask(`DEC col/email ${e1}`)).toMatch(/^ERR DECRYPT_FAILED /);
       const info = JSON.parse(ok(await c.ask('INFO col/email'))) as KeyInfo;
-      expect(info.versions.map((v) => v.kek)).toEqual([k1.uri, k2.uri]);
+      expect(info.versions.map((v) => v.keks[0]?.kek)).toEqual([k1.uri, k2.uri]);
       c.close();
     });
 

@@ -15,7 +15,7 @@ const KEK = 'fake://kek-1';
 
 /** A loader result: the DEK under the test KEK. */
 function loaded(dek: Buffer, kek = KEK) {
-  return { dek, kek };
+  return { dek, keks: [kek] };
 }
 
 describe('DekCache', () => {
@@ -220,14 +220,14 @@ describe('DekCache', () => {
     });
   });
 
-  it('evictKek zeroizes every DEK under one KEK, fresh or stale, and no other', async () => {
+  it('evictWhere zeroizes every DEK whose KEK list it condemns, fresh or stale, and no other', async () => {
     const { cache } = makeCache({ ttlMs: 1000, staleIfErrorMs: 5000 });
     const a = await cache.acquire('a', 1);
     vi.advanceTimersByTime(1500); // a is stale now, still held
     const b = await cache.acquire('b', 2);
     const other = await cache.acquire('other', 3);
     expect(cache.keks()).toEqual(new Set([KEK, 'fake://kek-2']));
-    expect(cache.evictKek(KEK)).toBe(2);
+    expect(cache.evictWhere((keks) => keks.includes(KEK))).toBe(2);
     expect(a.every((x) => x === 0) && b.every((x) => x === 0)).toBe(true);
     expect(other.equals(dekFor(3))).toBe(true);
     expect(cache.size).toBe(1);

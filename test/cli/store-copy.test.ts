@@ -130,14 +130,13 @@ describe('kmsgw store copy', () => {
     await mkdir(source);
     const count = 1500;
     const record = (id: string): KeyRecord => ({
-      format: 1,
+      format: 2,
       id,
       created: '2026-01-01T00:00:00.000Z',
       versions: [
         {
           version: 1,
-          kek: 'fake://k',
-          wrapped: Buffer.alloc(44, id.length).toString('base64'),
+          wraps: [{ kek: 'fake://k', wrapped: Buffer.alloc(44, id.length).toString('base64') }],
           commit: Buffer.alloc(32, 1).toString('base64'),
           created: '2026-01-01T00:00:00.000Z',
           state: 'enabled',
@@ -249,13 +248,17 @@ describe('copyStore', () => {
 describe('describeDifference', () => {
   const v = (version: number, state: 'enabled' | 'destroyed', kek = 'fake://a') => ({
     version,
-    kek,
-    wrapped: state === 'enabled' ? Buffer.alloc(40, version).toString('base64') : null,
+    wraps: state === 'enabled' ? [{ kek, wrapped: Buffer.alloc(40, version).toString('base64') }] : [],
     commit: state === 'enabled' ? Buffer.alloc(32, version).toString('base64') : null,
     created: '2026-01-01T00:00:00.000Z',
     state,
   });
-  const rec = (...versions: KeyRecord['versions']): KeyRecord => ({ format: 1, id: 'k', created: '2026-01-01T00:00:00.000Z', versions });
+  const rec = (...versions: KeyRecord['versions']): KeyRecord => ({
+    format: 2,
+    id: 'k',
+    created: '2026-01-01T00:00:00.000Z',
+    versions: [...versions],
+  });
   const diff = (src: KeyRecord, dst: unknown) => describeDifference(src, Buffer.from(JSON.stringify(dst)));
 
   it('says what a --force replacement would lose or bring back, never a wrapped DEK', () => {

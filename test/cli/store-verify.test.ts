@@ -18,13 +18,22 @@ const TDE = 'pg/cluster-1/tde';
 function record(id: string): KeyRecord {
   const v = (version: number, state: 'enabled' | 'destroyed') => ({
     version,
-    kek: 'fake://k',
-    wrapped: state === 'enabled' ? Buffer.alloc(44, version).toString('base64') : null,
+    wraps: state === 'enabled' ? [{ kek: 'fake://k', wrapped: Buffer.alloc(44, version).toString('base64') }] : [],
     commit: state === 'enabled' ? Buffer.alloc(32, 0xaa).toString('base64') : null,
     created: '2026-01-01T00:00:00.000Z',
     state,
   });
-  return { format: 1, id, created: '2026-01-01T00:00:00.000Z', versions: [v(1, 'destroyed'), v(2, 'enabled')] };
+  return { format: 2, id, created: '2026-01-01T00:00:00.000Z', versions: [v(1, 'destroyed'), v(2, 'enabled')] };
+}
+
+/** The same record as a 0.1 gateway wrote it (format 1: one KEK, its blob in `wrapped`). */
+function formatOne(id: string): unknown {
+  const r = record(id);
+  return {
+    ...r,
+    format: 1,
+    versions: r.versions.map(({ wraps, ...v }) => ({ ...v, kek: 'fake://k', wrapped: wraps[0]?.wrapped ?? null })),
+  };
 }
 
 const problemsOf = (value: unknown, id = 'k') => {
@@ -37,6 +46,15 @@ describe('checkRecord', () => {
     expect(problemsOf(record('k'))).toEqual([]);
   });
 
+  it('reads a format-1 record as the same format-2 record', () => {
+    const check = checkRecord('k', Buffer.from(JSON.stringify(formatOne('k'))));
+    expect(check).toEqual({ ok: true, record: record('k') });
+    const v1 = formatOne('k') as { versions: Array<Record<string, unknown>> };
+    expect(problemsOf({ ...v1, versions: [v1.versions[0], { ...v1.versions[1], wrapped: '!!' }] })).toEqual([
+      'version 2: wrapped must be base64',
+    ]);
+  });
+
   it('names what is wrong, field by field, never a value', () => {
     const r = record('k');
     const v2 = r.versions[1] as Record<string, unknown>;
@@ -46,19 +64,23 @@ describe('checkRecord', () => {
     expect(problemsOf(record('other'))).toEqual(['holds key id other, which is stored under another name']);
     expect(problemsOf(record('bad\nid'))).toEqual(['holds key id "bad\\nid", which is stored under another name']);
     expect(problemsOf({ ...r, versions: [r.versions[0], { ...v2, commit: undefined }] })).toEqual(['version 2: commit is missing']);
-    expect(problemsOf({ ...r, versions: [r.versions[0], { ...v2, wrapped: null }] })).toEqual([
-      'version 2 is enabled but has no wrapped DEK',
-    ]);
+    expect(problemsOf({ ...r, versions: [r.versions[0], { ...v2, wraps: [] }] })).toEqual(['version 2 is enabled but has no wrapped DEK']);
     expect(problemsOf({ ...r, versions: [r.versions[0], { ...v2, commit: null }] })).toEqual([
       'version 2 is enabled but has no commitment tag (commit)',
     ]);
     expect(problemsOf({ ...r, versions: [r.versions[0], { ...v2, commit: Buffer.alloc(16).toString('base64') }] })).toEqual([
       'version 2: commit is 16 bytes, not 32 (HMAC-SHA256)',
     ]);
-    expect(problemsOf({ ...r, versions: [r.versions[0], { ...v2, wrapped: 'QUJD' + 'x' }] })).toEqual([
-      'version 2: wrapped is not valid base64',
+    const wrap = (wrapped: unknown) => ({ ...v2, wraps: [{ kek: 'fake://k', wrapped }] });
+    expect(problemsOf({ ...r, versions: [r.versions[0], wrap('QUJD' + 'x')] })).toEqual([
+      'version 2: wraps[0].wrapped is not valid base64',
     ]);
-    expect(problemsOf({ ...r, versions: [r.versions[0], { ...v2, wrapped: '' }] })).toEqual(['version 2: wrapped is not valid base64']);
+    expect(problemsOf({ ...r, versions: [r.versions[0], wrap('')] })).toEqual([
+      'version 2: wraps.0.wrapped Too small: expected string to have >=1 characters',
+    ]);
+    expect(
+      problemsOf({ ...r, versions: [r.versions[0], { ...v2, wraps: [...(v2.wraps as unknown[]), ...(v2.wraps as unknown[])] }] }),
+    ).toEqual(['version 2 lists a KEK twice']);
     expect(problemsOf({ ...r, versions: [{ ...v2, state: 'destroyed' }] })).toEqual([
       'version 2 is destroyed but still holds a wrapped DEK',
       'version 2 is destroyed but still holds a commitment tag',
@@ -67,10 +89,10 @@ describe('checkRecord', () => {
     expect(problemsOf({ ...r, versions: [{ ...v2, version: 3 }, v2] })).toEqual([
       'version numbers are not strictly increasing (2 after 3)',
     ]);
-    expect(problemsOf({ ...r, format: 2 })).toEqual(['format Invalid input: expected 1']);
-    expect(problemsOf({ ...r, versions: [r.versions[0], { ...v2, wrapped: '!!' }] })).toEqual(['version 2: wrapped must be base64']);
-    const blob = v2.wrapped as string;
-    for (const p of problemsOf({ ...r, versions: [{ ...v2, wrapped: 5, commit: blob, extra: blob }] })) expect(p).not.toContain(blob);
+    expect(problemsOf({ ...r, format: 3 })).toEqual(["format Invalid discriminator value. Expected '2' | '1'"]);
+    expect(problemsOf({ ...r, versions: [r.versions[0], wrap('!!')] })).toEqual(['version 2: wraps.0.wrapped must be base64']);
+    const blob = (v2.wraps as Array<{ wrapped: string }>)[0]?.wrapped as string;
+    for (const p of problemsOf({ ...r, versions: [{ ...wrap(5), commit: blob, extra: blob }] })) expect(p).not.toContain(blob);
   });
 });
 
@@ -104,7 +126,7 @@ describe('kmsgw store verify', () => {
     await writeFile(recordPath(store, 'a..b'), '{"format": 1, "id": "a..b", "versions": [');
     await edit('app:users.email', (r) => delete r.versions[0]?.commit);
     await edit(TDE, (r) => {
-      (r.versions[2] as Record<string, unknown>).wrapped = null;
+      (r.versions[2] as Record<string, unknown>).wraps = [];
     });
     // A record under another id's name: a short one, and a long id's hashed file.
     await rename(recordPath(store, LONG_IDS[1]), join(store, 'moved.json'));
@@ -124,7 +146,8 @@ describe('kmsgw store verify', () => {
     );
     expect(lines.at(-1)).toBe(`verified ${IDS.length} records: 5 problems`);
     for (const body of originals.values()) {
-      for (const v of (JSON.parse(body.toString()) as KeyRecord).versions) if (v.wrapped) expect(r.stdout).not.toContain(v.wrapped);
+      for (const v of (JSON.parse(body.toString()) as KeyRecord).versions)
+        for (const w of v.wraps) expect(r.stdout).not.toContain(w.wrapped);
     }
   });
 

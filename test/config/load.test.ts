@@ -54,7 +54,7 @@ describe('configuration', () => {
       KMSGW_KEYSTORE_URL: 's3://acme-kmsgw-keys/pg/cluster-1',
     });
     expect(c.keystore.url).toBe('s3://acme-kmsgw-keys/pg/cluster-1');
-    expect(c.keys).toEqual({ autoCreate: false, maxEncryptionsPerVersion: 2 ** 32, defaultKek: 'local:///etc/kek' });
+    expect(c.keys).toEqual({ autoCreate: false, maxEncryptionsPerVersion: 2 ** 32, defaultKek: 'local:///etc/kek', recovery: [] });
     expect(c.cache.ttlMs).toBe(1000);
     expect(c.listen.socket?.path).toBe('/run/kmsgw/kmsgw.sock');
     expect(c.listen.tcp).toEqual({ host: '127.0.0.1', port: 7878, insecure: false });

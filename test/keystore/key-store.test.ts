@@ -14,13 +14,12 @@ const log = createLogger('silent');
 
 function record(id: string, versions = 1): KeyRecord {
   return {
-    format: 1,
+    format: 2,
     id,
     created: '2026-01-01T00:00:00.000Z',
     versions: Array.from({ length: versions }, (_, i) => ({
       version: i + 1,
-      kek: 'local://local-kek',
-      wrapped: Buffer.alloc(61, i + 1).toString('base64'),
+      wraps: [{ kek: 'local://local-kek', wrapped: Buffer.alloc(61, i + 1).toString('base64') }],
       commit: Buffer.alloc(32, 0xaa).toString('base64'),
       created: '2026-01-01T00:00:00.000Z',
       state: 'enabled' as const,
@@ -118,13 +117,13 @@ describe('KeyStore over a folder', () => {
     await writeFile(join(dir, 'keys', `${fileNameFor('other')}.4243.tmp`), 'half a reco');
     const destroyed = {
       ...withV1,
-      versions: withV1.versions.map((v) => (v.version === 1 ? { ...v, wrapped: null, commit: null, state: 'destroyed' as const } : v)),
+      versions: withV1.versions.map((v) => (v.version === 1 ? { ...v, wraps: [], commit: null, state: 'destroyed' as const } : v)),
     };
     await put(store, destroyed);
     await store.close();
     const again = await open(dir);
     expect((await readdir(join(dir, 'keys'))).sort()).toEqual([fileNameFor('k'), 'keystore.lock']);
-    expect((await again.get('k'))?.versions[0]?.wrapped).toBeNull();
+    expect((await again.get('k'))?.versions[0]?.wraps).toEqual([]);
   });
 
   it('stores every id the protocol accepts, however long its escaped file name, and lists them', async () => {
@@ -156,7 +155,7 @@ describe('KeyStore over a folder', () => {
 function withDestroyed(r: KeyRecord, n: number): KeyRecord {
   return {
     ...r,
-    versions: r.versions.map((v): VersionRecord => (v.version === n ? { ...v, wrapped: null, commit: null, state: 'destroyed' } : v)),
+    versions: r.versions.map((v): VersionRecord => (v.version === n ? { ...v, wraps: [], commit: null, state: 'destroyed' } : v)),
   };
 }
 

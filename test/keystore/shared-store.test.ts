@@ -187,7 +187,7 @@ describe.each(STORES)('gateways sharing one key store: $name', (store) => {
     expect(await b.c.ask(`DEC old ${env1}`)).toBe('ERR DECRYPT_FAILED key version was destroyed');
     // The bucket holds no wrapped copy of version 1, nor does B's snapshot.
     const stored = await storedRecord(prefix, 'old', store);
-    expect(stored.versions[0]).toMatchObject({ state: 'destroyed', wrapped: null, commit: null });
+    expect(stored.versions[0]).toMatchObject({ state: 'destroyed', wraps: [], commit: null });
   });
 
   it('keeps records only in the bucket and the snapshot, never in dataDir/keys', async () => {
@@ -365,7 +365,7 @@ describe('a gateway killed with -9 in the middle of its compare-and-swap loops',
     const versions = stored.versions.map((v) => v.version);
     // Strictly increasing from 1, each with a wrapped DEK and a commitment tag.
     expect(versions).toEqual(versions.map((_, i) => i + 1));
-    for (const v of stored.versions) expect(v.wrapped && v.commit).toBeTruthy();
+    for (const v of stored.versions) expect(v.wraps.length > 0 && v.commit).toBeTruthy();
     // Nothing acknowledged is lost, and every version unwraps.
     for (const v of acked) expect(versions).toContain(v);
     expect(new Set(acked).size).toBe(acked.length);

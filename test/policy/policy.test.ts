@@ -103,9 +103,19 @@ describe('Policy: default deny', () => {
 });
 
 describe('Policy: verbs', () => {
-  it('`admin` stands for exactly CREATE ROTATE REWRAP DESTROY INFO LIST', () => {
+  it('`admin` stands for exactly CREATE ROTATE REWRAP ADDKEK REMOVEKEK ADDRECOVERY DESTROY INFO LIST', () => {
     const p = single(['admin'], ['*']);
-    expect([...ADMIN_VERBS].sort()).toEqual(['CREATE', 'DESTROY', 'INFO', 'LIST', 'REWRAP', 'ROTATE']);
+    expect([...ADMIN_VERBS].sort()).toEqual([
+      'ADDKEK',
+      'ADDRECOVERY',
+      'CREATE',
+      'DESTROY',
+      'INFO',
+      'LIST',
+      'REMOVEKEK',
+      'REWRAP',
+      'ROTATE',
+    ]);
     for (const verb of ADMIN_VERBS) expect(p.authorize('c', verb, 'pg/x'), verb).toBe(true);
     expect(p.authorize('c', 'LIST', undefined)).toBe(true);
     for (const verb of DATA_VERBS) expect(p.authorize('c', verb, 'pg/x'), verb).toBe(false);

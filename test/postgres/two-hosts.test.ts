@@ -208,7 +208,7 @@ describe('PostgreSQL on two hosts sharing an S3 key store', () => {
       const object = await sdk.send(new GetObjectCommand({ Bucket: bucket, Key: objectName }));
       const record = KeyRecordSchema.parse(JSON.parse(await (object.Body as { transformToString(): Promise<string> }).transformToString()));
       expect(record.id).toBe(KEY);
-      expect(record.versions.map((v) => [v.version, v.kek, v.state])).toEqual([[1, KEK, 'enabled']]);
+      expect(record.versions.map((v) => [v.version, v.wraps.map((w) => w.kek).join(','), v.state])).toEqual([[1, KEK, 'enabled']]);
       for (const gw of [gwA, gwB]) {
         expect(existsSync(join(gw.dir, 'data', 'keys')), gw.dir).toBe(false);
         expect(await readdir(join(gw.dir, 'data', 'snapshot'))).toContain(fileNameFor(KEY));

@@ -48,22 +48,29 @@ describe('parseRequest: valid requests', () => {
     ['Dec a/b@12 AQAAAAE= cm93OjQy', { verb: 'DEC', key: { id: 'a/b', version: 12 }, data: 'AQAAAAE=', aad: 'cm93OjQy' }],
 
     ['CREATE k', { verb: 'CREATE', key: { id: 'k' } }],
-    ['create k local://main', { verb: 'CREATE', key: { id: 'k' }, kek: 'local://main' }],
-    [`CREATE k ${AWS_KEK}`, { verb: 'CREATE', key: { id: 'k' }, kek: AWS_KEK }],
+    ['create k local://main', { verb: 'CREATE', key: { id: 'k' }, keks: ['local://main'] }],
+    [`CREATE k ${AWS_KEK}`, { verb: 'CREATE', key: { id: 'k' }, keks: [AWS_KEK] }],
     ['ROTATE k', { verb: 'ROTATE', key: { id: 'k' } }],
     [
       'rotate a:b gcp-kms://projects/p/locations/l/keyRings/r/cryptoKeys/k',
       {
         verb: 'ROTATE',
         key: { id: 'a:b' },
-        kek: 'gcp-kms://projects/p/locations/l/keyRings/r/cryptoKeys/k',
+        keks: ['gcp-kms://projects/p/locations/l/keyRings/r/cryptoKeys/k'],
       },
     ],
 
     ['DESTROY k@1', { verb: 'DESTROY', key: { id: 'k', version: 1 } }],
     ['destroy a/b@4294967295', { verb: 'DESTROY', key: { id: 'a/b', version: 4294967295 } }],
-    ['REWRAP k aws-kms://alias/new', { verb: 'REWRAP', key: { id: 'k' }, kek: 'aws-kms://alias/new' }],
-    ['rewrap k@2 local://b', { verb: 'REWRAP', key: { id: 'k', version: 2 }, kek: 'local://b' }],
+    ['REWRAP k aws-kms://alias/new', { verb: 'REWRAP', key: { id: 'k' }, keks: ['aws-kms://alias/new'] }],
+    ['rewrap k@2 local://b', { verb: 'REWRAP', key: { id: 'k', version: 2 }, keks: ['local://b'] }],
+    [`CREATE k local://a,${AWS_KEK}`, { verb: 'CREATE', key: { id: 'k' }, keks: ['local://a', AWS_KEK] }],
+    ['REWRAP k local://a,local://b', { verb: 'REWRAP', key: { id: 'k' }, keks: ['local://a', 'local://b'] }],
+    ['ADDKEK k local://b', { verb: 'ADDKEK', key: { id: 'k' }, keks: ['local://b'], all: false }],
+    ['addkek k@3 local://b', { verb: 'ADDKEK', key: { id: 'k', version: 3 }, keks: ['local://b'], all: false }],
+    ['ADDKEK k local://b,local://c all', { verb: 'ADDKEK', key: { id: 'k' }, keks: ['local://b', 'local://c'], all: true }],
+    ['REMOVEKEK k local://a ALL', { verb: 'REMOVEKEK', key: { id: 'k' }, keks: ['local://a'], all: true }],
+    ['ADDRECOVERY k', { verb: 'ADDRECOVERY', key: { id: 'k' } }],
 
     ['INFO k', { verb: 'INFO', key: { id: 'k' } }],
     ['info k@9', { verb: 'INFO', key: { id: 'k', version: 9 } }],
@@ -84,7 +91,17 @@ describe('parseRequest: valid requests', () => {
   });
 
   it('lists the admin verbs', () => {
-    expect([...ADMIN_VERBS].sort()).toEqual(['CREATE', 'DESTROY', 'INFO', 'LIST', 'REWRAP', 'ROTATE']);
+    expect([...ADMIN_VERBS].sort()).toEqual([
+      'ADDKEK',
+      'ADDRECOVERY',
+      'CREATE',
+      'DESTROY',
+      'INFO',
+      'LIST',
+      'REMOVEKEK',
+      'REWRAP',
+      'ROTATE',
+    ]);
     expect(MAX_KEY_ID_LENGTH).toBe(256);
     expect(MAX_VERSION).toBe(4294967295);
   });
@@ -363,8 +380,21 @@ describe('parseRequest: KEK URIs', () => {
     'x://!~',
     `local://${'a'.repeat(2048)}`,
   ])('accepts %s', (kek) => {
-    expect(parseRequest(`CREATE k ${kek}`)).toEqual({ ok: true, command: { verb: 'CREATE', key: { id: 'k' }, kek } });
-    expect(parseRequest(`ROTATE k ${kek}`)).toEqual({ ok: true, command: { verb: 'ROTATE', key: { id: 'k' }, kek } });
+    expect(parseRequest(`CREATE k ${kek}`)).toEqual({ ok: true, command: { verb: 'CREATE', key: { id: 'k' }, keks: [kek] } });
+    expect(parseRequest(`ROTATE k ${kek}`)).toEqual({ ok: true, command: { verb: 'ROTATE', key: { id: 'k' }, keks: [kek] } });
+  });
+
+  it.each([
+    ['CREATE k local://a,local://a', 'a KEK is listed twice'],
+    ['CREATE k local://a,', 'KEK URI must look like scheme://...'],
+    [`CREATE k ${Array.from({ length: 9 }, (_, i) => `local://k${i}`).join(',')}`, 'at most 8 KEKs per key'],
+    ['ADDKEK k@2 local://a ALL', 'ADDKEK takes @version or ALL, not both'],
+    ['REMOVEKEK k local://a SOME', "REMOVEKEK's third argument can only be ALL"],
+    ['ADDKEK k', 'ADDKEK takes 2 to 3 arguments, got 1'],
+    ['ADDRECOVERY k@1', 'ADDRECOVERY takes a key id without @version'],
+    ['ADDRECOVERY k local://a', 'ADDRECOVERY takes 1 argument, got 2'],
+  ])('refuses %s: %s', (line, text) => {
+    expect(parseRequest(line)).toEqual({ ok: false, code: 'BAD_REQUEST', text });
   });
 
   it.each([

@@ -41,7 +41,10 @@ describe('protocol v1 over a Unix socket', () => {
 
     const info = JSON.parse(okPayload(await c.ask('INFO app/users')));
     expect(info).toMatchObject({ id: 'app/users', state: 'enabled', primary: 2 });
-    expect(info.versions.map((v: { version: number; kek: string; state: string }) => [v.version, v.kek, v.state])).toEqual([
+    const keks = (v: { keks: Array<{ kek: string }> }) => v.keks.map((k) => k.kek).join(',');
+    expect(
+      info.versions.map((v: { version: number; keks: Array<{ kek: string }>; state: string }) => [v.version, keks(v), v.state]),
+    ).toEqual([
       [1, 'local://local-kek', 'enabled'],
       [2, 'local://local-kek', 'enabled'],
     ]);
@@ -94,7 +97,10 @@ describe('protocol v1 over a Unix socket', () => {
     expect(await c.ask('REWRAP moving local://kek-b')).toBe('OK 2');
     expect(await c.ask('REWRAP moving local://kek-b')).toBe('OK 0');
     const info = JSON.parse(okPayload(await c.ask('INFO moving')));
-    expect(info.versions.map((v: { kek: string }) => v.kek)).toEqual(['local://kek-b', 'local://kek-b']);
+    expect(info.versions.map((v: { keks: Array<{ kek: string }> }) => v.keks.map((k) => k.kek))).toEqual([
+      ['local://kek-b'],
+      ['local://kek-b'],
+    ]);
     expect(await c.ask('REWRAP moving local://missing-kek')).toMatch(/^ERR KMS_DENIED /);
     expect(await c.ask('REWRAP nope local://kek-b')).toMatch(/^ERR NOT_FOUND /);
     c.close();
@@ -179,7 +185,7 @@ describe('protocol v1 over a Unix socket', () => {
     const dir = join(gw.dir, 'data', 'keys');
     const a = JSON.parse(await readFile(join(dir, 'a.json'), 'utf8'));
     const b = JSON.parse(await readFile(join(dir, 'b.json'), 'utf8'));
-    a.versions[0].wrapped = b.versions[0].wrapped;
+    a.versions[0].wraps = b.versions[0].wraps;
     await writeFile(join(dir, 'a.json'), JSON.stringify(a));
     const gw2 = await startTestGateway(gw.dir);
     running.push(gw2);
