@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { readFileSync } from 'node:fs';
 import { addClientCommands } from './client-commands.js';
 import { AlreadyReported, describeError, EXIT_ERR, EXIT_RESTORE_FATAL, EXIT_USAGE, FatalForRestore, UsageError } from './errors.js';
+import { addRecoverCommand } from './recover-command.js';
 import { addServerCommands } from './server-commands.js';
 import { addStoreCommands } from './store-commands.js';
 
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
   addServerCommands(program);
   addClientCommands(program);
   addStoreCommands(program);
+  addRecoverCommand(program);
   return program;
 }
 
