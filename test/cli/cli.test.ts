@@ -227,8 +227,9 @@ describe('kmsgw serve and init', () => {
     let log = '';
     child.stderr.on('data', (c: Buffer) => (log += c.toString()));
     await new Promise<void>((ok, fail) => {
+      // The last line of a start: 'kmsgw ready' comes just before it, sometimes in an earlier chunk.
       const check = setInterval(() => {
-        if (log.includes('kmsgw ready')) {
+        if (log.includes('configuration loaded')) {
           clearInterval(check);
           ok();
         }

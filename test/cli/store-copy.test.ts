@@ -95,7 +95,7 @@ describe('kmsgw store copy', () => {
     const reordered = JSON.parse((await readFile(recordPath(keysDir, 'a..b'))).toString()) as KeyRecord;
     await writeFile(
       recordPath(join(dir, 'copy'), 'a..b'),
-      JSON.stringify({ versions: reordered.versions, id: 'a..b', created: reordered.created, format: 1 }),
+      JSON.stringify({ versions: reordered.versions, id: 'a..b', created: reordered.created, format: 2 }),
     );
     expect((await kmsgw(['store', 'copy', '--from', url, '--to', to])).stdout).toBe(`${summary(0, IDS.length)}\n`);
   });
@@ -106,7 +106,7 @@ describe('kmsgw store copy', () => {
     running.push(gw);
     const source = await copyOfStore(keysDir, join(dir, 'source'));
     const r = JSON.parse(await readFile(recordPath(source, 'app:users.email'), 'utf8')) as KeyRecord;
-    await writeFile(recordPath(source, 'app:users.email'), JSON.stringify({ ...r, versions: [{ ...r.versions[0], wrapped: null }] }));
+    await writeFile(recordPath(source, 'app:users.email'), JSON.stringify({ ...r, versions: [{ ...r.versions[0], wraps: [] }] }));
     await writeFile(recordPath(source, LONG_IDS[0]), 'not json');
     const to = join(dir, 'copy');
     const out = await kmsgw(['store', 'copy', '--from', `file://${source}`, '--to', `file://${to}`]);
