@@ -47,6 +47,8 @@ export interface RunningGateway {
   readonly cache: DekCache;
   /** The key records (tests call `refresh()` instead of waiting `keystore.refreshMs`). */
   readonly store: KeyStore;
+  /** Key lifecycle (tests call `completePending()` instead of waiting for the background retry). */
+  readonly keys: KeyService;
   readonly listener: Listener;
   readonly socketPath: string | undefined;
   readonly log: Logger;
@@ -261,6 +263,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     pipeline,
     cache: deks.cache,
     store,
+    keys,
     listener: serving,
     socketPath,
     log,

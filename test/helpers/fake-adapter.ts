@@ -13,11 +13,14 @@ export type FakeMode = 'ok' | 'deny' | 'down' | 'throttle' | 'hang' | 'short-dek
 
 export const fakeKms = {
   mode: 'ok' as FakeMode,
+  /** A mode for one KEK URI, over `mode` (one region or cloud down while another answers). */
+  byKek: new Map<string, FakeMode>(),
   calls: [] as Array<{ op: string; kek: string; keyId: string; version: number }>,
   /** The last buffer the fake handed out from unwrap (to check the guard zeroized it). */
   lastUnwrapped: undefined as Buffer | undefined,
   reset() {
     this.mode = 'ok';
+    this.byKek.clear();
     this.calls.length = 0;
     this.lastUnwrapped = undefined;
   },
@@ -48,16 +51,20 @@ class FakeWrapper implements KeyWrapper {
 
   async wrap(dek: Buffer, ctx: WrapContext): Promise<WrappedKey> {
     fakeKms.calls.push({ op: 'wrap', kek: this.kek, keyId: ctx.keyId, version: ctx.version });
-    await (failFor(fakeKms.mode, ctx.signal) ?? Promise.resolve());
+    await (failFor(this.mode, ctx.signal) ?? Promise.resolve());
     return { blob: Buffer.from(dek.map((b) => b ^ PAD)), kekVersion: `${this.kek}/v1` };
   }
 
   async unwrap(wrapped: WrappedKey, ctx: WrapContext): Promise<Buffer> {
     fakeKms.calls.push({ op: 'unwrap', kek: this.kek, keyId: ctx.keyId, version: ctx.version });
-    await (failFor(fakeKms.mode, ctx.signal) ?? Promise.resolve());
+    await (failFor(this.mode, ctx.signal) ?? Promise.resolve());
     const out = Buffer.from(wrapped.blob.map((b) => b ^ PAD));
     fakeKms.lastUnwrapped = out;
-    return fakeKms.mode === 'short-dek' ? out.subarray(0, 16) : out;
+    return this.mode === 'short-dek' ? out.subarray(0, 16) : out;
+  }
+
+  private get mode(): FakeMode {
+    return fakeKms.byKek.get(this.kek) ?? fakeKms.mode;
   }
 
   async close(): Promise<void> {}
