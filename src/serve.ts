@@ -269,7 +269,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     log,
     reload: createReloader(
       { config, file: undefined, baseDir },
-      { log, access, listener, deks, audit, ops: (next) => ops.reload(next.ops) },
+      { log, access, listener, deks, keys, audit, ops: (next) => ops.reload(next.ops) },
     ),
     health,
     canary,

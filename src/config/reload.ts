@@ -35,6 +35,8 @@ export const RELOADABLE_FIELDS = [
   'cache.maxEntries',
   'cache.ttlMs',
   'cache.staleIfErrorMs',
+  // New recipients seal the versions made from now on; `ADDRECOVERY` seals the older ones.
+  'keys.recovery',
   'ops',
 ] as const;
 
@@ -65,6 +67,8 @@ export interface ReloadTargets {
   readonly access: SwappableAccess | undefined;
   readonly listener: Pick<Listener, 'reconfigure' | 'setTlsCredentials'>;
   readonly deks: { reconfigure(settings: { maxEntries: number; ttlMs: number; staleIfErrorMs: number }): void };
+  /** Takes new `keys.recovery` recipients. */
+  readonly keys: { setRecovery(recipients: readonly string[]): void };
   readonly audit: Pick<AuditLog, 'reopen'> | undefined;
   /** Applies a changed `ops` section (moves the ops HTTP listener). */
   readonly ops: (next: Config) => Promise<void>;
@@ -161,6 +165,8 @@ export function createReloader(started: LoadedConfig, targets: ReloadTargets): (
     applied.push(...changed.filter((f) => f.startsWith('limits.')));
     targets.deks.reconfigure({ maxEntries: cache.maxEntries, ttlMs: cache.ttlMs, staleIfErrorMs: cache.staleIfErrorMs });
     applied.push(...changed.filter((f) => f.startsWith('cache.')));
+    targets.keys.setRecovery(config.keys.recovery);
+    applied.push(...changed.filter((f) => f === 'keys.recovery'));
     const opsChanged = changed.filter((f) => reloadable(f, ['ops']));
     if (opsChanged.length > 0) {
       try {

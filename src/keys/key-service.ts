@@ -80,6 +80,8 @@ export class KeyService {
   private readonly kekAllowed: (kek: string) => boolean;
   private readonly preferred: (keks: readonly string[]) => string[];
   private readonly sets: KekSets;
+  /** `keys.recovery`, changed by a reload. */
+  private recovery: readonly string[];
 
   constructor(
     private readonly store: KeyStore,
@@ -103,6 +105,7 @@ export class KeyService {
           `DEK version has used ${Math.round(fraction * 100)} % of its encryption budget: ROTATE the key soon`,
         ),
     });
+    this.recovery = options.recovery ?? [];
     this.sets = new KekSets(store, adapters, deks, this.chains, log, options.pendingRetryMs ?? 0);
   }
 
@@ -184,7 +187,7 @@ export class KeyService {
 
   /** Seals every enabled version to `keys.recovery` that is not sealed to exactly those recipients yet. */
   addRecovery(keyId: string): Promise<number> {
-    return this.sets.addRecovery(keyId, this.options.recovery ?? []);
+    return this.sets.addRecovery(keyId, this.recovery);
   }
 
   /** Makes the pending wraps (`keys.minWraps`) of the versions this gateway knows of. */
@@ -208,6 +211,11 @@ export class KeyService {
       this.log.info({ keyId, version }, 'key version destroyed');
       return version;
     });
+  }
+
+  /** Seals versions made from now on to these age recipients (a reload of `keys.recovery`). */
+  setRecovery(recipients: readonly string[]): void {
+    this.recovery = [...recipients];
   }
 
   /** Metadata only: never a wrapped or unwrapped key. */
@@ -272,7 +280,7 @@ export class KeyService {
           created: new Date().toISOString(),
           verify: (kek, wrapped, commit) => this.adapters.use(kek, (w) => this.deks.verify(w, wrapped, keyId, version, commit)),
         });
-        const recipients = this.options.recovery ?? [];
+        const recipients = this.recovery;
         const recovery = recipients.length > 0 ? { recovery: await sealForRecovery(fresh.dek, recipients) } : {};
         made = { version, dek: fresh.dek, keks: fresh.record.wraps.map((w) => w.kek) };
         return { ...base, versions: [...base.versions, { ...fresh.record, ...recovery, encryptions: this.firstBlock.to }] };

@@ -8,7 +8,7 @@ import { ensureLocalKek } from '../../adapters/local/index.js';
 import { fileNameFor } from '../../src/keystore/file/index.js';
 import type { KeyRecord } from '../../src/keystore/types.js';
 import { kmsgw, requireBuiltCli } from '../helpers/cli.js';
-import { okPayload, rawConnect, startTestGateway, useRunningGateways } from '../helpers/gateway.js';
+import { okPayload, rawConnect, startTestGateway, testGatewayConfig, useRunningGateways } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
 import { age, ageKeygen, requireAgeTools } from './age-cli.js';
 
@@ -27,18 +27,19 @@ describe('offline recovery key (keys.recovery)', () => {
     const config = { keystore: { url: `file://${storeDir}` }, keys: { autoCreate: false, defaultKek: `local://${kekFile}` } };
 
     // Keys made before recovery was configured, then sealed by ADDRECOVERY.
-    const before = await startTestGateway(dir, config);
-    running.push(before);
-    const c0 = await rawConnect(before.socketPath as string);
-    expect(await c0.ask('CREATE pg/old')).toBe('OK 1');
-    expect(await c0.ask('ADDRECOVERY pg/old')).toBe('ERR BAD_REQUEST keys.recovery names no age recipient on this gateway');
-    c0.close();
-    await before.close();
-    running.pop();
-
-    const gw = await startTestGateway(dir, { ...config, keys: { ...config.keys, recovery: [identity.recipient] } });
+    const gw = await startTestGateway(dir, config);
     running.push(gw);
     const c = await rawConnect(gw.socketPath as string);
+    expect(await c.ask('CREATE pg/old')).toBe('OK 1');
+    expect(await c.ask('ADDRECOVERY pg/old')).toBe('ERR BAD_REQUEST keys.recovery names no age recipient on this gateway');
+    // A reload (SIGHUP) brings in the recipient: no restart.
+    const reloaded = await gw.reload({
+      config: testGatewayConfig(dir, { ...config, keys: { ...config.keys, recovery: [identity.recipient] } }),
+      file: undefined,
+      baseDir: dir,
+    });
+    expect(reloaded).toMatchObject({ ok: true, restartRequired: [] });
+    expect(reloaded.ok && reloaded.applied).toContain('keys.recovery');
     expect(await c.ask('CREATE pg/tde')).toBe('OK 1');
     expect(await c.ask('ROTATE pg/tde')).toBe('OK 2');
     expect(await c.ask('CREATE app/col')).toBe('OK 1');
