@@ -249,7 +249,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       dataDir,
       store: store.location,
       ...(opened.snapshot ? { snapshot: opened.snapshot, refreshMs: config.keystore.refreshMs } : {}),
-      defaultKek: keksByDefault,
+      defaultKek: config.keys.defaultKek,
       cacheTtlMs: config.cache.ttlMs,
       storeLock: opened.lock,
     },

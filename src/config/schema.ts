@@ -1,3 +1,8 @@
+/*
+ * Over 300 lines because the whole configuration is one zod schema: every field with its TSDoc and
+ * default in one place, and the checks across sections (default KEKs against allow-lists and local
+ * KEKs) next to the fields they read.
+ */
 import { z } from 'zod';
 import { AdapterSettingsSchema } from '../../adapters/settings.js';
 import { DEFAULT_DATA_DIR, DEFAULT_SOCKET_PATH } from './defaults.js';
@@ -184,7 +189,10 @@ export const ConfigSchema = z
       .prefault({}),
     kms: z
       .object({
-        /** Deadline of each KMS call in ms, retries included; a dead KMS never hangs a client longer. */
+        /**
+         * Deadline of each KMS call in ms, retries included; a dead KMS never hangs a client longer. A key
+         * under several KEKs whose KMSs all hang waits at most this plus `hedgeMs` per further KEK.
+         */
         timeoutMs: z.number().int().min(1).max(120_000).default(2000),
         /**
          * Period of the background canary (a wrap and unwrap of a random value under every KEK in use),

@@ -102,8 +102,8 @@ export function describeThroughGateway(name: string, h: ConformanceHarness): voi
       expect((await cl.get('conf/rot@1')).equals(v1)).toBe(true);
       expect((await cl.get('conf/rot@2')).equals(v2)).toBe(true);
       expect((await cl.dec('conf/rot', env)).toString()).toBe('before the KEK rotated');
-      const info = (await cl.info('conf/rot')) as { versions: Array<{ kekVersion?: string }> };
-      expect(info.versions.map((v) => v.kekVersion)).toEqual([kek.kekVersion, rotated]);
+      const info = (await cl.info('conf/rot')) as KeyInfo;
+      expect(info.versions.map((v) => v.keks[0]?.kekVersion)).toEqual([kek.kekVersion, rotated]);
       await cl.close();
     });
 

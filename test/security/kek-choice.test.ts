@@ -48,7 +48,8 @@ async function restartAfter(dir: string, request: string, overrides: ConfigInput
 
 /** The KEK URIs a key's versions are wrapped under. */
 async function keksOf(c: RawConn, id: string): Promise<string[]> {
-  return (JSON.parse(okPayload(await c.ask(`INFO ${id}`))) as { versions: Array<{ kek: string }> }).versions.map((v) => v.kek);
+  const info = JSON.parse(okPayload(await c.ask(`INFO ${id}`))) as { versions: Array<{ keks: Array<{ kek: string }> }> };
+  return info.versions.map((v) => v.keks.map((k) => k.kek).join(','));
 }
 
 describe('which KEK a client may name', () => {

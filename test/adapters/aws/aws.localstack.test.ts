@@ -108,7 +108,7 @@ describe('AWS KMS adapter against LocalStack', () => {
     const dek = await cl.get('app/users');
     await cl.close();
     const stored = JSON.parse(await readFile(join(dir, 'data', 'keys', fileNameFor('app/users')), 'utf8'));
-    const blob = Buffer.from(stored.versions[0].wrapped, 'base64');
+    const blob = Buffer.from(stored.versions[0].wraps[0].wrapped, 'base64');
     const out = await sdk.send(
       new DecryptCommand({
         KeyId: ls.aliasA,
@@ -152,8 +152,8 @@ describe('AWS KMS adapter against LocalStack', () => {
     gw.cache.clear();
     expect((await cl.get('move/me@1')).equals(deks[0] as Buffer)).toBe(true);
     expect((await cl.get('move/me@2')).equals(deks[1] as Buffer)).toBe(true);
-    const info = (await cl.info('move/me')) as { versions: Array<{ kek: string; kekVersion: string }> };
-    expect(info.versions.map((v) => v.kekVersion)).toEqual([newKek, newKek]);
+    const info = (await cl.info('move/me')) as { versions: Array<{ keks: Array<{ kek: string; kekVersion: string }> }> };
+    expect(info.versions.map((v) => v.keks.map((k) => k.kekVersion))).toEqual([[newKek], [newKek]]);
     await cl.close();
   });
 });

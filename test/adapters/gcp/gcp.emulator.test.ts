@@ -101,7 +101,7 @@ describe('Google Cloud KMS adapter against the emulator', () => {
     await cl.close();
 
     const a = JSON.parse(await readFile(join(dir, 'data', 'keys', fileNameFor('gcp/a')), 'utf8'));
-    const blob = Buffer.from(a.versions[0].wrapped, 'base64');
+    const blob = Buffer.from(a.versions[0].wraps[0].wrapped, 'base64');
     // Directly with the SDK: the right AAD opens it, another id's AAD does not.
     const right = wrapAad({ keyId: 'gcp/a', version: 1 });
     const [res] = await kms.decrypt({ name, ciphertext: blob, additionalAuthenticatedData: right });
