@@ -153,20 +153,10 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     },
     log,
   );
-  const keys = new KeyService(
-    store,
-    adapters,
-    deks,
-    {
-      ...config.keys,
-      defaultKeks: keksByDefault,
-      preference: config.kms.preference,
-      // Pending wraps (keys.minWraps) are retried at the canary's pace, or every minute without one.
-      pendingRetryMs: config.kms.canaryIntervalMs > 0 ? config.kms.canaryIntervalMs : 60_000,
-      health,
-    },
-    log,
-  );
+  // Pending wraps (keys.minWraps) are retried at the canary's pace, or every minute without one.
+  const pendingRetryMs = config.kms.canaryIntervalMs > 0 ? config.kms.canaryIntervalMs : 60_000;
+  const keyOptions = { ...config.keys, defaultKeks: keksByDefault, preference: config.kms.preference, pendingRetryMs, health };
+  const keys = new KeyService(store, adapters, deks, keyOptions, log);
   const pipeline = new Pipeline(new Executor(keys, deks, access, log), {
     ...(access ? { access } : {}),
     ...(audit ? { observer: audit } : {}),
