@@ -59,7 +59,15 @@ keys:
   autoCreate: true
   # KEK for keys created without one. local:// is for development only:
   # the KEK file then sits on this host. Relative paths are inside dataDir.
+  # A list wraps every DEK under each KEK (regions, clouds): unwraps fail over between them.
   defaultKek: local://local-kek
+  # defaultKek:
+  #   - aws-kms://arn:aws:kms:eu-west-1:111122223333:key/...
+  #   - gcp-kms://projects/p/locations/europe-west1/keyRings/r/cryptoKeys/k
+  # minWraps: 1             # store a new version once this many KEKs wrapped it (default: all)
+  # Offline break-glass key (docs/recovery.md): every new DEK version is also sealed to these
+  # age recipients; the identity stays offline. Reloadable.
+  # recovery: ["age1..."]
   # KEK URI globs a DEK may be wrapped under (whatever CREATE, ROTATE or REWRAP names);
   # the default allows only defaultKek.
   # allowedKeks: ["aws-kms://arn:aws:kms:eu-west-1:111122223333:key/*"]
@@ -68,6 +76,9 @@ keys:
 
 kms:
   timeoutMs: 2000           # deadline of every KMS call, retries included
+  hedgeMs: 250              # keys under several KEKs: ask the next KEK after this long
+  # preference: ["aws-kms://arn:aws:kms:eu-west-1:*"]   # KEKs asked first (this host's region)
+  revocation: any           # one KEK of a key denied: any = stop the key; all = serve from the others
   canaryIntervalMs: 30000   # wrap+unwrap per KEK in use: readiness; a disabled KEK stops being served within it
   retry:
     attempts: 3             # on KMS_UNAVAILABLE/THROTTLED, with jittered backoff
