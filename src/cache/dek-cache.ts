@@ -1,5 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import { GatewayError, type ErrorCode } from '../protocol/errors.js';
+import { registerDek, releaseDek } from '../crypto/aead.js';
 import { zeroize } from '../crypto/secret.js';
 
 /** A clock in milliseconds, injectable so TTL tests never sleep. */
@@ -113,7 +114,7 @@ export class DekCache {
 
   /** Takes ownership of a freshly made DEK so the next use needs no unwrap. */
   seed(keyId: string, version: number, loaded: LoadedDek): void {
-    this.put(cacheKey(keyId, version), loaded);
+    this.put(keyId, version, loaded);
   }
 
   /** Drops (and zeroizes) one version. */
@@ -189,13 +190,14 @@ export class DekCache {
       this.options.onStale?.(keyId, version, code as ErrorCode);
       return stale.dek;
     }
-    this.put(key, loaded);
+    this.put(keyId, version, loaded);
     return loaded.dek;
   }
 
-  private put(key: string, loaded: LoadedDek): void {
+  private put(keyId: string, version: number, loaded: LoadedDek): void {
     const { ttlMs, staleIfErrorMs } = this.settings;
-    this.lru.set(key, { ...loaded, staleFor: staleIfErrorMs }, { ttl: ttlMs + staleIfErrorMs });
+    registerDek(loaded.dek, keyId, version);
+    this.lru.set(cacheKey(keyId, version), { ...loaded, staleFor: staleIfErrorMs }, { ttl: ttlMs + staleIfErrorMs });
   }
 
   private makeLru(max: number): LRUCache<string, Entry> {
@@ -208,7 +210,9 @@ export class DekCache {
       // An injected clock is read on every check (lru-cache otherwise reuses a reading for 1 ms).
       ...(this.options.clock ? { perf: this.options.clock, ttlResolution: 0 } : {}),
       dispose: (entry) => {
-        if (!this.moving) zeroize(entry.dek);
+        if (this.moving) return;
+        releaseDek(entry.dek);
+        zeroize(entry.dek);
       },
     });
   }

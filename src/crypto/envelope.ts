@@ -1,5 +1,6 @@
 import { createCipheriv, createDecipheriv } from 'node:crypto';
 import { GatewayError } from '../protocol/errors.js';
+import { loadAesGcm, nativeKeyFor } from './aead.js';
 import { NONCE_BYTES, NoncePool } from './nonce.js';
 
 /** First byte of every v1 envelope. */
@@ -54,6 +55,12 @@ export function seal(params: SealParams, plaintext: Uint8Array, nonceSource: Non
   if (nonceSource instanceof NoncePool) nonceSource.writeInto(out, 5);
   else if (nonceSource.length === NONCE_BYTES) out.set(nonceSource, 5);
   else throw new RangeError(`a nonce is ${NONCE_BYTES} bytes`);
+  // A DEK the cache holds has native contexts with its key schedule set once (native/aesgcm.c).
+  const key = nativeKeyFor(params.dek, params.keyId, params.version, () => envelopeAad(params.keyId, params.version));
+  if (key !== undefined) {
+    loadAesGcm()?.seal(key, out, plaintext, params.aad);
+    return out;
+  }
   const cipher = createCipheriv(ALGORITHM, params.dek, out.subarray(5, ENVELOPE_HEADER_BYTES), {
     authTagLength: TAG_BYTES,
   });
@@ -78,6 +85,12 @@ export function open(params: SealParams, envelope: Uint8Array): Buffer {
   }
   const env = Buffer.from(envelope.buffer, envelope.byteOffset, envelope.length);
   const tagAt = env.length - TAG_BYTES;
+  const key = nativeKeyFor(params.dek, params.keyId, params.version, () => envelopeAad(params.keyId, params.version));
+  if (key !== undefined) {
+    const body = Buffer.alloc(tagAt - ENVELOPE_HEADER_BYTES);
+    if (loadAesGcm()?.open(key, env, body, params.aad) !== true) throw new GatewayError('DECRYPT_FAILED', 'envelope failed authentication');
+    return body;
+  }
   try {
     const decipher = createDecipheriv(ALGORITHM, params.dek, env.subarray(5, ENVELOPE_HEADER_BYTES), {
       authTagLength: TAG_BYTES,

@@ -20,26 +20,31 @@ export interface NativeAddon {
   sdNotify(path: string, message: string): number;
 }
 
+/** An addon from `<root>/build/<name>.node`, or the reason it cannot be loaded. */
+export function loadAddon<T>(name: string): { addon: T } | { error: string } {
+  // From src/native (tests) or dist/src/native (built): the addon sits in <root>/build.
+  const candidates = [new URL(`../../build/${name}.node`, import.meta.url), new URL(`../../../build/${name}.node`, import.meta.url)];
+  const path = candidates.find((u) => existsSync(u));
+  if (!path) return { error: `build/${name}.node is missing (no C compiler at install?)` };
+  try {
+    return { addon: createRequire(import.meta.url)(path.pathname) as T };
+  } catch (err) {
+    return { error: (err as Error).message };
+  }
+}
+
 let addon: NativeAddon | null | undefined;
 let loadError: string | undefined;
 
 /** The addon (build/peercred.node), loaded once, or null with the reason in `nativeUnavailable()`. */
 export function loadNative(): NativeAddon | null {
   if (addon !== undefined) return addon;
-  // From src/native (tests) or dist/src/native (built): the addon sits in <root>/build.
-  const candidates = [new URL('../../build/peercred.node', import.meta.url), new URL('../../../build/peercred.node', import.meta.url)];
-  const path = candidates.find((u) => existsSync(u));
-  if (!path) {
-    loadError = 'build/peercred.node is missing (no C compiler at install?)';
+  const loaded = loadAddon<NativeAddon>('peercred');
+  if ('error' in loaded) {
+    loadError = loaded.error;
     return (addon = null);
   }
-  try {
-    addon = createRequire(import.meta.url)(path.pathname) as NativeAddon;
-  } catch (err) {
-    loadError = (err as Error).message;
-    addon = null;
-  }
-  return addon;
+  return (addon = loaded.addon);
 }
 
 /** Why the addon cannot be used, or undefined when it can. */
