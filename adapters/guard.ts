@@ -1,6 +1,7 @@
 import { GatewayError, KmsError, type ErrorCode } from '../src/protocol/errors.js';
 import { KEY_BYTES, copySecret, zeroize } from '../src/crypto/secret.js';
 import { Breaker, type BreakerSettings } from './breaker.js';
+import { Saturated, type ConcurrencyLimit } from './limit.js';
 import type { KekHealth } from './health.js';
 import type { GeneratedKey, KeyWrapper, WrapContext, WrappedKey } from './types.js';
 
@@ -24,6 +25,8 @@ export interface GuardOptions {
   readonly breaker?: BreakerSettings;
   /** Told how each call ended, so denials revoke and outages show. */
   readonly health?: KekHealth;
+  /** KMS calls in flight at once, shared by every KEK (`kms.maxConcurrent`). @default no limit */
+  readonly limit?: ConcurrencyLimit;
   /** Called once per attempt that reached the adapter (for tests). */
   readonly onCall?: (op: AdapterOp, kek: string) => void;
   /** Called once per attempt that reached the adapter, and once per call the breaker refused (metrics). */
@@ -181,7 +184,7 @@ export class GuardedWrapper {
       } catch (caught) {
         err = caught as GatewayError;
       }
-      if (err instanceof Cancelled) {
+      if (err instanceof Cancelled || err instanceof Saturated) {
         this.breaker?.released(admission.probe);
         throw err;
       }
@@ -214,8 +217,19 @@ export class GuardedWrapper {
     return Math.floor((this.options.random ?? Math.random)() * ceiling);
   }
 
-  /** One attempt with its own deadline; only GatewayErrors escape. */
+  /** Waits for a slot under `kms.maxConcurrent` (inside the deadline), then makes one attempt. */
   private async attempt<T>(op: AdapterOp, ctx: Ctx, fn: (c: WrapContext) => Promise<T>, timeoutMs: number): Promise<T> {
+    const waitStarted = this.now();
+    const release = await this.options.limit?.acquire(timeoutMs);
+    try {
+      return await this.attemptNow(op, ctx, fn, Math.max(1, timeoutMs - (this.now() - waitStarted)));
+    } finally {
+      release?.();
+    }
+  }
+
+  /** One attempt with its own deadline; only GatewayErrors escape. */
+  private async attemptNow<T>(op: AdapterOp, ctx: Ctx, fn: (c: WrapContext) => Promise<T>, timeoutMs: number): Promise<T> {
     this.options.onCall?.(op, this.inner.kek);
     const started = performance.now();
     const controller = new AbortController();

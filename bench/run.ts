@@ -37,6 +37,7 @@ import { fileURLToPath } from 'node:url';
 import { BENCH_KEY, max, median, min, type ChildMessage, type EncResult, type MetricsAbInProcess } from './common.js';
 import { metricsAbReport, type MetricsAbSocket } from './metrics-ab.js';
 import { runLoad, type LoadResult } from './load.js';
+import { askOnce, startNaive } from './naive.js';
 import { killStartupProcesses, runStartupBench } from './startup.js';
 import { startupReport, type StartupReport } from './startup-report.js';
 
@@ -172,6 +173,8 @@ interface Mode {
   readonly conns: number;
   readonly depth: number;
   readonly request: Buffer;
+  /** A request that depends on the server (DEC of an envelope it made); `request` is then unused. */
+  readonly prepare?: (socketPath: string) => Promise<Buffer>;
 }
 
 const GET_LINE = Buffer.from(`GET ${BENCH_KEY}\n`, 'latin1');
@@ -182,6 +185,19 @@ const ALL_MODES: Mode[] = [
   { id: 'get-pipelined', label: 'GET, 64 pipelined (1 conn)', conns: 1, depth: 64, request: GET_LINE },
   { id: 'get-16conns', label: 'GET, 16 conns × 1 at a time', conns: 16, depth: 1, request: GET_LINE },
   { id: 'enc32-pipelined', label: 'ENC 32 B, 64 pipelined (1 conn)', conns: 1, depth: 64, request: ENC32_LINE },
+  {
+    id: 'dec32-pipelined',
+    label: 'DEC 32 B, 64 pipelined (1 conn)',
+    conns: 1,
+    depth: 64,
+    request: ENC32_LINE,
+    // Each server decrypts an envelope it made itself (the bare one answers anything).
+    prepare: async (socketPath) => {
+      const reply = await askOnce(socketPath, ENC32_LINE.toString('latin1').trimEnd());
+      const env = reply.startsWith('OK ') ? reply.slice(3) : Buffer.alloc(49).toString('base64');
+      return Buffer.from(`DEC ${BENCH_KEY} ${env}\n`, 'latin1');
+    },
+  },
 ];
 
 const MODES = ONLY === undefined ? ALL_MODES : ALL_MODES.filter((m) => ONLY.includes(m.id));
@@ -199,45 +215,60 @@ const fmtUs = (v: number): string => v.toFixed(1);
 // --- main --------------------------------------------------------------------
 
 /** Socket workloads, gateway and bare server alternating, round after round. */
-async function runSocketPart(t0: number): Promise<Record<string, { gateway: LoadResult[]; bare: LoadResult[] }>> {
+type SocketResults = Record<string, { gateway: LoadResult[]; bare: LoadResult[]; naive: LoadResult[] }>;
+
+/** Socket workloads, the gateway, the bare server and the naive Python server alternating, round after round. */
+async function runSocketPart(t0: number): Promise<SocketResults> {
   const gateway = await startServer('gateway');
   const bare = await startServer('bare');
-  const socket: Record<string, { gateway: LoadResult[]; bare: LoadResult[] }> = {};
+  const naive = await startNaive(tmpRoot, REPO_DIR, (c) => {
+    children.add(c);
+    c.once('exit', () => children.delete(c));
+  });
+  const servers = [gateway, bare, naive];
+  const socket: SocketResults = {};
+  const requests = new Map<string, Buffer>();
+  const requestFor = async (mode: Mode, socketPath: string): Promise<Buffer> => {
+    if (mode.prepare === undefined) return mode.request;
+    const key = `${mode.id} ${socketPath}`;
+    if (!requests.has(key)) requests.set(key, await mode.prepare(socketPath));
+    return requests.get(key) as Buffer;
+  };
   try {
     // Warm-up (JIT, connection setup paths), not recorded.
     for (const mode of MODES) {
-      for (const server of [gateway, bare]) {
+      for (const server of servers) {
         await runLoad({
           socketPath: server.socketPath,
           conns: mode.conns,
           depth: mode.depth,
-          request: mode.request,
+          request: await requestFor(mode, server.socketPath),
           warmupMs: 100,
           durationMs: 300,
         });
       }
-      socket[mode.id] = { gateway: [], bare: [] };
+      socket[mode.id] = { gateway: [], bare: [], naive: [] };
     }
     for (let round = 0; round < ROUNDS; round++) {
       for (const mode of MODES) {
-        for (const server of [gateway, bare]) {
+        for (const server of servers) {
           const result = await runLoad({
             socketPath: server.socketPath,
             conns: mode.conns,
             depth: mode.depth,
-            request: mode.request,
+            request: await requestFor(mode, server.socketPath),
             warmupMs: WARMUP_MS,
             durationMs: DURATION_MS,
             serverCpu: () => server.cpu(),
           });
           if (result.errors > 0) throw new Error(`${server.name} answered ${result.errors} non-OK replies in ${mode.id}`);
-          socket[mode.id]?.[server.name as 'gateway' | 'bare'].push(result);
+          socket[mode.id]?.[server.name as 'gateway' | 'bare' | 'naive'].push(result);
         }
       }
       process.stderr.write(`  round ${round + 1}/${ROUNDS} done (${((Date.now() - t0) / 1000).toFixed(0)} s)\n`);
     }
   } finally {
-    await Promise.all([gateway.stop(), bare.stop()]);
+    await Promise.all([gateway.stop(), bare.stop(), naive.stop()]);
   }
   return socket;
 }
@@ -344,22 +375,30 @@ async function main(): Promise<void> {
     out.push('### Over the Unix socket (cached key)');
     out.push('');
     out.push(
-      'Ratio = kmsgw ÷ bare Node server in the same round (a server that splits on LF and answers each line with a fixed 45-byte line). ' +
+      'Ratio = kmsgw ÷ bare Node server in the same round (a server that splits on LF and answers each line with a fixed 45-byte line), ' +
+        'and kmsgw ÷ the naive Python server (bench/naive/server.py: asyncio, `cryptography` AESGCM made per request, the same protocol v1) in the same round. ' +
         'Figures are medians over rounds; ranges are min–max.',
     );
     out.push('');
     out.push(
-      '| Workload | kmsgw req/s | bare req/s | kmsgw ÷ bare | kmsgw p50 / p99 µs | bare p50 / p99 µs | server CPU µs/req kmsgw / bare | kmsgw CPU busy | Target | |',
+      '| Workload | kmsgw req/s | bare req/s | naive Python req/s | kmsgw ÷ bare | kmsgw ÷ naive | kmsgw p50 / p99 µs | bare p50 / p99 µs | server CPU µs/req kmsgw / bare | kmsgw CPU busy | Target | |',
     );
-    out.push('|---|---:|---:|---:|---:|---:|---:|---:|---|---|');
+    out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|');
     for (const mode of MODES) {
-      const data = socket[mode.id] as { gateway: LoadResult[]; bare: LoadResult[] };
+      const data = socket[mode.id] as SocketResults[string];
       const ratios = data.gateway.map((g, i) => g.opsPerSec / (data.bare[i] as LoadResult).opsPerSec);
+      const vsNaive = data.gateway.map((g, i) => g.opsPerSec / (data.naive[i] as LoadResult).opsPerSec);
       const g = (f: (r: LoadResult) => number): number[] => data.gateway.map(f);
       const b = (f: (r: LoadResult) => number): number[] => data.bare.map(f);
       const gP99 = g((r) => r.p99Us);
       let target = '';
       let pass: boolean | undefined;
+      // Issue 15's targets are against the naive peer; the earlier ones against the bare server stay.
+      const naiveTarget = { 'get-pipelined': 4, 'get-16conns': 2.5, 'enc32-pipelined': 2, 'dec32-pipelined': 2 }[mode.id];
+      if (naiveTarget !== undefined) {
+        const ok = median(vsNaive) >= naiveTarget;
+        verdicts.push({ workload: mode.label, target: `≥ ${naiveTarget}x naive`, pass: ok });
+      }
       if (mode.id === 'get-16conns') {
         target = '≥ 0.90x bare';
         pass = median(ratios) >= 0.9;
@@ -371,8 +410,14 @@ async function main(): Promise<void> {
         pass = median(gP99) <= 55;
       }
       if (pass !== undefined) verdicts.push({ workload: mode.label, target, pass });
+      if (naiveTarget !== undefined) {
+        const ok = median(vsNaive) >= naiveTarget;
+        target = target === '' ? `≥ ${naiveTarget}x naive` : `${target}; ≥ ${naiveTarget}x naive`;
+        pass = pass === undefined ? ok : pass && ok;
+      }
       out.push(
-        `| ${mode.label} | ${fmtRate(median(g((r) => r.opsPerSec)))} | ${fmtRate(median(b((r) => r.opsPerSec)))} | ${fmtRatio(ratios)} | ` +
+        `| ${mode.label} | ${fmtRate(median(g((r) => r.opsPerSec)))} | ${fmtRate(median(b((r) => r.opsPerSec)))} | ` +
+          `${fmtRate(median(data.naive.map((r) => r.opsPerSec)))} | ${fmtRatio(ratios)} | ${fmtRatio(vsNaive)} | ` +
           `${fmtUs(median(g((r) => r.p50Us)))} / ${fmtUs(median(gP99))} | ${fmtUs(median(b((r) => r.p50Us)))} / ${fmtUs(median(b((r) => r.p99Us)))} | ` +
           `${median(g((r) => r.serverCpuUsPerOp ?? Number.NaN)).toFixed(2)} / ${median(b((r) => r.serverCpuUsPerOp ?? Number.NaN)).toFixed(2)} | ` +
           `${(100 * median(g((r) => r.serverBusy ?? Number.NaN))).toFixed(0)} % | ` +
@@ -383,8 +428,10 @@ async function main(): Promise<void> {
         conns: mode.conns,
         depth: mode.depth,
         ratio: { median: median(ratios), min: min(ratios), max: max(ratios), rounds: ratios },
+        vsNaive: { median: median(vsNaive), min: min(vsNaive), max: max(vsNaive), rounds: vsNaive },
         gateway: data.gateway,
         bare: data.bare,
+        naive: data.naive,
       };
     }
   }

@@ -4,6 +4,7 @@ import { AdapterRegistry, DEFAULT_LOADERS, kekScheme, type AdapterLoader } from 
 import { confinedKekPath, ensureLocalKek } from '../adapters/local/index.js';
 import type { AdapterOp } from '../adapters/guard.js';
 import { KekHealth } from '../adapters/health.js';
+import { ConcurrencyLimit } from '../adapters/limit.js';
 import { Canary, keksInUse } from './kms/canary.js';
 import { readinessOf, type Readiness } from './kms/readiness.js';
 import { warmUp, type WarmResult } from './keys/warm.js';
@@ -49,6 +50,8 @@ export interface RunningGateway {
   readonly store: KeyStore;
   /** Key lifecycle (tests call `completePending()` instead of waiting for the background retry). */
   readonly keys: KeyService;
+  /** KMS calls in flight now and at most so far (`kms.maxConcurrent`). */
+  readonly kmsLimit: ConcurrencyLimit;
   readonly listener: Listener;
   readonly socketPath: string | undefined;
   readonly log: Logger;
@@ -85,6 +88,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   const clockNow = options.clock ? () => (options.clock as Clock).now() : Date.now;
   const health = new KekHealth(clockNow);
   const metrics = new GatewayMetrics({ calls: config.ops.metrics });
+  const kmsLimit = new ConcurrencyLimit(config.kms.maxConcurrent);
   const adapters = new AdapterRegistry(
     {
       dataDir,
@@ -93,6 +97,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       retry: config.kms.retry,
       breaker: config.kms.breaker,
       health,
+      limit: kmsLimit,
       now: clockNow,
       ...(options.onAdapterCall ? { onCall: options.onAdapterCall } : {}),
       ...(metrics.observeKms ? { observe: metrics.observeKms } : {}),
@@ -254,6 +259,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     cache: deks.cache,
     store,
     keys,
+    kmsLimit,
     listener: serving,
     socketPath,
     log,
