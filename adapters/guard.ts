@@ -221,8 +221,16 @@ export class GuardedWrapper {
   private async attempt<T>(op: AdapterOp, ctx: Ctx, fn: (c: WrapContext) => Promise<T>, timeoutMs: number): Promise<T> {
     const waitStarted = this.now();
     const release = await this.options.limit?.acquire(timeoutMs);
+    const left = Math.max(1, timeoutMs - (this.now() - waitStarted));
     try {
-      return await this.attemptNow(op, ctx, fn, Math.max(1, timeoutMs - (this.now() - waitStarted)));
+      return await this.attemptNow(op, ctx, fn, left);
+    } catch (err) {
+      // Most of the deadline went waiting for a slot here: a timeout then says the gateway was the
+      // bottleneck, not the KMS, so it must not count against the KEK (breaker, health).
+      if (this.options.limit !== undefined && left < timeoutMs / 2 && err instanceof KmsError && err.code === 'KMS_UNAVAILABLE') {
+        throw new Saturated(this.options.limit.max);
+      }
+      throw err;
     } finally {
       release?.();
     }

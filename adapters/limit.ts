@@ -11,7 +11,7 @@ export class ConcurrencyLimit {
   peak = 0;
   private readonly waiting: Array<{ start: () => void }> = [];
 
-  constructor(private readonly max: number) {}
+  constructor(readonly max: number) {}
 
   /** Calls in flight now. */
   get inFlight(): number {

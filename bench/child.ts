@@ -5,6 +5,7 @@
  *   bare    <dir>  a bare Node server on <dir>/bare.sock: answers every line with a fixed 45-byte line
  *   enc     <dir> <rounds> <ms>  in-process ENC comparison; posts the result and exits
  *   get-ab  <dir> <rounds> <ms>  in-process cached GET, metrics on vs off; posts the result and exits
+ *   cold    <dir> <endpoint> <mixed s>  cold keys against LocalStack's KMS, and memory (bench/cold.ts)
  * Server roles post { type: 'ready', socketPath } over IPC and stop on { type: 'stop' }
  * or when the parent goes away.
  */
@@ -13,6 +14,7 @@ import { join } from 'node:path';
 import { validateConfig } from '../src/config/load.js';
 import { startGateway, type RunningGateway } from '../src/serve.js';
 import { BARE_REPLY, BENCH_KEY, type ChildMessage, type ParentMessage } from './common.js';
+import { runColdBench } from './cold.js';
 import { runEncBench } from './enc.js';
 import { runInProcessGetAb } from './metrics-ab.js';
 
@@ -94,6 +96,12 @@ async function main(): Promise<void> {
     } finally {
       await running.close();
     }
+    process.disconnect?.();
+    return;
+  }
+
+  if (role === 'cold') {
+    send({ type: 'cold-result', result: await runColdBench(join(dir as string, 'cold'), roundsArg as string, Number(msArg)) });
     process.disconnect?.();
     return;
   }

@@ -1,3 +1,4 @@
+import type { ColdResult } from './cold.js';
 /** Shared between the benchmark parent and its children. */
 
 export const BENCH_KEY = 'bench/key';
@@ -35,6 +36,7 @@ export type ChildMessage =
   | { readonly type: 'ready'; readonly socketPath: string }
   | { readonly type: 'enc-result'; readonly result: EncResult }
   | { readonly type: 'get-ab-result'; readonly result: MetricsAbInProcess }
+  | { readonly type: 'cold-result'; readonly result: ColdResult }
   | { readonly type: 'cpu'; readonly us: number }
   | { readonly type: 'error'; readonly message: string };
 

@@ -58,6 +58,7 @@ export async function runEncBench(gateway: RunningGateway, rounds: number, ms: n
   const specs = [
     { size: 32, label: '32 B', check: 1024 },
     { size: 64 * 1024, label: '64 KiB', check: 8 },
+    { size: 1024 * 1024, label: '1 MiB', check: 1 },
   ];
   const setupOne = async (spec: (typeof specs)[number]) => {
     const plaintexts = Array.from({ length: VARIANTS }, () => randomBytes(spec.size));

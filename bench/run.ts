@@ -37,9 +37,13 @@ import { fileURLToPath } from 'node:url';
 import { BENCH_KEY, max, median, min, type ChildMessage, type EncResult, type MetricsAbInProcess } from './common.js';
 import { metricsAbReport, type MetricsAbSocket } from './metrics-ab.js';
 import { runLoad, type LoadResult } from './load.js';
+import type { ColdResult } from './cold.js';
+import { ensureLocalStack, signalLocalStackSync } from './localstack.js';
 import { askOnce, startNaive } from './naive.js';
+import { runWalBench, walReport, type WalResult } from './wal.js';
 import { killStartupProcesses, runStartupBench } from './startup.js';
 import { startupReport, type StartupReport } from './startup-report.js';
+import { coldReport } from './cold-report.js';
 
 // --- options -----------------------------------------------------------------
 
@@ -62,6 +66,10 @@ const SKIP_ENC = STARTUP_ONLY || process.argv.includes('--no-enc');
 const SKIP_SOCKET = STARTUP_ONLY;
 const SKIP_STARTUP = process.argv.includes('--no-startup');
 const SKIP_METRICS_AB = STARTUP_ONLY || process.argv.includes('--no-metrics-ab');
+const SKIP_COLD = STARTUP_ONLY || process.argv.includes('--no-cold');
+const SKIP_WAL = STARTUP_ONLY || process.argv.includes('--no-wal');
+/** Length of the mixed run whose RSS growth is reported (bench/cold.ts). */
+const COLD_MIXED_S = Number(option('--cold-mixed-s') ?? 60);
 /** The metrics A/B looks for a few percent: many short alternations, so load from elsewhere hits both sides alike. */
 const AB_ROUNDS = 4 * ROUNDS;
 const AB_DURATION_MS = Math.max(200, Math.round(DURATION_MS / 3));
@@ -312,6 +320,25 @@ async function runMetricsAbPart(t0: number): Promise<{ socket: MetricsAbSocket[]
   return { socket, inProcess: message.result };
 }
 
+let coldLocalStack: string | undefined;
+process.on('exit', () => coldLocalStack !== undefined && signalLocalStackSync(coldLocalStack));
+
+/** Cold keys and memory against LocalStack (bench/cold.ts), in a child with --expose-gc. */
+async function runColdPart(): Promise<ColdResult | { failed: string }> {
+  const ls = await ensureLocalStack(REPO_DIR, LOCALSTACK_PORT, (dir) => (coldLocalStack = dir));
+  if ('failed' in ls) return { failed: ls.failed };
+  try {
+    const { child, next } = spawnChild(['cold', tmpRoot, ls.endpoint, String(COLD_MIXED_S)], ['--expose-gc']);
+    const message = await next();
+    await new Promise<void>((done) => (child.exitCode !== null ? done() : child.once('exit', () => done())));
+    if (message.type === 'error') throw new Error(`cold child failed:\n${message.message}`);
+    if (message.type !== 'cold-result') throw new Error(`cold child: unexpected ${message.type}`);
+    return message.result;
+  } finally {
+    await ls.stop();
+  }
+}
+
 async function main(): Promise<void> {
   const t0 = Date.now();
   const cpu = cpus();
@@ -347,6 +374,18 @@ async function main(): Promise<void> {
       elapsedS: (Date.now() - s0) / 1000,
     });
   }
+  let wal: WalResult | undefined;
+  if (!SKIP_WAL) {
+    process.stderr.write('  WAL segment through the CLI...\n');
+    const gateway = await startServer('gateway');
+    try {
+      wal = runWalBench(REPO_DIR, tmpRoot, gateway.socketPath, ROUNDS);
+    } finally {
+      await gateway.stop();
+    }
+  }
+  if (!SKIP_COLD) process.stderr.write(`  cold keys and memory (LocalStack; mixed run ${COLD_MIXED_S} s)...\n`);
+  const cold = SKIP_COLD ? undefined : await runColdPart();
   const elapsedS = (Date.now() - t0) / 1000;
   const loadAfter = loadavg()[0] as number;
 
@@ -459,9 +498,10 @@ async function main(): Promise<void> {
       const pooledRatio = s.lineOps.map((v, i) => v / (s.nodePooledOps[i] as number));
       let target = '—';
       let verdict = '';
-      if (s.size === 32) {
-        target = '≥ 0.65x Node';
-        const pass = median(lineRatio) >= 0.65;
+      if (s.size === 32 || s.size === 1024 * 1024) {
+        const want = s.size === 32 ? 0.65 : 0.5;
+        target = `≥ ${want}x Node`;
+        const pass = median(lineRatio) >= want;
         verdict = pass ? 'PASS' : '**MISS**';
         verdicts.push({ workload: `ENC ${s.label} in process`, target, pass });
       }
@@ -495,6 +535,16 @@ async function main(): Promise<void> {
     out.push('', ...startup.lines);
     verdicts.push(...startup.verdicts);
   }
+  if (wal !== undefined) {
+    const report = walReport(wal);
+    out.push('', ...report.lines);
+    verdicts.push(...report.verdicts);
+  }
+  if (cold !== undefined) {
+    const report = coldReport(cold);
+    out.push('', ...report.lines);
+    verdicts.push(...report.verdicts);
+  }
   out.push('', `Targets: ${verdicts.filter((v) => v.pass).length}/${verdicts.filter((v) => v.pass !== undefined).length} met.`);
 
   const raw = {
@@ -515,6 +565,8 @@ async function main(): Promise<void> {
     enc: encSummary,
     ...(ab ? { metricsAb: ab.summary } : {}),
     ...(startup ? { startup: startup.summary } : {}),
+    ...(cold ? { cold } : {}),
+    ...(wal ? { wal } : {}),
   };
   const json = JSON.stringify(raw, null, 2);
   process.stdout.write(`${out.join('\n')}\n\n<details><summary>Raw JSON</summary>\n\n\`\`\`json\n${json}\n\`\`\`\n\n</details>\n`);

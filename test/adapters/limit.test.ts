@@ -82,4 +82,21 @@ describe('the guard under kms.maxConcurrent', () => {
     expect(health.status('fake://k').state).toBe('ok');
     held();
   });
+
+  it('a call left with little of its deadline after queueing that then times out is THROTTLED, not held against the KMS', async () => {
+    const hang: KeyWrapper = {
+      kek: 'fake://slow',
+      wrap: () => Promise.reject(new Error('unused')),
+      unwrap: () => new Promise<Buffer>(() => undefined), // a KMS that never answers
+      close: async () => undefined,
+    };
+    const health = new KekHealth();
+    const shared = new ConcurrencyLimit(1);
+    const held = await shared.acquire(1000);
+    const guard = new GuardedWrapper(hang, { timeoutMs: 80, limit: shared, health });
+    const call = guard.unwrap({ blob: Buffer.alloc(32) }, { keyId: 'k', version: 1 });
+    setTimeout(held, 60); // the slot frees with a quarter of the deadline left
+    await expect(call).rejects.toMatchObject({ code: 'THROTTLED' });
+    expect(health.status('fake://slow').state).toBe('unknown');
+  });
 });
