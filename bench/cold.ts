@@ -29,6 +29,9 @@ export interface ColdResult {
   readonly mixedSeconds: number;
   readonly rssMixedStartMiB: number;
   readonly rssMixedEndMiB: number;
+  /** JS heap in use plus external memory (Buffers), after a full GC: what the process holds, unlike RSS. */
+  readonly heldMixedStartMiB: number;
+  readonly heldMixedEndMiB: number;
 }
 
 const MiB = 1024 * 1024;
@@ -36,6 +39,13 @@ const MiB = 1024 * 1024;
 function rss(): number {
   (globalThis as { gc?: () => void }).gc?.();
   return process.memoryUsage().rss / MiB;
+}
+
+/** Heap in use + external after a full GC: what the process still holds (RSS keeps freed pages). */
+function held(): number {
+  (globalThis as { gc?: () => void }).gc?.();
+  const m = process.memoryUsage();
+  return (m.heapUsed + m.external) / MiB;
 }
 
 async function opsFor(ms: number, op: () => unknown): Promise<number> {
@@ -138,8 +148,10 @@ export async function runColdBench(dir: string, endpoint: string, mixedSeconds: 
     };
     await opsFor(5000, mixed);
     const rssMixedStartMiB = rss();
+    const heldMixedStartMiB = held();
     await opsFor(mixedSeconds * 1000, mixed);
     const rssMixedEndMiB = rss();
+    const heldMixedEndMiB = held();
 
     return {
       oneKeyConcurrentGets: 1000,
@@ -157,6 +169,8 @@ export async function runColdBench(dir: string, endpoint: string, mixedSeconds: 
       mixedSeconds,
       rssMixedStartMiB,
       rssMixedEndMiB,
+      heldMixedStartMiB,
+      heldMixedEndMiB,
     };
   } finally {
     await gw.close();
