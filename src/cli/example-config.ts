@@ -76,6 +76,7 @@ keys:
 
 kms:
   timeoutMs: 2000           # deadline of every KMS call, retries included
+  maxConcurrent: 64         # KMS calls in flight at once (a burst of cold keys queues)
   hedgeMs: 250              # keys under several KEKs: ask the next KEK after this long
   # preference: ["aws-kms://arn:aws:kms:eu-west-1:*"]   # KEKs asked first (this host's region)
   revocation: any           # one KEK of a key denied: any = stop the key; all = serve from the others
