@@ -11,7 +11,7 @@ import { formatStoreUrl } from '../keystore/url.js';
 import { GatewayError } from '../protocol/errors.js';
 import type { RecoverEvent, RecoverSummary } from '../recovery/recover.js';
 import { AlreadyReported, UsageError } from './errors.js';
-import { openStore, parseLocation, settingsFor } from './store-settings.js';
+import { openStore, parseLocation, settingsFor, throttled } from './store-settings.js';
 
 interface RecoverFlags {
   identity: string[];
@@ -177,17 +177,6 @@ function describeEvent(e: RecoverEvent): string {
 
 function summary(s: RecoverSummary): string {
   return `recovered ${s.recovered} versions in ${s.records} records (${s.destroyed} destroyed versions copied); kept ${s.kept}, refused ${s.refused}, failed ${s.failed}`;
-}
-
-/** Prints at most once a second (and not at all in a run under a second). */
-function throttled(): (line: () => string) => void {
-  let lastAt = Date.now();
-  return (line) => {
-    const now = Date.now();
-    if (now - lastAt < 1000) return;
-    lastAt = now;
-    err(line());
-  };
 }
 
 function err(line: string): void {

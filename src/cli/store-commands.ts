@@ -4,7 +4,7 @@ import type { StoreBackend } from '../keystore/backend.js';
 import type { BackendSettings } from '../keystore/open.js';
 import { formatStoreUrl } from '../keystore/url.js';
 import { AlreadyReported, UsageError } from './errors.js';
-import { openStore, parseLocation, settingsFor, sideOf, sideOptions, type SideFlags } from './store-settings.js';
+import { openStore, parseLocation, settingsFor, sideOf, sideOptions, throttled, type SideFlags } from './store-settings.js';
 
 interface CommonFlags {
   config?: string;
@@ -210,17 +210,6 @@ async function interruptible(
     process.off('SIGTERM', stop);
     await close();
   }
-}
-
-/** A progress reporter for stderr that prints at most once a second (and not at all in a run under a second). */
-function throttled(): (line: () => string) => void {
-  let lastAt = Date.now();
-  return (line) => {
-    const now = Date.now();
-    if (now - lastAt < 1000) return;
-    lastAt = now;
-    process.stderr.write(`${line()}\n`);
-  };
 }
 
 function out(line: string): void {

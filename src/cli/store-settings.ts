@@ -81,3 +81,14 @@ export async function openStore(location: StoreLocation, settings: BackendSettin
   const { openBackend } = await import('../keystore/open.js');
   return openBackend(location, settings, { readOnly });
 }
+
+/** A progress reporter for stderr that prints at most once a second (and not at all in a run under a second). */
+export function throttled(): (line: () => string) => void {
+  let lastAt = Date.now();
+  return (line) => {
+    const now = Date.now();
+    if (now - lastAt < 1000) return;
+    lastAt = now;
+    process.stderr.write(`${line()}\n`);
+  };
+}

@@ -1,13 +1,6 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { StoreBackend, StoredObject } from './backend.js';
-import {
-  DEFAULT_MAX_FAILURES_IN_A_ROW,
-  describeStoreError,
-  FailureStreak,
-  forEachBounded,
-  type CallSignal,
-  type RunOptions,
-} from './run.js';
+import { attemptsOn, forEachBounded, type CallSignal, type RunOptions } from './run.js';
 import { KeyRecordSchema, type KeyRecord, type VersionRecord } from './types.js';
 import { checkRecord, UNLISTED_PROBLEM, unlistedObjects } from './verify.js';
 import type { StoreLocation } from './url.js';
@@ -54,28 +47,12 @@ export interface CopyOptions extends RunOptions {
  */
 export async function copyStore(source: StoreBackend, destination: StoreBackend, options: CopyOptions): Promise<CopySummary> {
   const prefix = options.prefix ?? '';
-  // Per store: a healthy source must not hide a destination that fails every call.
-  const limit = options.maxFailuresInARow ?? DEFAULT_MAX_FAILURES_IN_A_ROW;
-  const streaks = new Map([source, destination].map((b) => [b, new FailureStreak(limit)]));
   const totals = { copied: 0, unchanged: 0, refused: 0, failed: 0 };
   const fail = (id: string, problem: string) => {
     totals.failed++;
     options.onEvent({ kind: 'failed', id, problem });
   };
-  /** One store call; a failure is the record's, reported, and counted toward giving up. */
-  const attempt = async <T>(id: string, store: StoreBackend, what: string, run: () => Promise<T>): Promise<{ value: T } | undefined> => {
-    const streak = streaks.get(store) as FailureStreak;
-    try {
-      const value = await run();
-      streak.ok();
-      return { value };
-    } catch (err) {
-      if (options.signal?.aborted) throw err;
-      fail(id, `${what} failed: ${describeStoreError(err)}`);
-      streak.failed(describeStoreError(err));
-      return undefined;
-    }
-  };
+  const attempt = attemptsOn([source, destination], options, fail);
 
   const copyOne = async (id: string, call: CallSignal): Promise<void> => {
     const read = await attempt(id, source, 'reading the source', () => source.read(id, call()));

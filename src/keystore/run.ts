@@ -69,6 +69,38 @@ export class FailureStreak {
   }
 }
 
+/** One call of a run, on one target (a store, a KEK): its value, or undefined once its failure was reported. */
+export type Attempt = <T>(id: string, target: unknown, what: string, run: () => Promise<T>) => Promise<{ value: T } | undefined>;
+
+/**
+ * Calls of a run, each counted against its own target's failure streak (a healthy source must not
+ * hide a destination that fails every call): a failure is the record's, reported through `fail`
+ * as `<what> failed: <description>`, and the run gives up once one target failed too often in a row.
+ */
+export function attemptsOn(
+  targets: readonly unknown[],
+  options: RunOptions,
+  fail: (id: string, problem: string) => void,
+  describe: (err: unknown) => string = describeStoreError,
+): Attempt {
+  const limit = options.maxFailuresInARow ?? DEFAULT_MAX_FAILURES_IN_A_ROW;
+  const streaks = new Map(targets.map((t) => [t, new FailureStreak(limit)]));
+  return async (id, target, what, run) => {
+    const streak = streaks.get(target) as FailureStreak;
+    try {
+      const value = await run();
+      streak.ok();
+      return { value };
+    } catch (err) {
+      if (options.signal?.aborted) throw err;
+      const message = describe(err);
+      fail(id, `${what} failed: ${message}`);
+      streak.failed(message);
+      return undefined;
+    }
+  };
+}
+
 /** A failed store call in one line: a `StoreError`'s safe message, or what went wrong locally. */
 export function describeStoreError(err: unknown): string {
   if (err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError')) return 'store call timed out or was stopped';

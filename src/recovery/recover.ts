@@ -4,14 +4,7 @@ import { verifyCommitTag } from '../crypto/commit.js';
 import { allocSecret, zeroize } from '../crypto/secret.js';
 import type { StoreBackend } from '../keystore/backend.js';
 import { serialize } from '../keystore/key-store.js';
-import {
-  describeStoreError,
-  FailureStreak,
-  forEachBounded,
-  DEFAULT_MAX_FAILURES_IN_A_ROW,
-  type CallSignal,
-  type RunOptions,
-} from '../keystore/run.js';
+import { attemptsOn, describeStoreError, forEachBounded, type CallSignal, type RunOptions } from '../keystore/run.js';
 import { KeyRecordSchema, type KeyRecord, type VersionRecord, type Wrap } from '../keystore/types.js';
 import { GatewayError } from '../protocol/errors.js';
 import { openRecovery } from './age.js';
@@ -74,28 +67,15 @@ class NotRecovered extends Error {
  */
 export async function recoverStore(source: StoreBackend, destination: StoreBackend, options: RecoverOptions): Promise<RecoverSummary> {
   await checkKek(options);
-  const limit = options.maxFailuresInARow ?? DEFAULT_MAX_FAILURES_IN_A_ROW;
-  const streaks = new Map<unknown, FailureStreak>([source, destination, options.adapters].map((s) => [s, new FailureStreak(limit)]));
   const totals = { records: 0, recovered: 0, kept: 0, destroyed: 0, refused: 0, failed: 0 };
   const fail = (id: string, problem: string) => {
     totals.failed++;
     options.onEvent({ kind: 'failed', id, problem });
   };
-  /** One call on a store or the KEK; a failure is the record's, reported, and counted toward giving up. */
-  const attempt = async <T>(id: string, on: unknown, what: string, run: () => Promise<T>): Promise<{ value: T } | undefined> => {
-    const streak = streaks.get(on) as FailureStreak;
-    try {
-      const value = await run();
-      streak.ok();
-      return { value };
-    } catch (err) {
-      if (options.signal?.aborted) throw err;
-      const message = err instanceof GatewayError ? `${err.code} ${err.message}` : describeStoreError(err);
-      fail(id, `${what} failed: ${message}`);
-      streak.failed(message);
-      return undefined;
-    }
-  };
+  // The KEK's failures are counted apart from the stores'; its errors keep their code.
+  const attempt = attemptsOn([source, destination, options.adapters], options, fail, (err) =>
+    err instanceof GatewayError ? `${err.code} ${err.message}` : describeStoreError(err),
+  );
 
   const recoverOne = async (id: string, call: CallSignal): Promise<void> => {
     const read = await attempt(id, source, 'reading the source', () => source.read(id, call()));
