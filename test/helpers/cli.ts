@@ -12,14 +12,16 @@ export interface Run {
   stderr: string;
 }
 
-/** Runs the built CLI (no config unless the test gives one). */
-export function kmsgw(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Run> {
+/** Runs the built CLI (no config unless the test gives one), with `input` on its standard input when given. */
+export function kmsgw(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: Uint8Array } = {}): Promise<Run> {
   return new Promise((done, fail) => {
     const child = spawn(process.execPath, [BIN, ...args], {
       cwd: opts.cwd ?? process.cwd(),
       env: { ...process.env, KMSGW_CONFIG: '', ...opts.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: ['pipe', 'pipe', 'pipe'],
     });
+    // No input is an empty standard input, as before.
+    child.stdin.end(opts.input);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));

@@ -2,7 +2,6 @@
 // KEK then deleted, standing for a lost KMS), recovered with an age-keygen identity into a new store under a new
 // KEK, and unwrapped there. The gateway's own path (keys.recovery, add-recovery) is tested with the gateway.
 import { randomBytes } from 'node:crypto';
-import { spawn } from 'node:child_process';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -230,7 +229,10 @@ describe('kmsgw recover', () => {
     const fresh = await localKek(join(dir, 'new-kms', 'kek'));
     const outDir = join(dir, 'out');
     const args = ['recover', '--identity', '-', '--store', source.url, '--out', `file://${outDir}`, '--kek', fresh.uri];
-    const run = await kmsgwWithStdin([...args, '--id', 'three', 'missing', '--id', 'one'], await readFile(source.identity.file), dir);
+    const run = await kmsgw([...args, '--id', 'three', 'missing', '--id', 'one'], {
+      cwd: dir,
+      input: await readFile(source.identity.file),
+    });
     expect(run.code).toBe(1);
     expect(run.stdout).toBe(summary(2, 2, 0, 0, 0, 1));
     expect(run.stderr).toBe('failed missing: not in the source store\n');
@@ -280,21 +282,3 @@ describe('kmsgw recover', () => {
     expect(r.stderr).toBe(`kmsgw: --identity ${notAnIdentity}: identity 1 is not an age identity (AGE-SECRET-KEY-1…)\n`);
   });
 });
-
-/** The built CLI with `input` on its standard input (helpers/cli.ts gives none). */
-function kmsgwWithStdin(args: string[], input: Buffer, cwd: string): Promise<Run> {
-  return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [resolve(import.meta.dirname, '../../bin/kmsgw.js'), ...args], {
-      cwd,
-      env: { ...process.env, KMSGW_CONFIG: '' },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    child.on('error', fail);
-    child.on('close', (code) => done({ code, stdout, stderr }));
-    child.stdin.end(input);
-  });
-}
