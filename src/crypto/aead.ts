@@ -24,11 +24,20 @@ export function releaseDek(dek: Buffer): void {
   if (entry.key !== undefined) (loadAesGcm() as AesGcmAddon).release(entry.key);
 }
 
-/** The native key for a registered DEK used for `keyId@version`, made on first use; undefined: use node:crypto. */
-export function nativeKeyFor(dek: Buffer, keyId: string, version: number, aad: () => Buffer): NativeGcmKey | undefined {
+/**
+ * The native key for a registered DEK used for `keyId@version`, made on first use with the
+ * envelope AAD `aad` gives for them; undefined: use node:crypto. `aad` is a plain function (not a
+ * closure), so the ENC/DEC hot path allocates nothing here.
+ */
+export function nativeKeyFor(
+  dek: Buffer,
+  keyId: string,
+  version: number,
+  aad: (keyId: string, version: number) => Buffer,
+): NativeGcmKey | undefined {
   const entry = registered.get(dek);
   if (entry === undefined || entry.keyId !== keyId || entry.version !== version) return undefined;
-  entry.key ??= (loadAesGcm() as AesGcmAddon).createKey(dek, aad());
+  entry.key ??= (loadAesGcm() as AesGcmAddon).createKey(dek, aad(keyId, version));
   return entry.key;
 }
 

@@ -56,7 +56,7 @@ export function seal(params: SealParams, plaintext: Uint8Array, nonceSource: Non
   else if (nonceSource.length === NONCE_BYTES) out.set(nonceSource, 5);
   else throw new RangeError(`a nonce is ${NONCE_BYTES} bytes`);
   // A DEK the cache holds has native contexts with its key schedule set once (native/aesgcm.c).
-  const key = nativeKeyFor(params.dek, params.keyId, params.version, () => envelopeAad(params.keyId, params.version));
+  const key = nativeKeyFor(params.dek, params.keyId, params.version, envelopeAad);
   if (key !== undefined) {
     loadAesGcm()?.seal(key, out, plaintext, params.aad);
     return out;
@@ -85,7 +85,7 @@ export function open(params: SealParams, envelope: Uint8Array): Buffer {
   }
   const env = Buffer.from(envelope.buffer, envelope.byteOffset, envelope.length);
   const tagAt = env.length - TAG_BYTES;
-  const key = nativeKeyFor(params.dek, params.keyId, params.version, () => envelopeAad(params.keyId, params.version));
+  const key = nativeKeyFor(params.dek, params.keyId, params.version, envelopeAad);
   if (key !== undefined) {
     const body = Buffer.alloc(tagAt - ENVELOPE_HEADER_BYTES);
     if (loadAesGcm()?.open(key, env, body, params.aad) !== true) throw new GatewayError('DECRYPT_FAILED', 'envelope failed authentication');
