@@ -205,7 +205,9 @@ describe('no key material or payload in logs, errors, INFO/LIST or the audit log
       [`CREATE app/a`, 'EXISTS'],
       // (A KEK URI is metadata, logged and audited as given: a well-formed one carrying a secret is not tested.)
       [`CREATE app/b nope://kek`, 'BAD_REQUEST'],
-      [`CREATE app/c local:/${dekText}`, 'BAD_REQUEST'],
+      // A scheme the URI grammar refuses (`_`), so the secret after it is always in a malformed URI:
+      // `local:/${dekText}` became a well-formed `local://…` whenever the DEK's base64 began with '/'.
+      [`CREATE app/c lo_cal://${dekText}`, 'BAD_REQUEST'],
       [`ROTATE app/a local://missing-kek`, 'KMS_DENIED'],
       [`REWRAP app/a local://missing-kek`, 'KMS_DENIED'],
       ['DESTROY app/a@3', 'BAD_REQUEST'],
