@@ -1,0 +1,36 @@
+/**
+ * Vault's error shape: `{"errors":[...]}` with Vault's status codes, so KV v2 and Transit clients
+ * (pg_tde's curl calls, hvac) read kmsgw's failures as they read Vault's. The texts are fixed or
+ * kmsgw's own `GatewayError` texts: never a secret, a token or a raw SDK message.
+ */
+import type { ErrorCode } from '../protocol/errors.js';
+
+export interface VaultReply {
+  readonly status: number;
+  readonly body: unknown;
+}
+
+export function vaultError(status: number, ...errors: string[]): VaultReply {
+  return { status, body: { errors } };
+}
+
+/** Vault's status for each kmsgw error code. */
+export const STATUS_OF: Readonly<Record<ErrorCode, number>> = {
+  BAD_REQUEST: 400,
+  UNKNOWN_VERB: 405,
+  TOO_LARGE: 413,
+  NOT_FOUND: 404,
+  EXISTS: 400,
+  FORBIDDEN: 403,
+  DECRYPT_FAILED: 400,
+  KMS_DENIED: 503,
+  KMS_UNAVAILABLE: 503,
+  THROTTLED: 429,
+  STORE_UNAVAILABLE: 503,
+  INTERNAL: 500,
+};
+
+/** A kmsgw failure as Vault would answer it. */
+export function fromGateway(code: ErrorCode, text: string): VaultReply {
+  return vaultError(STATUS_OF[code], `${code.toLowerCase()}: ${text}`);
+}
