@@ -1,0 +1,111 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from '../log/logger.js';
+import { vaultError, type VaultReply } from './errors.js';
+import { route, type Mounts, type Route } from './routes.js';
+
+/** What the front door needs; the handlers behind routes come from the assembly. */
+export interface VaultServerOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly mounts: Mounts;
+  /** Largest request body in bytes; past it 413 in Vault's shape. @default 1048576 */
+  readonly maxBodyBytes?: number;
+  /** Answers one routed request (health and mount info are answered here). */
+  readonly handle?: (route: Route, body: unknown, token: string | undefined) => Promise<VaultReply>;
+  readonly log: Logger;
+}
+
+export interface VaultServer {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+const DEFAULT_MAX_BODY = 1024 * 1024;
+
+/** The Vault version kmsgw reports: clients check only that there is one. */
+const VERSION = '1.15.0+kmsgw';
+
+/**
+ * Starts the Vault-compatible HTTP listener (plain HTTP here; TLS comes from the assembly).
+ * Every failure is a Vault-shaped JSON reply; a handler's throw is a 500 and the server goes on.
+ */
+export async function startVaultServer(options: VaultServerOptions): Promise<VaultServer> {
+  const server: Server = createServer({ requestTimeout: 10_000, headersTimeout: 10_000, maxHeaderSize: 16 * 1024 }, (req, res) => {
+    void answer(req, options)
+      .catch((err: unknown) => {
+        options.log.warn({ err: (err as Error).message }, 'vault request failed');
+        return vaultError(500, 'internal error');
+      })
+      .then((reply) => send(res, reply, req.method === 'HEAD'));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((done) => {
+        server.close(() => done());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+async function answer(req: IncomingMessage, options: VaultServerOptions): Promise<VaultReply> {
+  const routed = route(req.method ?? 'GET', req.url ?? '/', options.mounts);
+  const body = await readBody(req, options.maxBodyBytes ?? DEFAULT_MAX_BODY);
+  if (typeof body === 'object' && body !== null && 'tooLarge' in body) return vaultError(413, 'request body too large');
+  if (body === INVALID) return vaultError(400, 'failed to parse JSON input');
+  if (routed.kind === 'none') return routed.status === 404 ? vaultError(404) : vaultError(405, 'unsupported operation');
+  if (routed.kind === 'health') {
+    return { status: 200, body: { initialized: true, sealed: false, standby: false, version: VERSION, cluster_name: 'kmsgw' } };
+  }
+  if (routed.kind === 'mount-info') {
+    const kv = options.mounts.kv.includes(routed.mount);
+    return {
+      status: 200,
+      body: { data: kv ? { type: 'kv', options: { version: '2' } } : { type: 'transit', options: null } },
+    };
+  }
+  if (options.handle === undefined) return vaultError(501, 'not implemented yet');
+  const token = req.headers['x-vault-token'];
+  return options.handle(routed, body, typeof token === 'string' ? token : undefined);
+}
+
+const INVALID = Symbol('invalid JSON');
+
+/** The JSON body (undefined when empty), INVALID, or `{ tooLarge }` past the cap (the rest is not read). */
+async function readBody(req: IncomingMessage, max: number): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > max) {
+      req.destroy();
+      return { tooLarge: true };
+    }
+    chunks.push(chunk);
+  }
+  if (size === 0) return undefined;
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+  } catch {
+    return INVALID;
+  }
+}
+
+function send(res: ServerResponse, reply: VaultReply, head: boolean): void {
+  if (res.destroyed) return;
+  const text = reply.status === 204 ? '' : JSON.stringify(reply.body);
+  res.writeHead(reply.status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+  });
+  res.end(head ? undefined : text);
+}
