@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { AdapterSettingsSchema } from '../../adapters/settings.js';
 import { DEFAULT_DATA_DIR, DEFAULT_SOCKET_PATH } from './defaults.js';
 import { KeyStoreSettingsSchema } from '../keystore/settings.js';
-import { listenProblem } from '../ops/listen.js';
+import { listenProblem, vaultListenProblem } from '../ops/listen.js';
 import { KekGlobSchema, matchesAny } from '../policy/glob.js';
 import { defaultKeks } from '../keys/kek-order.js';
 import { REVOCATION_MODES } from '../keys/kek-order.js';
@@ -249,6 +249,45 @@ export const ConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * The Vault-compatible HTTP front door (docs/vault-api.md): KV v2 and Transit for pg_tde and Vault
+     * clients. Off unless `listen` is set. TLS 1.3 with `listen.tls`'s certificate, or plain HTTP only
+     * with `insecure: true` on a loopback address.
+     */
+    vault: z
+      .object({
+        /** `host:port`; absent: no front door. */
+        listen: z.string().optional(),
+        /** Must be true to serve plain HTTP (loopback only): an explicit acknowledgement, as for `listen.tcp`. */
+        insecure: z.boolean().default(false),
+        mounts: z
+          .object({
+            /** KV v2 mount names served. */
+            kv: z.array(z.string().regex(/^[A-Za-z0-9_-]{1,64}$/)).default(['secret']),
+            /** The Transit mount; null: no Transit. */
+            transit: z
+              .string()
+              .regex(/^[A-Za-z0-9_-]{1,64}$/)
+              .nullable()
+              .default('transit'),
+          })
+          .strict()
+          .prefault({}),
+        /** kmsgw key id prefix of Transit keys, so the same key is usable from the line protocol. */
+        transitPrefix: z
+          .string()
+          .regex(/^[A-Za-z0-9._\-/:]{0,64}$/)
+          .default('transit/'),
+        /** Largest request body in bytes. */
+        maxBodyBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .max(64 * 1024 * 1024)
+          .default(1024 * 1024),
+      })
+      .strict()
+      .prefault({}),
     /** Who may use which key. Absent: every client may do everything (the development default; a warning is logged). */
     policy: PolicySchema.optional(),
     audit: z
@@ -308,6 +347,11 @@ export const ConfigSchema = z
   })
   .strict()
   .superRefine((config, ctx) => {
+    const vault = config.vault;
+    if (vault.listen !== undefined) {
+      const problem = vaultListenProblem(vault.listen, vault.insecure, config.listen.tls !== undefined);
+      if (problem !== undefined) ctx.addIssue({ code: 'custom', path: ['vault', 'listen'], message: problem });
+    }
     const { allowedKeks } = config.keys;
     for (const defaultKek of defaultKeks(config.keys.defaultKek)) {
       if (defaultKek.startsWith('local://') && !config.kms.adapters.local.enabled) {

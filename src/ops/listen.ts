@@ -19,3 +19,15 @@ export function listenProblem(listen: string, allowRemote: boolean): string | un
   if (allowRemote || isLoopback(host)) return undefined;
   return `ops.listen host ${host} is not a loopback address: the ops endpoints are not authenticated; set ops.allowRemote: true to serve them there`;
 }
+
+/** Why `vault.listen` may not be used: plain HTTP only when acknowledged and on loopback, else TLS needs `listen.tls`. */
+export function vaultListenProblem(listen: string, insecure: boolean, tls: boolean): string | undefined {
+  let host: string;
+  try {
+    host = parseListen(listen).host;
+  } catch (err) {
+    return (err as Error).message.replace('ops.listen', 'vault.listen');
+  }
+  if (insecure) return isLoopback(host) ? undefined : `vault.insecure serves plain HTTP: only on a loopback address, not ${host}`;
+  return tls ? undefined : 'vault.listen needs TLS: configure listen.tls (cert, key, ca), or vault.insecure: true on a loopback address';
+}
