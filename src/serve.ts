@@ -1,3 +1,7 @@
+/*
+ * Over 300 lines because it is the assembly: every part is built and started here in start-up
+ * order, and torn down in the reverse order on failure and at close; split, that order would scatter.
+ */
 import { mkdir, readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { AdapterRegistry, DEFAULT_LOADERS, kekScheme, type AdapterLoader } from '../adapters/registry.js';
@@ -20,6 +24,8 @@ import type { KeyStore } from './keystore/key-store.js';
 import { createLogger, type Logger } from './log/logger.js';
 import { Executor } from './pipeline/execute.js';
 import { Pipeline } from './pipeline/pipeline.js';
+import { startFrontDoor } from './vault/front-door.js';
+import type { VaultServer } from './vault/server.js';
 import { SwappableAccess } from './policy/holder.js';
 import { Policy } from './policy/policy.js';
 import { Listener } from './server/listener.js';
@@ -67,6 +73,8 @@ export interface RunningGateway {
   readiness(): Readiness;
   /** This gateway's metrics (`metrics.registry` is its prom-client registry, served on `/metrics`). */
   readonly metrics: GatewayMetrics;
+  /** The Vault-compatible front door (`vault.listen`), when configured. */
+  readonly vault: VaultServer | undefined;
   /** The ops HTTP listener (`ops.listen`), when configured. */
   readonly ops: OpsServer | undefined;
   /**
@@ -213,6 +221,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     await audit?.close();
     throw err;
   }
+  const frontDoor = await startFrontDoor(config, pipeline, log);
   const serving = listener;
   metrics.attach({
     cache: deks.cache,
@@ -272,12 +281,14 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     warmed,
     readiness: () => readiness(),
     metrics,
+    vault: frontDoor,
     get ops() {
       return ops?.current;
     },
     close() {
       closing ??= (async () => {
         await ops?.close();
+        await frontDoor?.close();
         await canary.stop();
         await serving.close(config.limits.shutdownGraceMs);
         try {

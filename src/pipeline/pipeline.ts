@@ -63,17 +63,24 @@ export class Session {
     private readonly options: PipelineOptions,
   ) {}
 
-  handle(line: string): Reply {
+  /**
+   * Runs one request line. `into`, when given, receives the request's trace (the key version it
+   * used): the Vault front door reads `vault:v<N>:` from it instead of parsing the reply.
+   */
+  handle(line: string, into?: RequestTrace): Reply {
     const observer = this.options.observer;
     const meter = this.options.meter;
-    if (observer === undefined) return meter === undefined ? this.run(line, undefined) : this.metered(line, meter);
+    if (observer === undefined) {
+      const trace = into === undefined ? undefined : Object.assign(into, { verb: '-' });
+      return meter === undefined ? this.run(line, trace) : this.metered(line, meter, trace);
+    }
     const started = performance.now();
     if (!observer.available) {
       const refused = failure('INTERNAL', 'audit log unavailable; requests are refused');
       meter?.('unknown', 'INTERNAL', (performance.now() - started) / 1000, 1);
       return refused;
     }
-    const trace: Trace = { verb: '-' };
+    const trace: Trace = into === undefined ? { verb: '-' } : Object.assign(into, { verb: '-' });
     const recorded = (outcome: Outcome): Outcome => {
       const latency = performance.now() - started;
       observer.record({
@@ -98,10 +105,10 @@ export class Session {
    * the clock only when sampled; one that waits is timed from when `run` handed back its promise
    * (unless sampled: from the start), its synchronous part being microseconds against a KMS call.
    */
-  private metered(line: string, meter: RequestMeter): Reply {
+  private metered(line: string, meter: RequestMeter, trace: Trace | undefined): Reply {
     const sampled = (this.meterTicks++ & (SYNC_SAMPLE - 1)) === 0;
     const started = sampled ? performance.now() : 0;
-    const reply = this.run(line, undefined);
+    const reply = this.run(line, trace);
     const verb = this.verb;
     if (reply instanceof Promise) {
       const from = sampled ? started : performance.now();

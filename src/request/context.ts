@@ -1,7 +1,7 @@
 import type { ErrorCode } from '../protocol/errors.js';
 
 /** How a client reached the gateway; `internal` is an in-process caller (embedding, benchmarks). */
-export type Transport = 'unix' | 'tcp' | 'tls' | 'internal';
+export type Transport = 'unix' | 'tcp' | 'tls' | 'vault' | 'internal';
 
 /** What the transport tells about a client, before any AUTH line. */
 export interface ClientIdentity {

@@ -1,0 +1,43 @@
+import { ConfigError } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../log/logger.js';
+import type { Pipeline } from '../pipeline/pipeline.js';
+import { parseListen } from '../ops/listen.js';
+import { vaultError, type VaultReply } from './errors.js';
+import type { Route } from './routes.js';
+import { startVaultServer, type VaultServer } from './server.js';
+import { transit } from './transit.js';
+
+/**
+ * The front door as the gateway runs it (`vault.*`): each request gets its own pipeline session,
+ * authenticated by its `X-Vault-Token` as `AUTH` would be, so policy and audit apply unchanged.
+ * Undefined when `vault.listen` is not set.
+ */
+export async function startFrontDoor(config: Config, pipeline: Pipeline, log: Logger): Promise<VaultServer | undefined> {
+  const vault = config.vault;
+  if (vault.listen === undefined) return undefined;
+  if (!vault.insecure)
+    throw new ConfigError('vault.listen: TLS for the Vault front door is not built yet; use vault.insecure: true on loopback');
+  const { host, port } = parseListen(vault.listen);
+  const handle = async (route: Route, body: unknown, token: string | undefined): Promise<VaultReply> => {
+    const session = pipeline.open({ transport: 'vault' });
+    if (token !== undefined) {
+      if (!/^[\x21-\x7e]{1,512}$/.test(token)) return vaultError(403, 'permission denied');
+      const auth = await session.handle(`AUTH ${token}`);
+      // Without a policy there is nothing to authenticate against (the development default).
+      if (!auth.ok && auth.code === 'FORBIDDEN') return vaultError(403, 'permission denied');
+    }
+    if (route.kind.startsWith('transit-')) return transit(route as Parameters<typeof transit>[0], body, session, vault.transitPrefix);
+    return vaultError(501, 'KV v2 is not implemented yet');
+  };
+  const server = await startVaultServer({
+    host,
+    port,
+    mounts: { kv: vault.mounts.kv, transit: vault.mounts.transit ?? undefined },
+    maxBodyBytes: vault.maxBodyBytes,
+    handle,
+    log,
+  });
+  log.info({ host, port: server.port }, 'Vault-compatible front door listening (plain HTTP, loopback)');
+  return server;
+}
