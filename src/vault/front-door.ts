@@ -1,3 +1,5 @@
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { ConfigError } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
@@ -13,11 +15,16 @@ import { transit } from './transit.js';
  * authenticated by its `X-Vault-Token` as `AUTH` would be, so policy and audit apply unchanged.
  * Undefined when `vault.listen` is not set.
  */
-export async function startFrontDoor(config: Config, pipeline: Pipeline, log: Logger): Promise<VaultServer | undefined> {
+export async function startFrontDoor(config: Config, pipeline: Pipeline, log: Logger, baseDir: string): Promise<VaultServer | undefined> {
   const vault = config.vault;
   if (vault.listen === undefined) return undefined;
-  if (!vault.insecure)
-    throw new ConfigError('vault.listen: TLS for the Vault front door is not built yet; use vault.insecure: true on loopback');
+  const files = config.listen.tls;
+  // The config already refuses a plain listener that is not acknowledged and on loopback.
+  if (!vault.insecure && files === undefined) throw new ConfigError('vault.listen needs listen.tls, or vault.insecure on loopback');
+  const tls =
+    vault.insecure || files === undefined
+      ? undefined
+      : { cert: await readFile(resolve(baseDir, files.cert)), key: await readFile(resolve(baseDir, files.key)) };
   const { host, port } = parseListen(vault.listen);
   const handle = async (route: Route, body: unknown, token: string | undefined): Promise<VaultReply> => {
     const session = pipeline.open({ transport: 'vault' });
@@ -37,7 +44,8 @@ export async function startFrontDoor(config: Config, pipeline: Pipeline, log: Lo
     maxBodyBytes: vault.maxBodyBytes,
     handle,
     log,
+    ...(tls === undefined ? {} : { tls }),
   });
-  log.info({ host, port: server.port }, 'Vault-compatible front door listening (plain HTTP, loopback)');
+  log.info({ host, port: server.port, tls: tls !== undefined }, 'Vault-compatible front door listening');
   return server;
 }

@@ -1,4 +1,5 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log/logger.js';
 import { vaultError, type VaultReply } from './errors.js';
@@ -9,6 +10,8 @@ export interface VaultServerOptions {
   readonly host: string;
   readonly port: number;
   readonly mounts: Mounts;
+  /** TLS 1.3 with this certificate; absent: plain HTTP (the assembly allows it on loopback only). */
+  readonly tls?: { readonly cert: Buffer; readonly key: Buffer };
   /** Largest request body in bytes; past it 413 in Vault's shape. @default 1048576 */
   readonly maxBodyBytes?: number;
   /** Answers one routed request (health and mount info are answered here). */
@@ -31,14 +34,19 @@ const VERSION = '1.15.0+kmsgw';
  * Every failure is a Vault-shaped JSON reply; a handler's throw is a 500 and the server goes on.
  */
 export async function startVaultServer(options: VaultServerOptions): Promise<VaultServer> {
-  const server: Server = createServer({ requestTimeout: 10_000, headersTimeout: 10_000, maxHeaderSize: 16 * 1024 }, (req, res) => {
+  const listener: RequestListener = (req, res) => {
     void answer(req, options)
       .catch((err: unknown) => {
         options.log.warn({ err: (err as Error).message }, 'vault request failed');
         return vaultError(500, 'internal error');
       })
       .then((reply) => send(res, reply, req.method === 'HEAD'));
-  });
+  };
+  const http = { requestTimeout: 10_000, headersTimeout: 10_000, maxHeaderSize: 16 * 1024 };
+  const server: Server =
+    options.tls === undefined
+      ? createServer(http, listener)
+      : createTlsServer({ ...http, cert: options.tls.cert, key: options.tls.key, minVersion: 'TLSv1.3' }, listener);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, options.host, () => {
