@@ -221,7 +221,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     await audit?.close();
     throw err;
   }
-  const frontDoor = await startFrontDoor(config, pipeline, log, baseDir);
+  const frontDoor = await startFrontDoor(config, pipeline, keys, log, baseDir);
   const serving = listener;
   metrics.attach({
     cache: deks.cache,

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { ConfigError } from '../config/load.js';
 import type { Config } from '../config/schema.js';
+import type { KeyService } from '../keys/key-service.js';
 import type { Logger } from '../log/logger.js';
 import type { Pipeline } from '../pipeline/pipeline.js';
 import { parseListen } from '../ops/listen.js';
@@ -15,7 +16,13 @@ import { transit } from './transit.js';
  * authenticated by its `X-Vault-Token` as `AUTH` would be, so policy and audit apply unchanged.
  * Undefined when `vault.listen` is not set.
  */
-export async function startFrontDoor(config: Config, pipeline: Pipeline, log: Logger, baseDir: string): Promise<VaultServer | undefined> {
+export async function startFrontDoor(
+  config: Config,
+  pipeline: Pipeline,
+  keys: Pick<KeyService, 'info'>,
+  log: Logger,
+  baseDir: string,
+): Promise<VaultServer | undefined> {
   const vault = config.vault;
   if (vault.listen === undefined) return undefined;
   const files = config.listen.tls;
@@ -34,7 +41,8 @@ export async function startFrontDoor(config: Config, pipeline: Pipeline, log: Lo
       // Without a policy there is nothing to authenticate against (the development default).
       if (!auth.ok && auth.code === 'FORBIDDEN') return vaultError(403, 'permission denied');
     }
-    if (route.kind.startsWith('transit-')) return transit(route as Parameters<typeof transit>[0], body, session, vault.transitPrefix);
+    if (route.kind.startsWith('transit-'))
+      return transit(route as Parameters<typeof transit>[0], body, session, vault.transitPrefix, (id) => keys.info(id));
     return vaultError(501, 'KV v2 is not implemented yet');
   };
   const server = await startVaultServer({

@@ -1,5 +1,6 @@
 import { randomFillSync } from 'node:crypto';
 import { withSecrets } from '../crypto/secret.js';
+import type { KeyInfo } from '../keys/versions.js';
 import type { Session } from '../pipeline/pipeline.js';
 import type { Outcome } from '../protocol/reply.js';
 import type { RequestTrace } from '../request/context.js';
@@ -34,7 +35,13 @@ function base64Field(value: unknown, name: string): string | ItemResult {
  * pipeline session (so policy, audit and metrics apply as for the line protocol), and the
  * ciphertext is `vault:v<N>:<envelope>` with N the DEK version the session's trace reports.
  */
-export async function transit(route: TransitRoute, body: unknown, session: Session, prefix: string): Promise<VaultReply> {
+export async function transit(
+  route: TransitRoute,
+  body: unknown,
+  session: Session,
+  prefix: string,
+  describe: (keyId: string) => Promise<KeyInfo>,
+): Promise<VaultReply> {
   const id = `${prefix}${route.key}`;
   const input = (typeof body === 'object' && body !== null ? body : {}) as Item & { batch_input?: unknown };
   switch (route.kind) {
@@ -60,8 +67,12 @@ export async function transit(route: TransitRoute, body: unknown, session: Sessi
       const outcome = await session.handle(`ROTATE ${id}`);
       return outcome.ok ? { status: 204, body: null } : fromGateway(outcome.code, outcome.text);
     }
-    case 'transit-key':
-      return vaultError(501, 'reading a transit key is not implemented yet');
+    case 'transit-key': {
+      // INFO on the session is the policy check and the audit record; the typed record comes from the key service.
+      const allowed = await session.handle(`INFO ${id}`);
+      if (!allowed.ok) return fromGateway(allowed.code, allowed.text);
+      return { status: 200, body: { data: transitKey(route.key, await describe(id)) } };
+    }
   }
 }
 
@@ -114,4 +125,24 @@ function datakey(session: Session, id: string, withPlaintext: boolean): Promise<
     if (!r.ok) return r.error;
     return { status: 200, body: { data: { ...r.data, ...(withPlaintext ? { plaintext } : {}) } } };
   });
+}
+
+/** A kmsgw key as Vault's `GET transit/keys/<k>` shows one: versions by creation time, the newest used to encrypt. */
+function transitKey(name: string, info: KeyInfo): Record<string, unknown> {
+  const enabled = info.versions.filter((v) => v.state === 'enabled');
+  return {
+    name,
+    type: 'aes256-gcm96',
+    keys: Object.fromEntries(enabled.map((v) => [String(v.version), Math.floor(Date.parse(v.created) / 1000)])),
+    latest_version: info.primary,
+    min_decryption_version: enabled[0]?.version ?? null,
+    min_encryption_version: 0,
+    deletion_allowed: false,
+    exportable: false,
+    derived: false,
+    supports_encryption: true,
+    supports_decryption: true,
+    supports_derivation: false,
+    supports_signing: false,
+  };
 }

@@ -20,7 +20,7 @@ async function frontDoor() {
       json: (res.status === 204 ? null : await res.json()) as { data?: Record<string, unknown>; errors?: string[] },
     };
   };
-  return { gw, post };
+  return { gw, post, port };
 }
 
 describe('Vault Transit through the front door', () => {
@@ -41,7 +41,7 @@ describe('Vault Transit through the front door', () => {
   });
 
   it('rotates, rewraps to the newest version, answers batches item by item, and makes data keys', async () => {
-    const { post } = await frontDoor();
+    const { post, port } = await frontDoor();
     const v1 = (await post('encrypt/k', { plaintext: b64('x') })).json.data?.['ciphertext'] as string;
     expect((await post('keys/k/rotate', {})).status).toBe(204);
     const rewrapped = await post('rewrap/k', { ciphertext: v1 });
@@ -56,6 +56,8 @@ describe('Vault Transit through the front door', () => {
     const opened = await post('decrypt/k', { ciphertext: dk.json.data?.['ciphertext'] });
     expect(opened.json.data?.['plaintext']).toBe(dk.json.data?.['plaintext']);
     expect((await post('datakey/wrapped/k', {})).json.data?.['plaintext']).toBeUndefined();
+    const res = await fetch(`http://127.0.0.1:${port}/v1/transit/keys/k`, { headers: { 'X-Vault-Token': 'dev' } });
+    expect(await res.json()).toMatchObject({ data: { name: 'k', type: 'aes256-gcm96', latest_version: 2, min_decryption_version: 1 } });
     expect((await post('encrypt/k', { plaintext: b64('x'), context: b64('c') })).json.errors).toEqual([
       'context is not supported: kmsgw has no derived keys',
     ]);
