@@ -25,6 +25,7 @@ import { createLogger, type Logger } from './log/logger.js';
 import { Executor } from './pipeline/execute.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { startFrontDoor } from './vault/front-door.js';
+import { Secrets } from './kv/secrets.js';
 import type { VaultServer } from './vault/server.js';
 import { SwappableAccess } from './policy/holder.js';
 import { Policy } from './policy/policy.js';
@@ -221,7 +222,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     await audit?.close();
     throw err;
   }
-  const frontDoor = await startFrontDoor(config, pipeline, keys, log, baseDir);
+  const frontDoor = await startFrontDoor(config, pipeline, keys, new Secrets(keys, deks, store), log, baseDir);
   const serving = listener;
   metrics.attach({
     cache: deks.cache,

@@ -2,7 +2,8 @@ import type { Command } from 'commander';
 import { writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { DEFAULT_CONFIG_FILE } from '../config/defaults.js';
-import { VERBS, type Verb } from '../protocol/parser.js';
+import { VERBS } from '../protocol/parser.js';
+import { KV_VERBS, type Permission } from '../policy/types.js';
 import { AlreadyReported, UsageError } from './errors.js';
 
 /** Shortest token `policy hash-token` accepts: failed AUTH is limited per connection, not per address. */
@@ -74,7 +75,7 @@ export function addServerCommands(program: Command): void {
       const { loadConfig } = await import('../config/load.js');
       const { Policy } = await import('../policy/policy.js');
       const verb = verbText.toUpperCase();
-      if (!isVerb(verb)) throw new UsageError(`verb must be one of ${VERBS.join(' ')}`);
+      if (!isVerb(verb)) throw new UsageError(`verb must be one of ${PERMISSIONS.join(' ')}`);
       const { config, file } = await loadConfig(opts.config);
       const { kekAllowList } = await import('../keys/key-service.js');
       const decision =
@@ -176,6 +177,8 @@ async function serve(configFile: string | undefined): Promise<void> {
   await stopped;
 }
 
-function isVerb(text: string): text is Verb {
-  return (VERBS as readonly string[]).includes(text);
+const PERMISSIONS: readonly Permission[] = [...VERBS, ...KV_VERBS];
+
+function isVerb(text: string): text is Permission {
+  return (PERMISSIONS as readonly string[]).includes(text);
 }

@@ -213,6 +213,42 @@ export class KeyService {
     });
   }
 
+  /**
+   * Adds a version under the default KEKs whose record `fill` completes from the new DEK, in
+   * the same compare-and-swap: a KV v2 secret version is stored with its value sealed under its
+   * own DEK, or not at all. `next` numbers the version from the current record, or throws.
+   */
+  append(
+    keyId: string,
+    next: (current: KeyRecord | undefined) => number,
+    fill: (record: KeyRecord, version: number, dek: Buffer) => KeyRecord,
+  ): Promise<MadeVersion> {
+    const keks = this.options.defaultKeks;
+    this.assertUsable(keks);
+    return this.exclusive(keyId, async () => {
+      const { made } = await this.addVersion(keyId, keks, next, fill);
+      return { version: made as number, keks };
+    });
+  }
+
+  /**
+   * Destroys every version at once (crypto-shred: no wrapped DEK, recovery copy or sealed
+   * value is left) and lets `mark` note it in the record. Resolves with the versions destroyed.
+   */
+  shred(keyId: string, mark: (record: KeyRecord) => KeyRecord): Promise<number> {
+    return this.exclusive(keyId, async () => {
+      let destroyed: number[] = [];
+      await this.store.update(keyId, (record) => {
+        if (!record) throw new GatewayError('NOT_FOUND', 'no such key');
+        destroyed = record.versions.filter((v) => v.state === 'enabled').map((v) => v.version);
+        return mark({ ...record, versions: record.versions.map((v) => (v.state === 'enabled' ? destroyedVersion(v) : v)) });
+      });
+      for (const version of destroyed) this.deks.evict(keyId, version);
+      this.log.info({ keyId, versions: destroyed }, 'every key version destroyed');
+      return destroyed.length;
+    });
+  }
+
   /** Seals versions made from now on to these age recipients (a reload of `keys.recovery`). */
   setRecovery(recipients: readonly string[]): void {
     this.recovery = [...recipients];
@@ -262,6 +298,7 @@ export class KeyService {
     keyId: string,
     keks: readonly string[] | ((current: KeyRecord) => readonly string[]),
     next: (current: KeyRecord | undefined) => number | undefined,
+    fill?: (record: KeyRecord, version: number, dek: Buffer) => KeyRecord,
   ): Promise<{ record: KeyRecord; made: number | undefined }> {
     return withSecrets(async (scope) => {
       let made: { version: number; dek: Buffer; keks: readonly string[] } | undefined;
@@ -283,7 +320,8 @@ export class KeyService {
         const recipients = this.recovery;
         const recovery = recipients.length > 0 ? { recovery: await sealForRecovery(fresh.dek, recipients) } : {};
         made = { version, dek: fresh.dek, keks: fresh.record.wraps.map((w) => w.kek) };
-        return { ...base, versions: [...base.versions, { ...fresh.record, ...recovery, encryptions: this.firstBlock.to }] };
+        const added = { ...base, versions: [...base.versions, { ...fresh.record, ...recovery, encryptions: this.firstBlock.to }] };
+        return fill === undefined ? added : fill(added, version, fresh.dek);
       });
       if (record === undefined) throw new GatewayError('NOT_FOUND', 'no such key');
       if (made === undefined) return { record, made: undefined };

@@ -205,9 +205,9 @@ export function pickVersion(record: KeyRecord, ref: KeyRef, purpose: Purpose): n
   return found.version;
 }
 
-/** A version after DESTROY: its wrapped DEKs, recovery copy and commitment tag gone for good. */
+/** A version after DESTROY: its wrapped DEKs, recovery copy, commitment tag and KV value gone for good. */
 export function destroyedVersion(v: VersionRecord): VersionRecord {
-  const { pending: _pending, recovery: _recovery, ...rest } = v;
+  const { pending: _pending, recovery: _recovery, value: _value, ...rest } = v;
   return { ...rest, wraps: [], commit: null, state: 'destroyed', destroyed: new Date().toISOString() };
 }
 

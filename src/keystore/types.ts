@@ -52,6 +52,8 @@ export const VersionRecordSchema = z
     destroyed: z.string().optional(),
     /** Encryptions reserved for this DEK (an upper bound of ENC calls made with it). */
     encryptions: z.number().int().min(0).optional(),
+    /** A KV v2 secret version: its JSON data sealed under this version's DEK (envelope, base64); gone once destroyed. */
+    value: b64.min(1).optional(),
   })
   .strict();
 
@@ -72,12 +74,29 @@ const VersionRecordV1Schema = z
   })
   .strict();
 
+/** What makes a record a KV v2 secret (the Vault front door): Vault's metadata, never a value. */
+export const KvMetaSchema = z
+  .object({
+    /** Writes must name the current version (`options.cas`). */
+    casRequired: z.boolean(),
+    /** Versions kept with their value; older ones are destroyed (crypto-shredded) on write. */
+    maxVersions: z.number().int().min(1).max(1000),
+    customMetadata: z.record(z.string().max(128), z.string().max(512)),
+    updated: z.string(),
+    /** Set when the secret was deleted with all its versions; nothing can be read from it since. */
+    deleted: z.string().optional(),
+  })
+  .strict();
+export type KvMeta = z.infer<typeof KvMetaSchema>;
+
 const KeyRecordV2Schema = z
   .object({
     format: z.literal(RECORD_FORMAT),
     id: z.string().min(1).max(256),
     created: z.string(),
     versions: z.array(VersionRecordSchema).min(1),
+    /** Present for a KV v2 secret: each version's `value` is one secret version. */
+    kv: KvMetaSchema.optional(),
   })
   .strict();
 

@@ -1,6 +1,6 @@
-import type { AccessControl } from '../policy/types.js';
+import type { AccessControl, KvVerb } from '../policy/types.js';
 import { parseRequest, type Command, type Verb } from '../protocol/parser.js';
-import { failure, success, type Outcome, type Reply } from '../protocol/reply.js';
+import { failure, failureFrom, success, type Outcome, type Reply, type Result } from '../protocol/reply.js';
 import { describeClient, type ClientIdentity, type RequestContext, type RequestObserver, type RequestTrace } from '../request/context.js';
 import type { Executor } from './execute.js';
 import { RequestOrder, type Access } from './ordering.js';
@@ -98,6 +98,45 @@ export class Session {
     };
     const reply = this.run(line, trace);
     return reply instanceof Promise ? reply.then(recorded) : recorded(reply);
+  }
+
+  /**
+   * Runs an operation that is no protocol line (the Vault front door's KV v2) under the lines'
+   * rules: refused while the audit log is unavailable, allowed only if a grant names `verb` on
+   * `keyId`, then audited and metered as `verb`. `run` fails by throwing a `GatewayError`, and
+   * may note the version it used in the trace.
+   */
+  async perform<T>(verb: KvVerb, keyId: string, run: (trace: RequestTrace) => Promise<T>): Promise<Result<T>> {
+    const { observer, meter, access } = this.options;
+    const started = performance.now();
+    if (observer !== undefined && !observer.available) {
+      meter?.('unknown', 'INTERNAL', (performance.now() - started) / 1000, 1);
+      return failure('INTERNAL', 'audit log unavailable; requests are refused');
+    }
+    const trace: RequestTrace = { keyId };
+    let result: Result<T>;
+    if (access !== undefined && !access.authorize(this.ctx.client, verb, keyId)) {
+      result = failure('FORBIDDEN', `not allowed to ${verb} this secret`);
+    } else {
+      try {
+        result = { ok: true, value: await run(trace) };
+      } catch (err) {
+        result = failureFrom(err);
+      }
+    }
+    const latency = performance.now() - started;
+    const code = result.ok ? 'OK' : result.code;
+    observer?.record({
+      time: new Date().toISOString(),
+      client: describeClient(this.ctx),
+      verb,
+      keyId,
+      ...(trace.version !== undefined ? { version: trace.version } : {}),
+      outcome: code,
+      latencyMs: Math.round(latency * 1000) / 1000,
+    });
+    meter?.(verb, code, latency / 1000, 1);
+    return result;
   }
 
   /**

@@ -1,6 +1,5 @@
-import type { Verb } from '../protocol/parser.js';
 import type { ClientIdentity } from '../request/context.js';
-import type { AccessControl, AuthResult } from './types.js';
+import type { AccessControl, AuthResult, Permission } from './types.js';
 
 /**
  * The access control the Pipeline and the Executor ask, whose policy a reload swaps at once.
@@ -26,7 +25,7 @@ export class SwappableAccess implements AccessControl {
     return this.target.authenticate(token, identity, connection);
   }
 
-  authorize(client: string | undefined, verb: Verb, keyId: string | undefined, kek?: string): boolean {
+  authorize(client: string | undefined, verb: Permission, keyId: string | undefined, kek?: string): boolean {
     return this.target.authorize(client, verb, keyId, kek);
   }
 }

@@ -1,13 +1,13 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
-import { ADMIN_VERBS, DATA_VERBS, type Verb } from '../protocol/parser.js';
+import { ADMIN_VERBS, DATA_VERBS } from '../protocol/parser.js';
 import type { ClientIdentity } from '../request/context.js';
 import { AuthFailures } from './auth-failures.js';
 import { globToRegExp, KekGlobSchema, matchesAny } from './glob.js';
-import type { AccessControl, AuthResult } from './types.js';
+import { KV_VERBS, type AccessControl, type AuthResult, type Permission } from './types.js';
 
 /** Verbs a grant may name; `admin` stands for every admin verb. */
-export const GRANT_VERBS = [...DATA_VERBS, ...ADMIN_VERBS, 'admin'] as const;
+export const GRANT_VERBS = [...DATA_VERBS, ...ADMIN_VERBS, ...KV_VERBS, 'admin'] as const;
 
 const TOKEN_HASH_RE = /^sha256:[0-9a-f]{64}$/;
 
@@ -71,7 +71,7 @@ export function hashToken(token: string): string {
 }
 
 interface CompiledGrant {
-  readonly verbs: ReadonlySet<Verb>;
+  readonly verbs: ReadonlySet<Permission>;
   readonly keys: readonly RegExp[];
   /** Absent: the grant names no KEKs of its own. */
   readonly keks: ((kek: string) => boolean) | undefined;
@@ -127,7 +127,7 @@ export class Policy implements AccessControl {
       certs: new Set(c.match.certs),
       tokenHashes: c.match.tokens.map((t) => Buffer.from(t.slice('sha256:'.length), 'hex')),
       grants: c.grants.map((g) => ({
-        verbs: new Set(g.verbs.flatMap((v) => (v === 'admin' ? [...ADMIN_VERBS] : [v as Verb]))),
+        verbs: new Set(g.verbs.flatMap((v) => (v === 'admin' ? [...ADMIN_VERBS] : [v as Permission]))),
         keys: g.keys.map(globToRegExp),
         keks: g.keks && matchesAny(g.keks),
         source: { verbs: g.verbs, keys: g.keys, keks: g.keks },
@@ -162,12 +162,12 @@ export class Policy implements AccessControl {
     return { ok: false, reason: 'denied' };
   }
 
-  authorize(client: string | undefined, verb: Verb, keyId: string | undefined, kek?: string): boolean {
+  authorize(client: string | undefined, verb: Permission, keyId: string | undefined, kek?: string): boolean {
     return this.explain(client, verb, keyId, kek).allowed;
   }
 
   /** The decision with its reason, for `kmsgw policy check`. */
-  explain(client: string | undefined, verb: Verb, keyId: string | undefined, kek?: string): Decision {
+  explain(client: string | undefined, verb: Permission, keyId: string | undefined, kek?: string): Decision {
     if (verb === 'PING' || verb === 'AUTH') return { allowed: true, reason: `${verb} is always allowed` };
     if (client === undefined) return { allowed: false, reason: 'the connection is not a known client (default deny)' };
     const c = this.clients.find((x) => x.name === client);

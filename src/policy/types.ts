@@ -1,6 +1,13 @@
 import type { Verb } from '../protocol/parser.js';
 import type { ClientIdentity } from '../request/context.js';
 
+/** What the Vault front door's KV v2 does to a secret at `kv/<mount>/<path>`: no protocol verb, a grant only. */
+export const KV_VERBS = ['KVREAD', 'KVWRITE', 'KVLIST', 'KVDELETE'] as const;
+export type KvVerb = (typeof KV_VERBS)[number];
+
+/** Anything a grant may allow: a protocol verb or a KV operation. */
+export type Permission = Verb | KvVerb;
+
 /** Outcome of `AUTH <token>`. */
 export type AuthResult =
   { readonly ok: true; readonly client: string } | { readonly ok: false; readonly reason: 'denied' | 'rate-limited' };
@@ -21,5 +28,5 @@ export interface AccessControl {
    * May `client` use `verb` on `keyId` (undefined for LIST, which is filtered per id), naming
    * `kek` (CREATE, ROTATE and REWRAP with a KEK URI)?
    */
-  authorize(client: string | undefined, verb: Verb, keyId: string | undefined, kek?: string): boolean;
+  authorize(client: string | undefined, verb: Permission, keyId: string | undefined, kek?: string): boolean;
 }

@@ -5,8 +5,17 @@ import { toGatewayError, type ErrorCode } from './errors.js';
  * at the connection (`formatReply`), and the audit record reads `code` from
  * here, never from the text.
  */
-export type Outcome =
-  { readonly ok: true; readonly payload: string } | { readonly ok: false; readonly code: ErrorCode; readonly text: string };
+export type Outcome = { readonly ok: true; readonly payload: string } | Failure;
+
+/** A refusal or an error, with its code: the same for every kind of caller. */
+export interface Failure {
+  readonly ok: false;
+  readonly code: ErrorCode;
+  readonly text: string;
+}
+
+/** A typed result for callers that are not the line protocol (the Vault front door's KV v2). */
+export type Result<T> = { readonly ok: true; readonly value: T } | Failure;
 
 /** Synchronous when served from memory (a cached DEK); a promise when the KMS or the disk is involved. */
 export type Reply = Outcome | Promise<Outcome>;
@@ -16,12 +25,12 @@ export function success(payload = ''): Outcome {
   return { ok: true, payload };
 }
 
-export function failure(code: ErrorCode, text: string): Outcome {
+export function failure(code: ErrorCode, text: string): Failure {
   return { ok: false, code, text };
 }
 
 /** The outcome for anything thrown: a `GatewayError`'s code and safe message, else `INTERNAL`. */
-export function failureFrom(err: unknown): Outcome & { readonly ok: false } {
+export function failureFrom(err: unknown): Failure {
   const error = toGatewayError(err);
   return { ok: false, code: error.code, text: error.message };
 }

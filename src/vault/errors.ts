@@ -3,6 +3,7 @@
  * (pg_tde's curl calls, hvac) read kmsgw's failures as they read Vault's. The texts are fixed or
  * kmsgw's own `GatewayError` texts: never a secret, a token or a raw SDK message.
  */
+import { randomUUID } from 'node:crypto';
 import type { ErrorCode } from '../protocol/errors.js';
 
 export interface VaultReply {
@@ -12,6 +13,23 @@ export interface VaultReply {
 
 export function vaultError(status: number, ...errors: string[]): VaultReply {
   return { status, body: { errors } };
+}
+
+/** A 200 in Vault's response envelope (hvac and the Vault CLI read `data`; the rest is as Vault sends it). */
+export function vaultData(data: unknown): VaultReply {
+  return {
+    status: 200,
+    body: {
+      request_id: randomUUID(),
+      lease_id: '',
+      renewable: false,
+      lease_duration: 0,
+      data,
+      wrap_info: null,
+      warnings: null,
+      auth: null,
+    },
+  };
 }
 
 /** Vault's status for each kmsgw error code. */

@@ -10,6 +10,8 @@ import { vaultError, type VaultReply } from './errors.js';
 import type { Route } from './routes.js';
 import { startVaultServer, type VaultServer } from './server.js';
 import { transit } from './transit.js';
+import { kv } from './kv.js';
+import type { Secrets } from '../kv/secrets.js';
 
 /**
  * The front door as the gateway runs it (`vault.*`): each request gets its own pipeline session,
@@ -20,6 +22,7 @@ export async function startFrontDoor(
   config: Config,
   pipeline: Pipeline,
   keys: Pick<KeyService, 'info'>,
+  secrets: Secrets,
   log: Logger,
   baseDir: string,
 ): Promise<VaultServer | undefined> {
@@ -43,7 +46,7 @@ export async function startFrontDoor(
     }
     if (route.kind.startsWith('transit-'))
       return transit(route as Parameters<typeof transit>[0], body, session, vault.transitPrefix, (id) => keys.info(id));
-    return vaultError(501, 'KV v2 is not implemented yet');
+    return kv(route as Parameters<typeof kv>[0], body, session, secrets);
   };
   const server = await startVaultServer({
     host,

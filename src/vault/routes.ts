@@ -17,6 +17,7 @@ export type Route =
   | { readonly kind: 'transit-rewrap'; readonly key: string }
   | { readonly kind: 'transit-datakey'; readonly key: string; readonly plaintext: boolean }
   | { readonly kind: 'transit-rotate'; readonly key: string }
+  | { readonly kind: 'transit-create'; readonly key: string }
   | { readonly kind: 'transit-key'; readonly key: string };
 
 /** A request that matched no route: Vault answers 404 for an unknown path, 405 for a known one with the wrong method. */
@@ -115,7 +116,10 @@ function transitRoute(method: string, inMount: string): Route | NoRoute {
   }
   const key = keyPath(tail.join('/'));
   if (key === undefined) return none(404);
-  if (op === 'keys') return method === 'GET' ? { kind: 'transit-key', key } : none(405);
+  if (op === 'keys') {
+    if (method === 'GET') return { kind: 'transit-key', key };
+    return method === 'POST' || method === 'PUT' ? { kind: 'transit-create', key } : none(405);
+  }
   const kinds = { encrypt: 'transit-encrypt', decrypt: 'transit-decrypt', rewrap: 'transit-rewrap' } as const;
   const kind = kinds[op as keyof typeof kinds] as (typeof kinds)[keyof typeof kinds] | undefined;
   if (kind === undefined) return none(404);

@@ -1,6 +1,7 @@
-import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
-import { createServer as createTlsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import { createServer, type IncomingMessage, type RequestListener, type ServerResponse } from 'node:http';
+import { createServer as createTcpServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { duplexPair, type Duplex } from 'node:stream';
+import { createServer as createTlsServer } from 'node:tls';
 import type { Logger } from '../log/logger.js';
 import { vaultError, type VaultReply } from './errors.js';
 import { route, type Mounts, type Route } from './routes.js';
@@ -35,6 +36,7 @@ const VERSION = '1.15.0+kmsgw';
  */
 export async function startVaultServer(options: VaultServerOptions): Promise<VaultServer> {
   const listener: RequestListener = (req, res) => {
+    res.once('finish', () => connections.get(req.socket)?.nextRequest());
     void answer(req, options)
       .catch((err: unknown) => {
         options.log.warn({ err: (err as Error).message }, 'vault request failed');
@@ -42,11 +44,24 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
       })
       .then((reply) => send(res, reply, req.method === 'HEAD'));
   };
-  const http = { requestTimeout: 10_000, headersTimeout: 10_000, maxHeaderSize: 16 * 1024 };
+  // The HTTP server never listens itself: it is handed each connection through `acceptList`.
+  const http = createServer(
+    { requestTimeout: 10_000, headersTimeout: 10_000, connectionsCheckingInterval: 1_000, maxHeaderSize: 16 * 1024 },
+    listener,
+  );
+  const connections = new WeakMap<Duplex, { nextRequest(): void }>();
+  const open = new Set<Socket>();
+  const accept = (socket: Socket): void => {
+    open.add(socket);
+    socket.once('close', () => open.delete(socket));
+    const { inner, nextRequest } = acceptList(socket);
+    connections.set(inner, { nextRequest });
+    http.emit('connection', inner);
+  };
   const server: Server =
     options.tls === undefined
-      ? createServer(http, listener)
-      : createTlsServer({ ...http, cert: options.tls.cert, key: options.tls.key, minVersion: 'TLSv1.3' }, listener);
+      ? createTcpServer(accept)
+      : createTlsServer({ cert: options.tls.cert, key: options.tls.key, minVersion: 'TLSv1.3' }, accept);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, options.host, () => {
@@ -54,18 +69,57 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
       resolve();
     });
   });
+  // What a listening HTTP server does on 'listening': track connections and enforce the header and request timeouts.
+  http.emit('listening');
+  // The idle limit for connections between requests (keep-alive), the HTTP server's own being bypassed here.
+  http.keepAliveTimeout = 5_000;
   return {
     port: (server.address() as AddressInfo).port,
     close: () =>
       new Promise<void>((done) => {
         server.close(() => done());
-        server.closeAllConnections();
+        http.close();
+        http.closeAllConnections();
+        for (const socket of open) socket.destroy();
       }),
   };
 }
 
+/**
+ * Vault clients (hvac, Vault's own) send `LIST /v1/...`, a method Node's HTTP parser refuses. The
+ * connection's bytes pass through here, and a request line starting `LIST ` at the start of a
+ * request becomes `LOCK ` (same length), which `route` reads as LIST. Only the first bytes after
+ * the previous response was sent are looked at, so a body is never altered.
+ */
+function acceptList(socket: Socket): { inner: Duplex; nextRequest: () => void } {
+  const [inner, outer] = duplexPair();
+  let atStart = true;
+  socket.on('data', (chunk: Buffer) => {
+    if (atStart && chunk.length >= 5 && chunk.toString('latin1', 0, 5) === 'LIST ') chunk.write('LOCK', 0, 'latin1');
+    atStart = false;
+    if (!outer.write(chunk)) socket.pause();
+  });
+  outer.on('drain', () => socket.resume());
+  outer.on('data', (chunk: Buffer) => {
+    if (!socket.write(chunk)) outer.pause();
+  });
+  socket.on('drain', () => outer.resume());
+  socket.on('end', () => outer.end());
+  outer.on('end', () => socket.end());
+  socket.on('error', () => inner.destroy());
+  socket.on('close', () => inner.destroy());
+  inner.on('close', () => socket.destroy());
+  return {
+    inner,
+    nextRequest: () => {
+      atStart = true;
+    },
+  };
+}
+
 async function answer(req: IncomingMessage, options: VaultServerOptions): Promise<VaultReply> {
-  const routed = route(req.method ?? 'GET', req.url ?? '/', options.mounts);
+  const method = req.method === 'LOCK' ? 'LIST' : (req.method ?? 'GET');
+  const routed = route(method, req.url ?? '/', options.mounts);
   const body = await readBody(req, options.maxBodyBytes ?? DEFAULT_MAX_BODY);
   if (typeof body === 'object' && body !== null && 'tooLarge' in body) return vaultError(413, 'request body too large');
   if (body === INVALID) return vaultError(400, 'failed to parse JSON input');

@@ -4,7 +4,7 @@ import type { KeyInfo } from '../keys/versions.js';
 import type { Session } from '../pipeline/pipeline.js';
 import type { Outcome } from '../protocol/reply.js';
 import type { RequestTrace } from '../request/context.js';
-import { fromGateway, vaultError, type VaultReply } from './errors.js';
+import { fromGateway, vaultData, vaultError, type VaultReply } from './errors.js';
 import type { Route } from './routes.js';
 
 type TransitRoute = Extract<Route, { kind: `transit-${string}` }>;
@@ -56,22 +56,23 @@ export async function transit(
           const r = await op(session, id, typeof item === 'object' && item !== null ? item : {});
           results.push(r.ok ? r.data : { error: (r.error.body as { errors: string[] }).errors.join('; ') });
         }
-        return { status: 200, body: { data: { batch_results: results } } };
+        return vaultData({ batch_results: results });
       }
       const r = await op(session, id, input);
-      return r.ok ? { status: 200, body: { data: r.data } } : r.error;
+      return r.ok ? vaultData(r.data) : r.error;
     }
     case 'transit-datakey':
       return datakey(session, id, route.plaintext);
+    case 'transit-create':
     case 'transit-rotate': {
-      const outcome = await session.handle(`ROTATE ${id}`);
+      const outcome = await session.handle(`${route.kind === 'transit-create' ? 'CREATE' : 'ROTATE'} ${id}`);
       return outcome.ok ? { status: 204, body: null } : fromGateway(outcome.code, outcome.text);
     }
     case 'transit-key': {
       // INFO on the session is the policy check and the audit record; the typed record comes from the key service.
       const allowed = await session.handle(`INFO ${id}`);
       if (!allowed.ok) return fromGateway(allowed.code, allowed.text);
-      return { status: 200, body: { data: transitKey(route.key, await describe(id)) } };
+      return vaultData(transitKey(route.key, await describe(id)));
     }
   }
 }
@@ -123,7 +124,7 @@ function datakey(session: Session, id: string, withPlaintext: boolean): Promise<
     const plaintext = key.toString('base64');
     const r = await sealed(session, id, plaintext, undefined);
     if (!r.ok) return r.error;
-    return { status: 200, body: { data: { ...r.data, ...(withPlaintext ? { plaintext } : {}) } } };
+    return vaultData({ ...r.data, ...(withPlaintext ? { plaintext } : {}) });
   });
 }
 

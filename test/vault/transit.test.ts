@@ -31,7 +31,7 @@ describe('Vault Transit through the front door', () => {
     expect(enc.json.data?.['ciphertext']).toMatch(/^vault:v1:[A-Za-z0-9+/]+=*$/);
     expect(enc.json.data?.['key_version']).toBe(1);
     const dec = await post('decrypt/orders', { ciphertext: enc.json.data?.['ciphertext'], associated_data: b64('order:7') });
-    expect(dec).toEqual({ status: 200, json: { data: { plaintext: b64('card 4111') } } });
+    expect(dec).toMatchObject({ status: 200, json: { data: { plaintext: b64('card 4111') } } });
     // The same key from the line protocol: transit/orders.
     const c = await rawConnect(gw.socketPath as string);
     const envelope = (enc.json.data?.['ciphertext'] as string).split(':')[2] as string;
