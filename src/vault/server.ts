@@ -134,6 +134,11 @@ async function answer(req: IncomingMessage, options: VaultServerOptions): Promis
       body: { data: kv ? { type: 'kv', options: { version: '2' } } : { type: 'transit', options: null } },
     };
   }
+  // Vault Enterprise namespaces: kmsgw has one key space, so another namespace is refused, not mixed into it.
+  const namespace = req.headers['x-vault-namespace'];
+  if (namespace !== undefined && namespace !== '' && namespace !== 'root' && namespace !== 'root/') {
+    return vaultError(400, 'namespaces are not supported: kmsgw serves the root namespace only');
+  }
   if (options.handle === undefined) return vaultError(501, 'not implemented yet');
   const token = req.headers['x-vault-token'];
   return options.handle(routed, body, typeof token === 'string' ? token : undefined);

@@ -20,6 +20,14 @@ interface Item {
   readonly context?: unknown;
 }
 
+/** What `POST transit/keys/<k>` may ask for. */
+interface KeyOptions {
+  readonly type?: unknown;
+  readonly derived?: unknown;
+  readonly convergent_encryption?: unknown;
+  readonly exportable?: unknown;
+}
+
 type ItemResult = { readonly ok: true; readonly data: Record<string, unknown> } | { readonly ok: false; readonly error: VaultReply };
 
 const bad = (text: string): ItemResult => ({ ok: false, error: vaultError(400, text) });
@@ -43,7 +51,7 @@ export async function transit(
   describe: (keyId: string) => Promise<KeyInfo>,
 ): Promise<VaultReply> {
   const id = `${prefix}${route.key}`;
-  const input = (typeof body === 'object' && body !== null ? body : {}) as Item & { batch_input?: unknown };
+  const input = (typeof body === 'object' && body !== null ? body : {}) as Item & KeyOptions & { batch_input?: unknown };
   switch (route.kind) {
     case 'transit-encrypt':
     case 'transit-decrypt':
@@ -64,6 +72,12 @@ export async function transit(
     case 'transit-datakey':
       return datakey(session, id, route.plaintext);
     case 'transit-create':
+      // kmsgw keys are AES-256-GCM data keys: anything else asked for is refused, not silently made.
+      if (input.type !== undefined && input.type !== 'aes256-gcm96') return vaultError(400, 'only key type aes256-gcm96 is supported');
+      if (input.derived === true || input.convergent_encryption === true || input.exportable === true) {
+        return vaultError(400, 'derived, convergent and exportable keys are not supported');
+      }
+    // falls through
     case 'transit-rotate': {
       const outcome = await session.handle(`${route.kind === 'transit-create' ? 'CREATE' : 'ROTATE'} ${id}`);
       return outcome.ok ? { status: 204, body: null } : fromGateway(outcome.code, outcome.text);

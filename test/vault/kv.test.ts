@@ -46,7 +46,7 @@ async function frontDoor() {
     const text = await res.text();
     return { status: res.status, json: (text === '' ? null : JSON.parse(text)) as VaultJson | null };
   };
-  return { gw, dir, call };
+  return { gw, dir, call, base };
 }
 
 /** Every byte of the key store, as text. */
@@ -59,7 +59,7 @@ async function storeText(dir: string): Promise<string> {
 
 describe('Vault KV v2 through the front door', () => {
   it("answers pg_tde's exact call sequence: validate the mount, list, store, fetch, 404 for a missing key", async () => {
-    const { call } = await frontDoor();
+    const { call, base } = await frontDoor();
     const mount = await call('GET', '/v1/sys/mounts/secret');
     expect(mount.status).toBe(200);
     expect(mount.json?.data).toMatchObject({ type: 'kv', options: { version: '2' } });
@@ -77,6 +77,12 @@ describe('Vault KV v2 through the front door', () => {
     const listed = await call('GET', '/v1/secret/metadata/?list=true');
     expect(listed.json?.data).toEqual({ keys: ['pg_tde/'] });
     expect((await call('LIST', '/v1/secret/metadata/pg_tde')).json?.data).toEqual({ keys: ['principal_key_1'] });
+    // A Vault Enterprise namespace (pg_tde's optional X-Vault-Namespace) is refused, never mixed into the one key space.
+    const res = await fetch(`${base}/v1/secret/data/pg_tde/principal_key_1`, {
+      headers: { 'X-Vault-Token': PG_TOKEN, 'X-Vault-Namespace': 'team-a', 'Content-Type': 'application/json' },
+    });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual({ errors: ['namespaces are not supported: kmsgw serves the root namespace only'] });
   });
 
   it('keeps versions, refuses a stale check-and-set, and crypto-shreds on DELETE metadata', async () => {
