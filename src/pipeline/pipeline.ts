@@ -1,4 +1,4 @@
-import type { AccessControl, KvVerb } from '../policy/types.js';
+import type { AccessControl, Permission } from '../policy/types.js';
 import { parseRequest, type Command, type Verb } from '../protocol/parser.js';
 import { failure, failureFrom, success, type Outcome, type Reply, type Result } from '../protocol/reply.js';
 import { describeClient, type ClientIdentity, type RequestContext, type RequestObserver, type RequestTrace } from '../request/context.js';
@@ -101,22 +101,27 @@ export class Session {
   }
 
   /**
-   * Runs an operation that is no protocol line (the Vault front door's KV v2) under the lines'
-   * rules: refused while the audit log is unavailable, allowed only if a grant names `verb` on
-   * `keyId`, then audited and metered as `verb`. `run` fails by throwing a `GatewayError`, and
-   * may note the version it used in the trace.
+   * Runs a request that is no protocol line (the Vault front door) under the lines' rules: refused
+   * while the audit log is unavailable, allowed only if a grant names `permission` on `keyId` (none:
+   * open to every client, as PING), then audited and metered as `verb`. `run` fails by throwing a
+   * `GatewayError`, and may note the version it used in the trace.
    */
-  async perform<T>(verb: KvVerb, keyId: string, run: (trace: RequestTrace) => Promise<T>): Promise<Result<T>> {
+  async perform<T>(
+    verb: string,
+    keyId: string | undefined,
+    permission: Permission | undefined,
+    run: (trace: RequestTrace) => T | Promise<T>,
+  ): Promise<Result<T>> {
     const { observer, meter, access } = this.options;
     const started = performance.now();
     if (observer !== undefined && !observer.available) {
       meter?.('unknown', 'INTERNAL', (performance.now() - started) / 1000, 1);
       return failure('INTERNAL', 'audit log unavailable; requests are refused');
     }
-    const trace: RequestTrace = { keyId };
+    const trace: RequestTrace = keyId === undefined ? {} : { keyId };
     let result: Result<T>;
-    if (access !== undefined && !access.authorize(this.ctx.client, verb, keyId)) {
-      result = failure('FORBIDDEN', `not allowed to ${verb} this secret`);
+    if (access !== undefined && permission !== undefined && !access.authorize(this.ctx.client, permission, keyId)) {
+      result = failure('FORBIDDEN', `not allowed to ${permission}${keyId === undefined ? '' : ' this key'}`);
     } else {
       try {
         result = { ok: true, value: await run(trace) };
@@ -130,7 +135,7 @@ export class Session {
       time: new Date().toISOString(),
       client: describeClient(this.ctx),
       verb,
-      keyId,
+      ...(keyId === undefined ? {} : { keyId }),
       ...(trace.version !== undefined ? { version: trace.version } : {}),
       outcome: code,
       latencyMs: Math.round(latency * 1000) / 1000,
@@ -189,7 +194,8 @@ export class Session {
     return this.order.run(accessOf(command), () => this.executor.execute(command, this.ctx.client, trace));
   }
 
-  private authenticate(token: string): Outcome {
+  /** `AUTH <token>` for this session; the Vault front door calls it for `X-Vault-Token` without a record of its own. */
+  authenticate(token: string): Outcome {
     const access = this.options.access;
     if (!access || this.ctx.identity.transport === 'internal') return failure('BAD_REQUEST', 'AUTH is not in use on this gateway');
     // The context is this connection's own object: its failures are counted against it.

@@ -52,3 +52,18 @@ export const STATUS_OF: Readonly<Record<ErrorCode, number>> = {
 export function fromGateway(code: ErrorCode, text: string): VaultReply {
   return vaultError(STATUS_OF[code], `${code.toLowerCase()}: ${text}`);
 }
+
+/** The kmsgw code a Vault status stands for in the audit log, for replies made without a kmsgw code. */
+export const CODE_OF: Readonly<Record<number, ErrorCode>> = {
+  400: 'BAD_REQUEST',
+  403: 'FORBIDDEN',
+  404: 'NOT_FOUND',
+  405: 'UNKNOWN_VERB',
+  413: 'TOO_LARGE',
+};
+
+/** The first error text of a Vault-shaped error reply, or its status. */
+export function errorText(reply: VaultReply): string {
+  const errors = (reply.body as { errors?: unknown } | null)?.errors;
+  return Array.isArray(errors) && typeof errors[0] === 'string' ? errors[0] : `HTTP ${reply.status}`;
+}

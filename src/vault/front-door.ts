@@ -4,14 +4,19 @@ import { ConfigError } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { KeyService } from '../keys/key-service.js';
 import type { Logger } from '../log/logger.js';
-import type { Pipeline } from '../pipeline/pipeline.js';
+import type { Pipeline, Session } from '../pipeline/pipeline.js';
+import { GatewayError } from '../protocol/errors.js';
+import { failure } from '../protocol/reply.js';
 import { parseListen } from '../ops/listen.js';
-import { vaultError, type VaultReply } from './errors.js';
-import type { Route } from './routes.js';
-import { startVaultServer, type VaultServer } from './server.js';
+import { CODE_OF, errorText, fromGateway, vaultError, type VaultReply } from './errors.js';
+import { isTransit, type KeyRoute } from './routes.js';
+import { startVaultServer, type Answered, type VaultRequest, type VaultServer } from './server.js';
 import { transit } from './transit.js';
 import { kv } from './kv.js';
 import type { Secrets } from '../kv/secrets.js';
+
+/** What a bearer token may be (`AUTH`'s limit): printable ASCII without spaces. */
+const TOKEN_RE = /^[\x21-\x7e]{1,512}$/;
 
 /**
  * The front door as the gateway runs it (`vault.*`): each request gets its own pipeline session,
@@ -36,17 +41,36 @@ export async function startFrontDoor(
       ? undefined
       : { cert: await readFile(resolve(baseDir, files.cert)), key: await readFile(resolve(baseDir, files.key)) };
   const { host, port } = parseListen(vault.listen);
-  const handle = async (route: Route, body: unknown, token: string | undefined): Promise<VaultReply> => {
-    const session = pipeline.open({ transport: 'vault' });
-    if (token !== undefined) {
-      if (!/^[\x21-\x7e]{1,512}$/.test(token)) return vaultError(403, 'permission denied');
-      const auth = await session.handle(`AUTH ${token}`);
-      // Without a policy there is nothing to authenticate against (the development default).
-      if (!auth.ok && auth.code === 'FORBIDDEN') return vaultError(403, 'permission denied');
-    }
-    if (route.kind.startsWith('transit-'))
-      return transit(route as Parameters<typeof transit>[0], body, session, vault.transitPrefix, (id) => keys.info(id));
-    return kv(route as Parameters<typeof kv>[0], body, session, secrets);
+  /** A pipeline session for one request, as the client its `X-Vault-Token` names; a refused token is recorded and 403. */
+  const open = (request: VaultRequest): { session: Session } | { refused: Promise<VaultReply> } => {
+    const session = pipeline.open({ transport: 'vault', ...(request.address === undefined ? {} : { address: request.address }) });
+    const token = request.token;
+    if (token === undefined) return { session };
+    const auth = TOKEN_RE.test(token) ? session.authenticate(token) : failure('FORBIDDEN', 'authentication failed');
+    // Without a policy there is nothing to authenticate against (the development default): the token is not needed.
+    if (auth.ok || auth.code !== 'FORBIDDEN') return { session };
+    return {
+      refused: session
+        .perform('AUTH', undefined, undefined, () => Promise.reject(new GatewayError('FORBIDDEN', auth.text)))
+        .then(() => vaultError(403, 'permission denied')),
+    };
+  };
+  const handle = async (route: KeyRoute, body: unknown, request: VaultRequest): Promise<VaultReply> => {
+    const opened = open(request);
+    if ('refused' in opened) return opened.refused;
+    const { session } = opened;
+    if (isTransit(route)) return transit(route, body, session, vault.transitPrefix, (id) => keys.info(id));
+    return kv(route, body, session, secrets);
+  };
+  /** Health, mount info and refusals before routing are recorded too, as the line protocol records PING and bad lines. */
+  const settle = async (what: Answered, reply: VaultReply, request: VaultRequest): Promise<VaultReply> => {
+    const opened = open(request);
+    if ('refused' in opened) return opened.refused;
+    const result = await opened.session.perform(what, undefined, undefined, () => {
+      if (reply.status >= 400) throw new GatewayError(CODE_OF[reply.status] ?? 'BAD_REQUEST', errorText(reply));
+    });
+    // Only the audit log being unavailable turns an answer into a refusal here.
+    return !result.ok && result.code === 'INTERNAL' ? fromGateway(result.code, result.text) : reply;
   };
   const server = await startVaultServer({
     host,
@@ -54,6 +78,7 @@ export async function startFrontDoor(
     mounts: { kv: vault.mounts.kv, transit: vault.mounts.transit ?? undefined },
     maxBodyBytes: vault.maxBodyBytes,
     handle,
+    settle,
     log,
     ...(tls === undefined ? {} : { tls }),
   });

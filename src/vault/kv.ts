@@ -1,5 +1,8 @@
 import type { SecretMetadata, Secrets, SecretVersion } from '../kv/secrets.js';
 import type { Session } from '../pipeline/pipeline.js';
+import { GatewayError } from '../protocol/errors.js';
+import type { KvVerb } from '../policy/types.js';
+import type { RequestTrace } from '../request/context.js';
 import type { Result } from '../protocol/reply.js';
 import { fromGateway, vaultData, vaultError, type VaultReply } from './errors.js';
 import type { Route } from './routes.js';
@@ -15,10 +18,11 @@ export const secretId = (mount: string, path: string): string => `kv/${mount}/${
  */
 export async function kv(route: KvRoute, body: unknown, session: Session, secrets: Secrets): Promise<VaultReply> {
   const id = secretId(route.mount, route.path);
+  const perform = <T>(verb: KvVerb, run: (trace: RequestTrace) => Promise<T>): Promise<Result<T>> => session.perform(verb, id, verb, run);
   switch (route.kind) {
     case 'kv-read':
       return reply(
-        await session.perform('KVREAD', id, async (trace) => {
+        await perform('KVREAD', async (trace) => {
           const secret = await secrets.read(id, route.version);
           trace.version = secret.version.version;
           return secret;
@@ -26,10 +30,11 @@ export async function kv(route: KvRoute, body: unknown, session: Session, secret
         (s) => vaultData({ data: s.data, metadata: versionMetadata(s.version) }),
       );
     case 'kv-write': {
-      const input = parseWrite(body);
-      if (typeof input === 'string') return vaultError(400, input);
       return reply(
-        await session.perform('KVWRITE', id, async (trace) => {
+        await perform('KVWRITE', async (trace) => {
+          // Checked inside, so a malformed write is refused and recorded like any other.
+          const input = parseWrite(body);
+          if (typeof input === 'string') throw new GatewayError('BAD_REQUEST', input);
           const made = await secrets.write(id, input.data, input.cas);
           trace.version = made.version;
           return made;
@@ -39,14 +44,14 @@ export async function kv(route: KvRoute, body: unknown, session: Session, secret
     }
     case 'kv-list':
       return reply(
-        await session.perform('KVLIST', id, () => secrets.list(id)),
+        await perform('KVLIST', () => secrets.list(id)),
         // Vault answers an empty folder 404 (pg_tde takes 200 or 404 for an empty mount).
         (keys) => (keys.length === 0 ? vaultError(404) : vaultData({ keys })),
       );
     case 'kv-metadata':
-      return reply(await session.perform('KVREAD', id, () => secrets.metadata(id)), (m) => vaultData(metadata(m)));
+      return reply(await perform('KVREAD', () => secrets.metadata(id)), (m) => vaultData(metadata(m)));
     case 'kv-delete-all':
-      return reply(await session.perform('KVDELETE', id, () => secrets.deleteAll(id)), () => ({ status: 204, body: null }));
+      return reply(await perform('KVDELETE', () => secrets.deleteAll(id)), () => ({ status: 204, body: null }));
   }
 }
 

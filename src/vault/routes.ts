@@ -20,6 +20,14 @@ export type Route =
   | { readonly kind: 'transit-create'; readonly key: string }
   | { readonly kind: 'transit-key'; readonly key: string };
 
+/** What the server hands on to the key operations: everything but health and mount info. */
+export type KeyRoute = Exclude<Route, { kind: 'health' | 'mount-info' }>;
+
+/** Transit routes (the others handed on are KV v2). */
+export function isTransit(route: KeyRoute): route is Extract<Route, { kind: `transit-${string}` }> {
+  return route.kind.startsWith('transit-');
+}
+
 /** A request that matched no route: Vault answers 404 for an unknown path, 405 for a known one with the wrong method. */
 export interface NoRoute {
   readonly kind: 'none';

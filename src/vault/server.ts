@@ -4,7 +4,7 @@ import { duplexPair, type Duplex } from 'node:stream';
 import { createServer as createTlsServer } from 'node:tls';
 import type { Logger } from '../log/logger.js';
 import { vaultError, type VaultReply } from './errors.js';
-import { route, type Mounts, type Route } from './routes.js';
+import { route, type KeyRoute, type Mounts } from './routes.js';
 
 /** What the front door needs; the handlers behind routes come from the assembly. */
 export interface VaultServerOptions {
@@ -16,9 +16,23 @@ export interface VaultServerOptions {
   /** Largest request body in bytes; past it 413 in Vault's shape. @default 1048576 */
   readonly maxBodyBytes?: number;
   /** Answers one routed request (health and mount info are answered here). */
-  readonly handle?: (route: Route, body: unknown, token: string | undefined) => Promise<VaultReply>;
+  readonly handle?: (route: KeyRoute, body: unknown, request: VaultRequest) => Promise<VaultReply>;
+  /**
+   * Sees each reply the server makes itself (health, mount info, every refusal before a handler)
+   * before it is sent, and may replace it: the assembly audits them there.
+   */
+  readonly settle?: (what: Answered, reply: VaultReply, request: VaultRequest) => Promise<VaultReply>;
   readonly log: Logger;
 }
+
+/** Who sent a request, as far as the server knows. */
+export interface VaultRequest {
+  readonly token: string | undefined;
+  readonly address: string | undefined;
+}
+
+/** What a reply the server makes itself is recorded as: sys/health, sys/mounts/<m>, or a refusal. */
+export type Answered = 'HEALTH' | 'MOUNT' | 'invalid';
 
 export interface VaultServer {
   readonly port: number;
@@ -36,8 +50,9 @@ const VERSION = '1.15.0+kmsgw';
  */
 export async function startVaultServer(options: VaultServerOptions): Promise<VaultServer> {
   const listener: RequestListener = (req, res) => {
-    res.once('finish', () => connections.get(req.socket)?.nextRequest());
-    void answer(req, options)
+    const connection = connections.get(req.socket);
+    res.once('finish', () => connection?.nextRequest());
+    void answer(req, options, connection?.address)
       .catch((err: unknown) => {
         options.log.warn({ err: (err as Error).message }, 'vault request failed');
         return vaultError(500, 'internal error');
@@ -49,13 +64,13 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
     { requestTimeout: 10_000, headersTimeout: 10_000, connectionsCheckingInterval: 1_000, maxHeaderSize: 16 * 1024 },
     listener,
   );
-  const connections = new WeakMap<Duplex, { nextRequest(): void }>();
+  const connections = new WeakMap<Duplex, { nextRequest(): void; address: string | undefined }>();
   const open = new Set<Socket>();
   const accept = (socket: Socket): void => {
     open.add(socket);
     socket.once('close', () => open.delete(socket));
     const { inner, nextRequest } = acceptList(socket);
-    connections.set(inner, { nextRequest });
+    connections.set(inner, { nextRequest, address: socket.remoteAddress });
     http.emit('connection', inner);
   };
   const server: Server =
@@ -117,31 +132,37 @@ function acceptList(socket: Socket): { inner: Duplex; nextRequest: () => void } 
   };
 }
 
-async function answer(req: IncomingMessage, options: VaultServerOptions): Promise<VaultReply> {
+async function answer(req: IncomingMessage, options: VaultServerOptions, address: string | undefined): Promise<VaultReply> {
+  const token = req.headers['x-vault-token'];
+  const request: VaultRequest = { token: typeof token === 'string' ? token : undefined, address };
+  const own = (what: Answered, reply: VaultReply): Promise<VaultReply> =>
+    options.settle === undefined ? Promise.resolve(reply) : options.settle(what, reply, request);
   const method = req.method === 'LOCK' ? 'LIST' : (req.method ?? 'GET');
   const routed = route(method, req.url ?? '/', options.mounts);
   const body = await readBody(req, options.maxBodyBytes ?? DEFAULT_MAX_BODY);
-  if (typeof body === 'object' && body !== null && 'tooLarge' in body) return vaultError(413, 'request body too large');
-  if (body === INVALID) return vaultError(400, 'failed to parse JSON input');
-  if (routed.kind === 'none') return routed.status === 404 ? vaultError(404) : vaultError(405, 'unsupported operation');
+  if (typeof body === 'object' && body !== null && 'tooLarge' in body) return own('invalid', vaultError(413, 'request body too large'));
+  if (body === INVALID) return own('invalid', vaultError(400, 'failed to parse JSON input'));
+  if (routed.kind === 'none') return own('invalid', routed.status === 404 ? vaultError(404) : vaultError(405, 'unsupported operation'));
   if (routed.kind === 'health') {
-    return { status: 200, body: { initialized: true, sealed: false, standby: false, version: VERSION, cluster_name: 'kmsgw' } };
+    return own('HEALTH', {
+      status: 200,
+      body: { initialized: true, sealed: false, standby: false, version: VERSION, cluster_name: 'kmsgw' },
+    });
   }
   if (routed.kind === 'mount-info') {
     const kv = options.mounts.kv.includes(routed.mount);
-    return {
+    return own('MOUNT', {
       status: 200,
       body: { data: kv ? { type: 'kv', options: { version: '2' } } : { type: 'transit', options: null } },
-    };
+    });
   }
   // Vault Enterprise namespaces: kmsgw has one key space, so another namespace is refused, not mixed into it.
   const namespace = req.headers['x-vault-namespace'];
   if (namespace !== undefined && namespace !== '' && namespace !== 'root' && namespace !== 'root/') {
-    return vaultError(400, 'namespaces are not supported: kmsgw serves the root namespace only');
+    return own('invalid', vaultError(400, 'namespaces are not supported: kmsgw serves the root namespace only'));
   }
   if (options.handle === undefined) return vaultError(501, 'not implemented yet');
-  const token = req.headers['x-vault-token'];
-  return options.handle(routed, body, typeof token === 'string' ? token : undefined);
+  return options.handle(routed, body, request);
 }
 
 const INVALID = Symbol('invalid JSON');

@@ -4,7 +4,8 @@ import type { KeyInfo } from '../keys/versions.js';
 import type { Session } from '../pipeline/pipeline.js';
 import type { Outcome } from '../protocol/reply.js';
 import type { RequestTrace } from '../request/context.js';
-import { fromGateway, vaultData, vaultError, type VaultReply } from './errors.js';
+import { errorText, fromGateway, vaultData, vaultError, type VaultReply } from './errors.js';
+import { GatewayError } from '../protocol/errors.js';
 import type { Route } from './routes.js';
 
 type TransitRoute = Extract<Route, { kind: `transit-${string}` }>;
@@ -30,7 +31,9 @@ interface KeyOptions {
 
 type ItemResult = { readonly ok: true; readonly data: Record<string, unknown> } | { readonly ok: false; readonly error: VaultReply };
 
-const bad = (text: string): ItemResult => ({ ok: false, error: vaultError(400, text) });
+type Refusal = Extract<ItemResult, { ok: false }>;
+
+const bad = (text: string): Refusal => ({ ok: false, error: vaultError(400, text) });
 
 /** A base64 field as the protocol takes it: only the base64 alphabet, so it cannot add tokens to a line. */
 function base64Field(value: unknown, name: string): string | ItemResult {
@@ -58,7 +61,9 @@ export async function transit(
     case 'transit-rewrap': {
       const op = route.kind === 'transit-encrypt' ? encrypt : route.kind === 'transit-decrypt' ? decrypt : rewrap;
       if (input.batch_input !== undefined) {
-        if (!Array.isArray(input.batch_input)) return vaultError(400, 'batch_input must be an array');
+        if (!Array.isArray(input.batch_input)) {
+          return (await recorded(session, route.kind === 'transit-encrypt' ? 'ENC' : 'DEC', id, bad('batch_input must be an array'))).error;
+        }
         const results = [];
         for (const item of input.batch_input as Item[]) {
           const r = await op(session, id, typeof item === 'object' && item !== null ? item : {});
@@ -73,9 +78,11 @@ export async function transit(
       return datakey(session, id, route.plaintext);
     case 'transit-create':
       // kmsgw keys are AES-256-GCM data keys: anything else asked for is refused, not silently made.
-      if (input.type !== undefined && input.type !== 'aes256-gcm96') return vaultError(400, 'only key type aes256-gcm96 is supported');
+      if (input.type !== undefined && input.type !== 'aes256-gcm96') {
+        return (await recorded(session, 'CREATE', id, bad('only key type aes256-gcm96 is supported'))).error;
+      }
       if (input.derived === true || input.convergent_encryption === true || input.exportable === true) {
-        return vaultError(400, 'derived, convergent and exportable keys are not supported');
+        return (await recorded(session, 'CREATE', id, bad('derived, convergent and exportable keys are not supported'))).error;
       }
     // falls through
     case 'transit-rotate': {
@@ -98,6 +105,15 @@ async function sealed(session: Session, id: string, plaintext: string, aad: stri
   return { ok: true, data: { ciphertext: `vault:v${trace.version}:${outcome.payload}`, key_version: trace.version } };
 }
 
+/** A refusal before any protocol line was sent, recorded as that line's refusal would be. */
+async function recorded<T extends ItemResult>(session: Session, verb: 'ENC' | 'DEC' | 'CREATE', id: string, result: T): Promise<T> {
+  if (!result.ok) {
+    const text = errorText(result.error);
+    await session.perform(verb, id, undefined, () => Promise.reject(new GatewayError('BAD_REQUEST', text)));
+  }
+  return result;
+}
+
 function common(item: Item): string | undefined | ItemResult {
   if (item.context !== undefined) return bad('context is not supported: kmsgw has no derived keys');
   return item.associated_data === undefined ? undefined : base64Field(item.associated_data, 'associated_data');
@@ -105,17 +121,17 @@ function common(item: Item): string | undefined | ItemResult {
 
 async function encrypt(session: Session, id: string, item: Item): Promise<ItemResult> {
   const aad = common(item);
-  if (typeof aad === 'object') return aad;
+  if (typeof aad === 'object') return recorded(session, 'ENC', id, aad);
   const plaintext = base64Field(item.plaintext, 'plaintext');
-  if (typeof plaintext !== 'string') return plaintext;
+  if (typeof plaintext !== 'string') return recorded(session, 'ENC', id, plaintext);
   return sealed(session, id, plaintext, aad);
 }
 
 async function opened(session: Session, id: string, item: Item): Promise<ItemResult & { aad?: string }> {
   const aad = common(item);
-  if (typeof aad === 'object') return aad;
+  if (typeof aad === 'object') return recorded(session, 'DEC', id, aad);
   const m = typeof item.ciphertext === 'string' ? CIPHERTEXT_RE.exec(item.ciphertext) : null;
-  if (m === null) return bad('invalid ciphertext: expected vault:v<N>:<base64>');
+  if (m === null) return recorded(session, 'DEC', id, bad('invalid ciphertext: expected vault:v<N>:<base64>'));
   const outcome = await session.handle(`DEC ${id}@${m[1]} ${m[2]}${aad === undefined ? '' : ` ${aad}`}`);
   if (!outcome.ok) return { ok: false, error: fromGateway(outcome.code, outcome.text) };
   return { ok: true, data: { plaintext: outcome.payload }, ...(aad === undefined ? {} : { aad }) };

@@ -152,11 +152,19 @@ describe('Vault KV v2 through the front door', () => {
       .trim()
       .split('\n')
       .map((l) => JSON.parse(l) as Record<string, unknown>);
-    const kvRecords = records.filter((r) => String(r['verb']).startsWith('KV'));
-    expect(kvRecords.map((r) => [r['client'], r['verb'], r['keyId'], r['outcome']])).toEqual([
+    // One record per HTTP request (and the line protocol's AUTH): refusals before routing too.
+    expect(records.map((r) => [r['client'], r['verb'], r['keyId'] ?? '-', r['outcome']])).toEqual([
       ['app', 'KVREAD', 'kv/secret/x', 'FORBIDDEN'],
       ['app', 'KVWRITE', 'kv/secret/x', 'FORBIDDEN'],
+      ['vault:127.0.0.1', 'AUTH', '-', 'FORBIDDEN'],
+      ['pg_tde', 'invalid', '-', 'BAD_REQUEST'],
+      ['pg_tde', 'KVWRITE', 'kv/secret/x', 'BAD_REQUEST'],
+      ['pg_tde', 'KVWRITE', 'kv/secret/x', 'BAD_REQUEST'],
+      ['pg_tde', 'KVWRITE', 'kv/secret/x', 'BAD_REQUEST'],
+      ['pg_tde', 'invalid', '-', 'NOT_FOUND'],
+      ['pg_tde', 'invalid', '-', 'NOT_FOUND'],
       ['pg_tde', 'KVWRITE', 'kv/secret/x', 'OK'],
+      ['pg_tde', 'AUTH', '-', 'OK'],
     ]);
     expect(JSON.stringify(records)).not.toContain(PG_TOKEN);
   });

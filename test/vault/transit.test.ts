@@ -1,3 +1,5 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { b64, rawConnect, startTestGateway, useRunningGateways } from '../helpers/gateway.js';
 import { useTmpDirs } from '../helpers/tmp.js';
@@ -60,6 +62,34 @@ describe('Vault Transit through the front door', () => {
     expect(await res.json()).toMatchObject({ data: { name: 'k', type: 'aes256-gcm96', latest_version: 2, min_decryption_version: 1 } });
     expect((await post('encrypt/k', { plaintext: b64('x'), context: b64('c') })).json.errors).toEqual([
       'context is not supported: kmsgw has no derived keys',
+    ]);
+  });
+
+  it('records every Transit request in the audit log, refusals before any key use included', async () => {
+    const dir = await tmp();
+    const gw = await startTestGateway(dir, {
+      vault: { listen: '127.0.0.1:0', insecure: true },
+      audit: { file: 'audit.log', fsync: 'always' },
+    });
+    const port = gw.vault?.port as number;
+    const post = (path: string, body: unknown) =>
+      fetch(`http://127.0.0.1:${port}/v1/transit/${path}`, { method: 'POST', body: JSON.stringify(body) }).then((r) => r.status);
+    expect(await post('encrypt/a', { plaintext: b64('x') })).toBe(200);
+    expect(await post('encrypt/a', { plaintext: 'not base64!' })).toBe(400);
+    expect(await post('decrypt/a', { ciphertext: 'vault:v1' })).toBe(400);
+    expect(await post('keys/b', { type: 'rsa-2048' })).toBe(400);
+    expect(await post('nope/a', {})).toBe(404);
+    await gw.close();
+    const records = (await readFile(join(dir, 'audit.log'), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(records.map((r) => [r['verb'], r['keyId'] ?? '-', r['outcome']])).toEqual([
+      ['ENC', 'transit/a', 'OK'],
+      ['ENC', 'transit/a', 'BAD_REQUEST'],
+      ['DEC', 'transit/a', 'BAD_REQUEST'],
+      ['CREATE', 'transit/b', 'BAD_REQUEST'],
+      ['invalid', '-', 'NOT_FOUND'],
     ]);
   });
 });
