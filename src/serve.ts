@@ -275,7 +275,22 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     log,
     reload: createReloader(
       { config, file: undefined, baseDir },
-      { log, access, listener, deks, keys, audit, ops: (next) => ops.reload(next.ops) },
+      {
+        log,
+        access,
+        listener: {
+          reconfigure: (limits) => serving.reconfigure(limits),
+          // The front door serves listen.tls's certificate too: a reload renews both.
+          setTlsCredentials: (tls) => {
+            serving.setTlsCredentials(tls);
+            frontDoor?.setTlsCredentials(tls);
+          },
+        },
+        deks,
+        keys,
+        audit,
+        ops: (next) => ops.reload(next.ops),
+      },
     ),
     health,
     canary,

@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type RequestListener, type ServerResponse } from 'node:http';
 import { createServer as createTcpServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { duplexPair, type Duplex } from 'node:stream';
-import { createServer as createTlsServer } from 'node:tls';
+import { createSecureContext, createServer as createTlsServer, Server as TlsServer } from 'node:tls';
 import type { Logger } from '../log/logger.js';
 import { vaultError, type VaultReply } from './errors.js';
 import { route, type KeyRoute, type Mounts } from './routes.js';
@@ -36,6 +36,8 @@ export type Answered = 'HEALTH' | 'MOUNT' | 'invalid';
 
 export interface VaultServer {
   readonly port: number;
+  /** New certificate and key (a reload of `listen.tls`) for the next handshakes; nothing on plain HTTP. */
+  setTlsCredentials(tls: { readonly cert: Buffer; readonly key: Buffer }): void;
   close(): Promise<void>;
 }
 
@@ -90,6 +92,12 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
   http.keepAliveTimeout = 5_000;
   return {
     port: (server.address() as AddressInfo).port,
+    setTlsCredentials: (tls) => {
+      if (!(server instanceof TlsServer)) return;
+      const context = { cert: tls.cert, key: tls.key, minVersion: 'TLSv1.3' } as const;
+      createSecureContext(context); // throws on unusable PEM before anything changes
+      server.setSecureContext(context);
+    },
     close: () =>
       new Promise<void>((done) => {
         server.close(() => done());
