@@ -128,4 +128,12 @@ log:
 # Health and metrics over HTTP (docs/operations.md): /livez, /readyz, /metrics.
 # ops:
 #   listen: 127.0.0.1:9464
+
+# Vault-compatible HTTP front door for pg_tde (KV v2) and Transit clients (docs/vault-api.md).
+# TLS 1.3 with listen.tls's certificate; grants: KVREAD KVWRITE KVLIST KVDELETE on kv/<mount>/<path>.
+# vault:
+#   listen: 127.0.0.1:8200
+#   insecure: false           # true: plain HTTP, loopback only
+#   mounts: { kv: [secret], transit: transit }
+#   transitPrefix: transit/   # Transit key k is the kmsgw key transit/k
 `;

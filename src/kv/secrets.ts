@@ -143,11 +143,13 @@ export class Secrets {
 
   /**
    * The names directly under `dir` (an id prefix ending in `/`, or a mount's root): secrets,
-   * and folders as `name/`, sorted; deleted secrets are not shown.
+   * and folders as `name/` (shown when a secret under them is), sorted; deleted secrets and ids
+   * `visible` refuses are not shown.
    */
-  async list(dir: string): Promise<string[]> {
+  async list(dir: string, visible: (id: string) => boolean = () => true): Promise<string[]> {
     const names = new Set<string>();
     for (const id of await this.keys.list(dir)) {
+      if (!visible(id)) continue;
       const record = await this.store.get(id);
       if (record?.kv === undefined || record.kv.deleted !== undefined) continue;
       const rest = id.slice(dir.length);

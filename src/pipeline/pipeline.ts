@@ -194,6 +194,11 @@ export class Session {
     return this.order.run(accessOf(command), () => this.executor.execute(command, this.ctx.client, trace));
   }
 
+  /** Whether this session's client may use `permission` on `keyId` (always, without a policy). */
+  may(permission: Permission, keyId: string): boolean {
+    return this.options.access?.authorize(this.ctx.client, permission, keyId) ?? true;
+  }
+
   /** `AUTH <token>` for this session; the Vault front door calls it for `X-Vault-Token` without a record of its own. */
   authenticate(token: string): Outcome {
     const access = this.options.access;

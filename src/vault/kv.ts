@@ -44,7 +44,8 @@ export async function kv(route: KvRoute, body: unknown, session: Session, secret
     }
     case 'kv-list':
       return reply(
-        await perform('KVLIST', () => secrets.list(id)),
+        // As LIST does on the line protocol, only the secrets the client may list are named.
+        await perform('KVLIST', () => secrets.list(id, (secret) => session.may('KVLIST', secret))),
         // Vault answers an empty folder 404 (pg_tde takes 200 or 404 for an empty mount).
         (keys) => (keys.length === 0 ? vaultError(404) : vaultData({ keys })),
       );

@@ -10,6 +10,7 @@ const running = useRunningGateways();
 
 const PG_TOKEN = 'pg-tde-token-0123456789abcdef';
 const APP_TOKEN = 'app-token-0123456789abcdef';
+const LIST_TOKEN = 'list-token-0123456789abcdef';
 
 /** The parts of Vault's replies the tests read. */
 interface VaultJson {
@@ -31,6 +32,11 @@ async function frontDoor() {
           grants: [{ verbs: ['KVREAD', 'KVWRITE', 'KVLIST', 'KVDELETE'], keys: ['kv/secret/*'] }],
         },
         { name: 'app', match: { tokens: [hashToken(APP_TOKEN)] }, grants: [{ verbs: ['ENC', 'DEC'], keys: ['transit/*'] }] },
+        {
+          name: 'lister',
+          match: { tokens: [hashToken(LIST_TOKEN)] },
+          grants: [{ verbs: ['KVLIST', 'KVREAD'], keys: ['kv/secret/', 'kv/secret/team-a/*'] }],
+        },
       ],
     },
   });
@@ -114,6 +120,16 @@ describe('Vault KV v2 through the front door', () => {
     // Written again, it starts from no check-and-set (cas 0), numbered on past the shredded versions.
     expect((await call('POST', path, { data: { password: 'new' }, options: { cas: 0 } })).json?.data?.version).toBe(3);
     expect((await call('DELETE', '/v1/secret/metadata/never/was')).status).toBe(204);
+  });
+
+  it('lists only the secrets a client may list, as LIST does on the line protocol', async () => {
+    const { call } = await frontDoor();
+    for (const path of ['team-a/db', 'team-b/db', 'top'])
+      expect((await call('POST', `/v1/secret/data/${path}`, { data: { v: 1 } })).status).toBe(200);
+    expect((await call('LIST', '/v1/secret/metadata/')).json?.data?.keys).toEqual(['team-a/', 'team-b/', 'top']);
+    expect((await call('LIST', '/v1/secret/metadata/', undefined, LIST_TOKEN)).json?.data?.keys).toEqual(['team-a/']);
+    expect((await call('LIST', '/v1/secret/metadata/team-b', undefined, LIST_TOKEN)).status).toBe(403);
+    expect((await call('GET', '/v1/secret/data/team-a/db', undefined, LIST_TOKEN)).json?.data?.data).toEqual({ v: 1 });
   });
 
   it('stores no plaintext: the key store holds only sealed values and wrapped DEKs', async () => {
