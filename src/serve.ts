@@ -180,6 +180,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   const socketPath = config.listen.socket ? resolve(baseDir, config.listen.socket.path) : undefined;
   let listener: Listener | undefined;
   let ops: OpsEndpoint | undefined;
+  let frontDoor: VaultServer | undefined;
   // The ops listener answers from here on; /readyz says not ready until the gateway is assembled below.
   let readiness = (): Readiness =>
     readinessOf({ store: true, listening: listener !== undefined, warm: 'pending', keks: health.statuses() }, true);
@@ -216,13 +217,14 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       },
       log,
     );
+    frontDoor = await startFrontDoor(config, pipeline, keys, new Secrets(keys, deks, store), log, baseDir);
   } catch (err) {
+    await listener?.close();
     await ops?.close();
     await store.close();
     await audit?.close();
     throw err;
   }
-  const frontDoor = await startFrontDoor(config, pipeline, keys, new Secrets(keys, deks, store), log, baseDir);
   const serving = listener;
   metrics.attach({
     cache: deks.cache,

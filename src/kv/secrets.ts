@@ -62,7 +62,7 @@ export class Secrets {
   private readonly nonces = new NoncePool();
 
   constructor(
-    private readonly keys: Pick<KeyService, 'append' | 'shred' | 'list'>,
+    private readonly keys: Pick<KeyService, 'append' | 'shred' | 'list' | 'countEncryption'>,
     private readonly deks: Pick<DekService, 'withDek' | 'evict'>,
     private readonly store: Pick<KeyStore, 'fetch' | 'get'>,
   ) {}
@@ -123,6 +123,8 @@ export class Secrets {
       );
     });
     for (const version of pruned) this.deks.evict(id, version);
+    // The value's seal is an encryption with the new DEK: it counts against its nonce budget like an ENC.
+    await this.keys.countEncryption(id, made.version);
     return { version: made.version, created: new Date().toISOString() };
   }
 

@@ -132,6 +132,17 @@ describe('Vault KV v2 through the front door', () => {
     expect((await call('GET', '/v1/secret/data/team-a/db', undefined, LIST_TOKEN)).json?.data?.data).toEqual({ v: 1 });
   });
 
+  it("keeps 10 versions (Vault's default): older ones lose their DEK and value in the write that passes the limit", async () => {
+    const { call, gw } = await frontDoor();
+    for (let i = 1; i <= 12; i++) expect((await call('POST', '/v1/secret/data/many', { data: { i } })).json?.data?.version).toBe(i);
+    expect((await call('GET', '/v1/secret/data/many?version=2')).status).toBe(404);
+    expect((await call('GET', '/v1/secret/data/many?version=3')).json?.data?.data).toEqual({ i: 3 });
+    expect((await call('GET', '/v1/secret/metadata/many')).json?.data).toMatchObject({ current_version: 12, oldest_version: 3 });
+    const versions = (await gw.store.fetch('kv/secret/many'))?.versions ?? [];
+    expect(versions.map((v) => v.state)).toEqual([...Array(2).fill('destroyed'), ...Array(10).fill('enabled')]);
+    expect(versions.slice(0, 2).every((v) => v.value === undefined && v.wraps.length === 0)).toBe(true);
+  });
+
   it('stores no plaintext: the key store holds only sealed values and wrapped DEKs', async () => {
     const { dir, call, gw } = await frontDoor();
     const secret = 'hunter2-very-secret-plaintext';
