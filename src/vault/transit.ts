@@ -87,7 +87,9 @@ export async function transit(
     // falls through
     case 'transit-rotate': {
       const outcome = await session.handle(`${route.kind === 'transit-create' ? 'CREATE' : 'ROTATE'} ${id}`);
-      return outcome.ok ? { status: 204, body: null } : fromGateway(outcome.code, outcome.text);
+      // Creating a key that exists changes nothing, as in Vault: applications create their key at every start.
+      const done = outcome.ok || (route.kind === 'transit-create' && outcome.code === 'EXISTS');
+      return done ? { status: 204, body: null } : fromGateway(outcome.code, outcome.text);
     }
     case 'transit-key': {
       // INFO on the session is the policy check and the audit record; the typed record comes from the key service.

@@ -130,6 +130,9 @@ describe('Vault KV v2 through the front door', () => {
     expect((await call('LIST', '/v1/secret/metadata/', undefined, LIST_TOKEN)).json?.data?.keys).toEqual(['team-a/']);
     expect((await call('LIST', '/v1/secret/metadata/team-b', undefined, LIST_TOKEN)).status).toBe(403);
     expect((await call('GET', '/v1/secret/data/team-a/db', undefined, LIST_TOKEN)).json?.data?.data).toEqual({ v: 1 });
+    // sys/health is unauthenticated, as in Vault: a token that is no client's does not make it 403.
+    expect((await call('GET', '/v1/sys/health', undefined, 'no-such-token-0123456789abcdef')).status).toBe(200);
+    expect((await call('GET', '/v1/sys/mounts/secret', undefined, 'no-such-token-0123456789abcdef')).status).toBe(403);
   });
 
   it("keeps 10 versions (Vault's default): older ones lose their DEK and value in the write that passes the limit", async () => {

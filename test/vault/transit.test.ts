@@ -60,6 +60,10 @@ describe('Vault Transit through the front door', () => {
     expect((await post('datakey/wrapped/k', {})).json.data?.['plaintext']).toBeUndefined();
     const res = await fetch(`http://127.0.0.1:${port}/v1/transit/keys/k`, { headers: { 'X-Vault-Token': 'dev' } });
     expect(await res.json()).toMatchObject({ data: { name: 'k', type: 'aes256-gcm96', latest_version: 2, min_decryption_version: 1 } });
+    // Creating a key is idempotent, as in Vault (applications create theirs at every start).
+    expect((await post('keys/made', {})).status).toBe(204);
+    expect((await post('keys/made', {})).status).toBe(204);
+    expect((await post('encrypt/made', { plaintext: b64('x') })).json.data?.['ciphertext']).toMatch(/^vault:v1:/);
     expect((await post('encrypt/k', { plaintext: b64('x'), context: b64('c') })).json.errors).toEqual([
       'context is not supported: kmsgw has no derived keys',
     ]);
