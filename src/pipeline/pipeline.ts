@@ -1,6 +1,7 @@
 import type { AccessControl, Permission } from '../policy/types.js';
 import { parseRequest, type Command, type Verb } from '../protocol/parser.js';
-import { failure, failureFrom, success, type Outcome, type Reply, type Result } from '../protocol/reply.js';
+import type { ErrorCode } from '../protocol/errors.js';
+import { failure, failureFrom, success, type Failure, type Outcome, type Reply, type Result } from '../protocol/reply.js';
 import { describeClient, type ClientIdentity, type RequestContext, type RequestObserver, type RequestTrace } from '../request/context.js';
 import type { Executor } from './execute.js';
 import { RequestOrder, type Access } from './ordering.js';
@@ -75,25 +76,10 @@ export class Session {
       return meter === undefined ? this.run(line, trace) : this.metered(line, meter, trace);
     }
     const started = performance.now();
-    if (!observer.available) {
-      const refused = failure('INTERNAL', 'audit log unavailable; requests are refused');
-      meter?.('unknown', 'INTERNAL', (performance.now() - started) / 1000, 1);
-      return refused;
-    }
+    if (!observer.available) return this.refusedUnread(started);
     const trace: Trace = into === undefined ? { verb: '-' } : Object.assign(into, { verb: '-' });
     const recorded = (outcome: Outcome): Outcome => {
-      const latency = performance.now() - started;
-      observer.record({
-        time: new Date().toISOString(),
-        client: describeClient(this.ctx),
-        verb: trace.verb,
-        ...(trace.keyId !== undefined ? { keyId: trace.keyId } : {}),
-        ...(trace.version !== undefined ? { version: trace.version } : {}),
-        outcome: outcome.ok ? 'OK' : outcome.code,
-        latencyMs: Math.round(latency * 1000) / 1000,
-        ...(trace.kek !== undefined ? { kek: trace.kek } : {}),
-      });
-      meter?.(trace.verb === '-' ? 'invalid' : trace.verb, outcome.ok ? 'OK' : outcome.code, latency / 1000, 1);
+      this.account(observer, trace.verb, trace.verb === '-' ? 'invalid' : trace.verb, trace, outcome.ok ? 'OK' : outcome.code, started);
       return outcome;
     };
     const reply = this.run(line, trace);
@@ -112,15 +98,12 @@ export class Session {
     permission: Permission | undefined,
     run: (trace: RequestTrace) => T | Promise<T>,
   ): Promise<Result<T>> {
-    const { observer, meter, access } = this.options;
+    const observer = this.options.observer;
     const started = performance.now();
-    if (observer !== undefined && !observer.available) {
-      meter?.('unknown', 'INTERNAL', (performance.now() - started) / 1000, 1);
-      return failure('INTERNAL', 'audit log unavailable; requests are refused');
-    }
+    if (observer !== undefined && !observer.available) return this.refusedUnread(started);
     const trace: RequestTrace = keyId === undefined ? {} : { keyId };
     let result: Result<T>;
-    if (access !== undefined && permission !== undefined && !access.authorize(this.ctx.client, permission, keyId)) {
+    if (permission !== undefined && !this.may(permission, keyId)) {
       result = failure('FORBIDDEN', `not allowed to ${permission}${keyId === undefined ? '' : ' this key'}`);
     } else {
       try {
@@ -129,19 +112,37 @@ export class Session {
         result = failureFrom(err);
       }
     }
+    this.account(observer, verb, verb, trace, result.ok ? 'OK' : result.code, started);
+    return result;
+  }
+
+  /** While the audit log cannot keep records, every request is refused unread (fail closed). */
+  private refusedUnread(started: number): Failure {
+    this.options.meter?.('unknown', 'INTERNAL', (performance.now() - started) / 1000, 1);
+    return failure('INTERNAL', 'audit log unavailable; requests are refused');
+  }
+
+  /** One answered request's audit record (when there is an audit log) and its meter count, as `metered` (the verb, or `invalid`). */
+  private account(
+    observer: RequestObserver | undefined,
+    verb: string,
+    metered: string,
+    trace: RequestTrace,
+    code: 'OK' | ErrorCode,
+    started: number,
+  ): void {
     const latency = performance.now() - started;
-    const code = result.ok ? 'OK' : result.code;
     observer?.record({
       time: new Date().toISOString(),
       client: describeClient(this.ctx),
       verb,
-      ...(keyId === undefined ? {} : { keyId }),
+      ...(trace.keyId !== undefined ? { keyId: trace.keyId } : {}),
       ...(trace.version !== undefined ? { version: trace.version } : {}),
       outcome: code,
       latencyMs: Math.round(latency * 1000) / 1000,
+      ...(trace.kek !== undefined ? { kek: trace.kek } : {}),
     });
-    meter?.(verb, code, latency / 1000, 1);
-    return result;
+    this.options.meter?.(metered, code, latency / 1000, 1);
   }
 
   /**
@@ -195,7 +196,7 @@ export class Session {
   }
 
   /** Whether this session's client may use `permission` on `keyId` (always, without a policy). */
-  may(permission: Permission, keyId: string): boolean {
+  may(permission: Permission, keyId: string | undefined): boolean {
     return this.options.access?.authorize(this.ctx.client, permission, keyId) ?? true;
   }
 
