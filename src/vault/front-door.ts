@@ -6,6 +6,7 @@ import type { KeyService } from '../keys/key-service.js';
 import type { Logger } from '../log/logger.js';
 import type { Pipeline, Session } from '../pipeline/pipeline.js';
 import { GatewayError } from '../protocol/errors.js';
+import { MAX_TOKEN_LENGTH } from '../protocol/parser.js';
 import { failure } from '../protocol/reply.js';
 import { parseListen } from '../ops/listen.js';
 import { CODE_OF, errorText, fromGateway, vaultError, type VaultReply } from './errors.js';
@@ -15,8 +16,8 @@ import { transit } from './transit.js';
 import { kv } from './kv.js';
 import type { Secrets } from '../kv/secrets.js';
 
-/** What a bearer token may be (`AUTH`'s limit): printable ASCII without spaces. */
-const TOKEN_RE = /^[\x21-\x7e]{1,512}$/;
+/** What `AUTH` accepts as a token: printable ASCII without spaces, at most MAX_TOKEN_LENGTH characters. */
+const TOKEN_RE = new RegExp(`^[\\x21-\\x7e]{1,${MAX_TOKEN_LENGTH}}$`);
 
 /**
  * The front door as the gateway runs it (`vault.*`): each request gets its own pipeline session,

@@ -67,10 +67,7 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
     listener,
   );
   const connections = new WeakMap<Duplex, { nextRequest(): void; address: string | undefined }>();
-  const open = new Set<Socket>();
   const accept = (socket: Socket): void => {
-    open.add(socket);
-    socket.once('close', () => open.delete(socket));
     const { inner, nextRequest } = acceptList(socket);
     connections.set(inner, { nextRequest, address: socket.remoteAddress });
     http.emit('connection', inner);
@@ -103,7 +100,6 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
         server.close(() => done());
         http.close();
         http.closeAllConnections();
-        for (const socket of open) socket.destroy();
       }),
   };
 }

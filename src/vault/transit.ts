@@ -92,10 +92,9 @@ export async function transit(
       return done ? { status: 204, body: null } : fromGateway(outcome.code, outcome.text);
     }
     case 'transit-key': {
-      // INFO on the session is the policy check and the audit record; the typed record comes from the key service.
-      const allowed = await session.handle(`INFO ${id}`);
-      if (!allowed.ok) return fromGateway(allowed.code, allowed.text);
-      return vaultData(transitKey(route.key, await describe(id)));
+      // Checked, audited and metered as INFO, with the key service's typed record (nothing parsed back).
+      const info = await session.perform('INFO', id, 'INFO', () => describe(id));
+      return info.ok ? vaultData(transitKey(route.key, info.value)) : fromGateway(info.code, info.text);
     }
   }
 }

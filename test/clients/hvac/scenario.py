@@ -119,5 +119,7 @@ assert old["data"]["plaintext"] == b64("card 4111")
 ok("transit rotate rewrap")
 
 expect_raises(hvac.exceptions.Forbidden, lambda: other.secrets.transit.rotate_key(name="orders"))
+expect_raises(hvac.exceptions.Forbidden, lambda: other.secrets.transit.read_key(name="orders"))
+expect_raises(hvac.exceptions.InvalidPath, lambda: transit.read_key(name="no-such-key"))
 ok("transit forbidden without a grant")
 print("done", flush=True)
